@@ -1,0 +1,1 @@
+//! The ABC-like language: AST with spans, nom parser, lowering to `Score`, printing, diagnostics.

@@ -1,0 +1,40 @@
+//! The `cadenza` binary: parses the command line and hands over to the library.
+
+use clap::{Parser, Subcommand};
+
+/// A terminal live-coding environment for neural symbolic music.
+#[derive(Parser, Debug)]
+#[command(name = "cadenza", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: the REPL (or `-e EXPR`).
+    #[command(flatten)]
+    repl: cadenza::cli::repl::Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert between .abc, .mid and MusicXML (.xml, .musicxml, .mxl) by file extension.
+    Convert(cadenza::cli::convert::Args),
+    /// Train a model on a corpus.
+    Train(cadenza::cli::train::Args),
+    /// Continue a prompt with a model and write MIDI or ABC.
+    Generate(cadenza::cli::generate::Args),
+    /// Print the log-likelihood of scores under a model.
+    Score(cadenza::cli::likelihood::Args),
+    /// Run a Rhai script and exit.
+    Run(cadenza::cli::run::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Convert(a)) => cadenza::cli::convert::run(a),
+        Some(Command::Train(a)) => cadenza::cli::train::run(a),
+        Some(Command::Generate(a)) => cadenza::cli::generate::run(a),
+        Some(Command::Score(a)) => cadenza::cli::likelihood::run(a),
+        Some(Command::Run(a)) => cadenza::cli::run::run(a),
+        None => cadenza::cli::repl::run(cli.repl),
+    }
+}

@@ -1,0 +1,43 @@
+//! Candle language models over token ids: GPT (KV cache) and LSTM behind one trait, loading, training.
+//!
+//! Contract shared with `gen` (owned by the model engineer; change with care): a model sees only
+//! ids. Per-generation state (KV cache, LSTM hidden state) lives outside the weights, so many
+//! generations can share one loaded model.
+
+use candle_core::{Device, Tensor};
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model {path}: {reason}")]
+    Load { path: String, reason: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Per-generation state: whatever the model must remember between calls, for a batch of rows.
+pub trait State: Send {
+    /// Positions already consumed (the same for every row of the batch).
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// Ids in, logits out.
+pub trait LanguageModel: Send + Sync {
+    fn vocab_size(&self) -> usize;
+    /// Longest sequence the model can attend to (usize::MAX for an LSTM).
+    fn context(&self) -> usize;
+    fn device(&self) -> &Device;
+    /// Empty state for `batch` parallel sequences.
+    fn new_state(&self, batch: usize) -> Result<Box<dyn State>, ModelError>;
+    /// Feeds `ids` (shape `[batch, seq]`, u32) after what `state` has seen; returns logits for
+    /// the last position, shape `[batch, vocab]` (f32), and advances the state.
+    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError>;
+    /// Logits for every position, shape `[batch, seq, vocab]` (for training and likelihood).
+    fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError>;
+}

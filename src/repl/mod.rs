@@ -1,0 +1,1 @@
+//! The terminal front: line editing, history, completion, highlighting, printing from other threads.

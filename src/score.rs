@@ -1,0 +1,701 @@
+//! The `Score`: notes in integer ticks plus musical meta, and the operations users script on it.
+
+use crate::time::{Meter, TempoMap, Tick, PPQ};
+use serde::{Deserialize, Serialize};
+
+/// One sounding note. Times are integer ticks at [`PPQ`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Note {
+    pub start: Tick,
+    pub dur: Tick,
+    /// MIDI pitch, 0..=127 (60 = middle C).
+    pub pitch: u8,
+    /// MIDI velocity, 1..=127.
+    pub velocity: u8,
+    /// MIDI channel, 0..=15 (9 is General MIDI drums).
+    pub channel: u8,
+    /// Index into [`Score::voices`].
+    pub voice: u8,
+    /// General MIDI program, 0..=127.
+    pub program: u8,
+}
+
+impl Note {
+    pub fn new(start: Tick, dur: Tick, pitch: u8) -> Self {
+        Note { start, dur, pitch, velocity: 80, channel: 0, voice: 0, program: 0 }
+    }
+
+    pub fn end(&self) -> Tick {
+        self.start + self.dur
+    }
+}
+
+/// Church modes plus major/minor, as ABC's `K:` field names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Mode {
+    #[default]
+    Major,
+    Minor,
+    Ionian,
+    Dorian,
+    Phrygian,
+    Lydian,
+    Mixolydian,
+    Aeolian,
+    Locrian,
+}
+
+impl Mode {
+    /// Fifths to add to the mode's tonic to find the signature of its relative major:
+    /// D dorian has the signature of C major (D is two fifths above C, dorian is -2).
+    pub fn fifths_offset(self) -> i32 {
+        match self {
+            Mode::Major | Mode::Ionian => 0,
+            Mode::Lydian => 1,
+            Mode::Mixolydian => -1,
+            Mode::Dorian => -2,
+            Mode::Minor | Mode::Aeolian => -3,
+            Mode::Phrygian => -4,
+            Mode::Locrian => -5,
+        }
+    }
+
+    /// Semitones above the tonic of each scale degree.
+    pub fn scale(self) -> [u8; 7] {
+        let major = [0u8, 2, 4, 5, 7, 9, 11];
+        let rotate = match self {
+            Mode::Major | Mode::Ionian => 0,
+            Mode::Dorian => 1,
+            Mode::Phrygian => 2,
+            Mode::Lydian => 3,
+            Mode::Mixolydian => 4,
+            Mode::Minor | Mode::Aeolian => 5,
+            Mode::Locrian => 6,
+        };
+        let mut out = [0u8; 7];
+        for (i, o) in out.iter_mut().enumerate() {
+            let p = major[(i + rotate) % 7] as i32 - major[rotate] as i32;
+            *o = p.rem_euclid(12) as u8;
+        }
+        out
+    }
+
+    /// The suffix ABC writes after the tonic (`""` for major, `"m"` for minor, `"dor"` ...).
+    pub fn abc_suffix(self) -> &'static str {
+        match self {
+            Mode::Major => "",
+            Mode::Minor => "m",
+            Mode::Ionian => "ion",
+            Mode::Dorian => "dor",
+            Mode::Phrygian => "phr",
+            Mode::Lydian => "lyd",
+            Mode::Mixolydian => "mix",
+            Mode::Aeolian => "aeo",
+            Mode::Locrian => "loc",
+        }
+    }
+
+    pub fn is_minor_like(self) -> bool {
+        matches!(self, Mode::Minor | Mode::Aeolian | Mode::Dorian | Mode::Phrygian | Mode::Locrian)
+    }
+
+    pub const ALL: [Mode; 9] = [
+        Mode::Major,
+        Mode::Minor,
+        Mode::Ionian,
+        Mode::Dorian,
+        Mode::Phrygian,
+        Mode::Lydian,
+        Mode::Mixolydian,
+        Mode::Aeolian,
+        Mode::Locrian,
+    ];
+}
+
+/// A key: tonic, mode, and any explicit accidentals ABC added (`K:D exp ^c`, `K:Dmix ^f`).
+///
+/// The tonic is stored as a letter (0 = C .. 6 = B) plus an alteration in semitones, because
+/// spelling matters when printing ABC: F# minor and Gb minor are different keys on paper.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// 0 = C, 1 = D, ... 6 = B.
+    pub letter: u8,
+    /// -1 flat, +1 sharp.
+    pub alter: i8,
+    pub mode: Mode,
+    /// Accidentals written after the key, per letter (0 = C), in semitones; they override the
+    /// signature's accidental for that letter.
+    pub extra: Vec<(u8, i8)>,
+    /// `K:none` / `K:HP`: no signature at all.
+    pub none: bool,
+}
+
+impl Default for Key {
+    fn default() -> Self {
+        Key { letter: 0, alter: 0, mode: Mode::Major, extra: Vec::new(), none: false }
+    }
+}
+
+/// Semitone of each natural letter C D E F G A B.
+pub const LETTER_SEMITONES: [u8; 7] = [0, 2, 4, 5, 7, 9, 11];
+/// Fifths position of each natural letter relative to C (F = -1, G = 1, ...).
+const LETTER_FIFTHS: [i32; 7] = [0, 2, 4, -1, 1, 3, 5];
+/// Order in which sharps enter a signature: F C G D A E B (as letter indices).
+const SHARP_ORDER: [u8; 7] = [3, 0, 4, 1, 5, 2, 6];
+
+impl Key {
+    pub fn new(letter: u8, alter: i8, mode: Mode) -> Self {
+        Key { letter, alter, mode, extra: Vec::new(), none: false }
+    }
+
+    /// Pitch class of the tonic.
+    pub fn tonic_pc(&self) -> u8 {
+        (LETTER_SEMITONES[self.letter as usize % 7] as i32 + self.alter as i32).rem_euclid(12) as u8
+    }
+
+    /// Sharps (positive) or flats (negative) in the signature, as MIDI's key signature stores it.
+    pub fn fifths(&self) -> i32 {
+        if self.none {
+            return 0;
+        }
+        LETTER_FIFTHS[self.letter as usize % 7] + 7 * self.alter as i32 + self.mode.fifths_offset()
+    }
+
+    /// The accidental (semitones) the signature gives each letter C..B, extras included.
+    pub fn accidentals(&self) -> [i8; 7] {
+        let mut acc = [0i8; 7];
+        if !self.none {
+            let fifths = self.fifths();
+            for i in 0..fifths.unsigned_abs().min(14) as usize {
+                let letter = if fifths > 0 { SHARP_ORDER[i % 7] } else { SHARP_ORDER[6 - i % 7] };
+                acc[letter as usize] += if fifths > 0 { 1 } else { -1 };
+            }
+        }
+        for &(letter, alter) in &self.extra {
+            acc[letter as usize % 7] = alter;
+        }
+        acc
+    }
+
+    /// Pitch classes of the key's scale (the signature applied to the seven letters).
+    pub fn pitch_classes(&self) -> Vec<u8> {
+        let acc = self.accidentals();
+        let mut pcs: Vec<u8> =
+            (0..7).map(|l| (LETTER_SEMITONES[l] as i32 + acc[l] as i32).rem_euclid(12) as u8).collect();
+        pcs.sort_unstable();
+        pcs.dedup();
+        pcs
+    }
+
+    /// Builds the key for a MIDI key signature (sharps/flats and major/minor).
+    pub fn from_fifths(fifths: i32, minor: bool) -> Self {
+        let mode = if minor { Mode::Minor } else { Mode::Major };
+        let tonic_fifths = fifths - mode.fifths_offset();
+        // Letter whose natural fifths position is tonic_fifths mod 7, then the alteration.
+        let letter = (0..7).find(|&l| (LETTER_FIFTHS[l] - tonic_fifths).rem_euclid(7) == 0).unwrap_or(0);
+        let alter = (tonic_fifths - LETTER_FIFTHS[letter]).div_euclid(7);
+        Key::new(letter as u8, alter as i8, mode)
+    }
+
+    /// Transposes the key by `semitones`, choosing the spelling with the fewest accidentals.
+    pub fn transposed(&self, semitones: i32) -> Key {
+        if self.none || semitones.rem_euclid(12) == 0 {
+            return self.clone();
+        }
+        let pc = (self.tonic_pc() as i32 + semitones).rem_euclid(12);
+        let mut best: Option<Key> = None;
+        for letter in 0..7u8 {
+            for alter in -1i8..=1 {
+                if (LETTER_SEMITONES[letter as usize] as i32 + alter as i32).rem_euclid(12) != pc {
+                    continue;
+                }
+                let k = Key::new(letter, alter, self.mode);
+                if best.as_ref().is_none_or(|b| k.fifths().abs() < b.fifths().abs()) {
+                    best = Some(k);
+                }
+            }
+        }
+        best.unwrap_or_else(|| self.clone())
+    }
+
+    /// The tonic spelled as ABC writes it in `K:` (`F#`, `Bb`, `C`).
+    pub fn tonic_name(&self) -> String {
+        let mut s = String::new();
+        s.push(b"CDEFGAB"[self.letter as usize % 7] as char);
+        match self.alter {
+            a if a > 0 => s.push_str(&"#".repeat(a as usize)),
+            a if a < 0 => s.push_str(&"b".repeat((-a) as usize)),
+            _ => {}
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for Key {
+    /// Prints the key as ABC's `K:` value: `Ador`, `F#m`, `Bb`, `D ^g`, `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.none {
+            return write!(f, "none");
+        }
+        write!(f, "{}{}", self.tonic_name(), self.mode.abc_suffix())?;
+        for &(letter, alter) in &self.extra {
+            let sign = match alter {
+                2 => "^^",
+                1 => "^",
+                0 => "=",
+                -1 => "_",
+                _ => "__",
+            };
+            write!(f, " {}{}", sign, (b"cdefgab"[letter as usize % 7]) as char)?;
+        }
+        Ok(())
+    }
+}
+
+/// A named part (ABC `V:` voice or a MIDI track) with its instrument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Voice {
+    /// The voice id as written (`V:1`, `V:Tenor`) or a track name.
+    pub name: String,
+    pub channel: u8,
+    pub program: u8,
+}
+
+/// Generation settings a prompt can carry in `%%` directives. Later layers read them; the score
+/// only keeps them so they travel with the music (and print back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GenSettings {
+    pub model: Option<String>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub bars: Option<u32>,
+}
+
+/// Everything about a score that is not a note.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Meta {
+    pub title: Option<String>,
+    /// ABC `X:` reference number.
+    pub reference: Option<u32>,
+    /// The `C:` field (who wrote the tune), as text.
+    pub composer_field: Option<String>,
+    /// Meters in tick order; the first is at tick 0 (absent means 4/4).
+    pub meters: Vec<(Tick, Meter)>,
+    /// Keys in tick order; the first is at tick 0 (absent means C major).
+    pub keys: Vec<(Tick, Key)>,
+    pub tempo: TempoMap,
+    /// Conditioning: style (`irish`, `german`, `chorale` ...).
+    pub style: Option<String>,
+    /// Conditioning: composer (`bach`).
+    pub composer: Option<String>,
+    /// Conditioning: instrument name (`violin`); `program` is its GM number.
+    pub instrument: Option<String>,
+    pub program: Option<u8>,
+    pub gen: GenSettings,
+    /// Chord symbols (`"Am"`), kept as text at their tick; not played.
+    pub chord_symbols: Vec<(Tick, String)>,
+    /// ABC `P:` part labels at their tick.
+    pub parts: Vec<(Tick, String)>,
+}
+
+/// A piece of music: notes sorted by start, voices, and meta. `length` includes trailing rests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Score {
+    pub notes: Vec<Note>,
+    pub voices: Vec<Voice>,
+    pub meta: Meta,
+    /// Length in ticks; at least the end of the last note.
+    pub length: Tick,
+}
+
+/// What can go wrong in score operations (all from user arguments).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ScoreError {
+    #[error("transposing by {semitones} semitones moves pitch {pitch} out of MIDI's 0..=127")]
+    PitchOutOfRange { pitch: u8, semitones: i32 },
+    #[error("bar range {from}..{to} is empty or reversed")]
+    BadBarRange { from: u32, to: u32 },
+    #[error("stretch factor {num}/{den} must be positive")]
+    BadStretch { num: u64, den: u64 },
+    #[error("quantize grid must be at least one tick")]
+    BadGrid,
+}
+
+impl Score {
+    pub fn new() -> Self {
+        Score::default()
+    }
+
+    /// Puts notes in canonical order (start, then pitch, voice...) and fixes `length`.
+    pub fn normalize(&mut self) {
+        self.notes.sort_unstable();
+        let end = self.notes.iter().map(Note::end).max().unwrap_or(0);
+        self.length = self.length.max(end);
+    }
+
+    /// The meter at tick 0 (4/4 when none was given).
+    pub fn meter(&self) -> Meter {
+        self.meter_at(0)
+    }
+
+    pub fn meter_at(&self, tick: Tick) -> Meter {
+        self.meta.meters.iter().take_while(|(t, _)| *t <= tick).last().map(|(_, m)| *m).unwrap_or_default()
+    }
+
+    /// The key at tick 0 (C major when none was given).
+    pub fn key(&self) -> Key {
+        self.key_at(0)
+    }
+
+    pub fn key_at(&self, tick: Tick) -> Key {
+        self.meta.keys.iter().take_while(|(t, _)| *t <= tick).last().map(|(_, k)| k.clone()).unwrap_or_default()
+    }
+
+    /// Tick where each bar starts, following meter changes, up to (not including) `length`.
+    /// A score of length 0 has no bars.
+    pub fn bar_starts(&self) -> Vec<Tick> {
+        let mut starts = Vec::new();
+        let mut t = 0;
+        while t < self.length {
+            starts.push(t);
+            let bar = self.meter_at(t).bar_ticks().max(1);
+            // A meter change inside a bar starts a new bar at the change.
+            let next_change = self.meta.meters.iter().map(|(mt, _)| *mt).find(|&mt| mt > t && mt < t + bar);
+            t = next_change.unwrap_or(t + bar);
+        }
+        starts
+    }
+
+    pub fn bar_count(&self) -> usize {
+        self.bar_starts().len()
+    }
+
+    /// Moves every pitch by `semitones`, and the keys with them.
+    pub fn transpose(&self, semitones: i32) -> Result<Score, ScoreError> {
+        let mut out = self.clone();
+        for n in &mut out.notes {
+            // Drums (channel 10) are not pitched; transposing them would change instruments.
+            if n.channel == 9 {
+                continue;
+            }
+            let p = n.pitch as i32 + semitones;
+            if !(0..=127).contains(&p) {
+                return Err(ScoreError::PitchOutOfRange { pitch: n.pitch, semitones });
+            }
+            n.pitch = p as u8;
+        }
+        for (_, k) in &mut out.meta.keys {
+            *k = k.transposed(semitones);
+        }
+        out.notes.sort_unstable();
+        Ok(out)
+    }
+
+    /// Bars `from..to` (0-based, end exclusive), re-based to tick 0. Notes that cross the cut are
+    /// clipped to it, so the slice sounds exactly like that stretch of the original.
+    pub fn slice_bars(&self, from: u32, to: u32) -> Result<Score, ScoreError> {
+        if to <= from {
+            return Err(ScoreError::BadBarRange { from, to });
+        }
+        let starts = self.bar_starts();
+        let tick_of = |bar: u32| -> Tick {
+            match starts.get(bar as usize) {
+                Some(t) => *t,
+                None => {
+                    // Past the end: extend with the last meter so slicing beyond is well defined.
+                    let last = starts.last().copied().unwrap_or(0);
+                    let extra = bar as u64 - starts.len().saturating_sub(1) as u64;
+                    last + extra * self.meter_at(last).bar_ticks()
+                }
+            }
+        };
+        Ok(self.slice_ticks(tick_of(from), tick_of(to)))
+    }
+
+    /// The music between ticks `[from, to)`, re-based to 0.
+    pub fn slice_ticks(&self, from: Tick, to: Tick) -> Score {
+        let mut out = Score {
+            notes: Vec::new(),
+            voices: self.voices.clone(),
+            meta: self.meta.clone(),
+            length: to.saturating_sub(from),
+        };
+        for n in &self.notes {
+            let (s, e) = (n.start.max(from), n.end().min(to));
+            if n.start >= from && n.start < to && e >= s {
+                out.notes.push(Note { start: s - from, dur: e - s, ..*n });
+            }
+        }
+        let rebase = |v: &Vec<(Tick, String)>| -> Vec<(Tick, String)> {
+            v.iter().filter(|(t, _)| *t >= from && *t < to).map(|(t, s)| (t - from, s.clone())).collect()
+        };
+        out.meta.chord_symbols = rebase(&self.meta.chord_symbols);
+        out.meta.parts = rebase(&self.meta.parts);
+        out.meta.meters = rebase_changes(&self.meta.meters, from, to, self.meter_at(from));
+        out.meta.keys = rebase_changes(&self.meta.keys, from, to, self.key_at(from));
+        out.meta.tempo = self.meta.tempo.slice(from, to);
+        out
+    }
+
+    /// This score followed by `other`, which starts at this score's `length`.
+    pub fn concat(&self, other: &Score) -> Score {
+        let offset = self.length;
+        let mut out = self.clone();
+        let voice_map = out.merge_voices(&other.voices);
+        for n in &other.notes {
+            out.notes.push(Note { start: n.start + offset, voice: voice_map[n.voice as usize], ..*n });
+        }
+        let shift = |v: &Vec<(Tick, String)>| v.iter().map(|(t, s)| (t + offset, s.clone())).collect::<Vec<_>>();
+        out.meta.chord_symbols.extend(shift(&other.meta.chord_symbols));
+        out.meta.parts.extend(shift(&other.meta.parts));
+        if other.meter() != out.meter_at(offset) || !other.meta.meters.is_empty() {
+            for (t, m) in &other.meta.meters {
+                push_change(&mut out.meta.meters, t + offset, *m);
+            }
+        }
+        if other.key() != out.key_at(offset) {
+            for (t, k) in &other.meta.keys {
+                push_change(&mut out.meta.keys, t + offset, k.clone());
+            }
+        }
+        for c in other.meta.tempo.shifted(offset) {
+            if c.micros_per_quarter != out.meta.tempo.at(c.tick).micros_per_quarter {
+                out.meta.tempo.set(c.tick, c.micros_per_quarter);
+            }
+        }
+        out.length = offset + other.length;
+        out.normalize();
+        out
+    }
+
+    /// The score played `times` times in a row (0 gives an empty score with the same meta).
+    pub fn repeat(&self, times: u32) -> Score {
+        let mut out = Score { notes: Vec::new(), voices: self.voices.clone(), meta: self.meta.clone(), length: 0 };
+        out.meta.chord_symbols.clear();
+        out.meta.parts.clear();
+        for i in 0..times {
+            if i == 0 {
+                out = self.clone();
+            } else {
+                out = out.concat(self);
+            }
+        }
+        out
+    }
+
+    /// Plays `other` at the same time as this score, keeping its voices apart.
+    pub fn merge(&self, other: &Score) -> Score {
+        let mut out = self.clone();
+        let voice_map: Vec<u8> = other
+            .voices
+            .iter()
+            .map(|v| {
+                out.voices.push(v.clone());
+                (out.voices.len() - 1) as u8
+            })
+            .collect();
+        for n in &other.notes {
+            let voice = voice_map.get(n.voice as usize).copied().unwrap_or_else(|| {
+                out.voices.push(Voice {
+                    name: format!("{}", out.voices.len() + 1),
+                    channel: n.channel,
+                    program: n.program,
+                });
+                (out.voices.len() - 1) as u8
+            });
+            out.notes.push(Note { voice, ..*n });
+        }
+        out.meta.chord_symbols.extend(other.meta.chord_symbols.iter().cloned());
+        out.meta.chord_symbols.sort();
+        out.length = self.length.max(other.length);
+        out.normalize();
+        out
+    }
+
+    /// Snaps starts and ends to a grid of `grid` ticks; a note never shrinks to nothing (it keeps
+    /// at least one grid step), so quantizing never drops notes.
+    pub fn quantize(&self, grid: Tick) -> Result<Score, ScoreError> {
+        if grid == 0 {
+            return Err(ScoreError::BadGrid);
+        }
+        let snap = |t: Tick| (t + grid / 2) / grid * grid;
+        let mut out = self.clone();
+        for n in &mut out.notes {
+            let start = snap(n.start);
+            let end = snap(n.end()).max(start + grid);
+            n.start = start;
+            n.dur = end - start;
+        }
+        out.length = snap(out.length);
+        out.normalize();
+        Ok(out)
+    }
+
+    /// Scales time by `num/den` (2/1 plays at half speed in notation).
+    pub fn stretch(&self, num: u64, den: u64) -> Result<Score, ScoreError> {
+        if num == 0 || den == 0 {
+            return Err(ScoreError::BadStretch { num, den });
+        }
+        let s = |t: Tick| t * num / den;
+        let mut out = self.clone();
+        for n in &mut out.notes {
+            let start = s(n.start);
+            n.dur = s(n.end()) - start;
+            n.start = start;
+        }
+        for (t, _) in out.meta.chord_symbols.iter_mut().chain(out.meta.parts.iter_mut()) {
+            *t = s(*t);
+        }
+        for (t, _) in &mut out.meta.meters {
+            *t = s(*t);
+        }
+        for (t, _) in &mut out.meta.keys {
+            *t = s(*t);
+        }
+        out.meta.tempo = out.meta.tempo.scaled(num, den);
+        out.length = s(out.length);
+        out.normalize();
+        Ok(out)
+    }
+
+    /// Adds voices, reusing ones with the same name; returns the new index of each.
+    fn merge_voices(&mut self, voices: &[Voice]) -> Vec<u8> {
+        let mut map: Vec<u8> = voices
+            .iter()
+            .map(|v| match self.voices.iter().position(|w| w.name == v.name) {
+                Some(i) => i as u8,
+                None => {
+                    self.voices.push(v.clone());
+                    (self.voices.len() - 1) as u8
+                }
+            })
+            .collect();
+        // Notes may name voices the list lacks (a bare score); map them to themselves.
+        map.extend((map.len()..256).map(|i| i as u8));
+        map
+    }
+
+    /// Length in quarter notes, for display.
+    pub fn beats(&self) -> f64 {
+        self.length as f64 / PPQ as f64
+    }
+}
+
+/// Changes (meters, keys) inside `[from, to)` re-based to 0, with the value at `from` first.
+fn rebase_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], from: Tick, to: Tick, at_from: T) -> Vec<(Tick, T)> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![(0, at_from)];
+    for (t, v) in changes {
+        if *t > from && *t < to {
+            push_change(&mut out, t - from, v.clone());
+        }
+    }
+    out
+}
+
+/// Appends a change unless it repeats the one in effect.
+fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, tick: Tick, value: T) {
+    if let Some((t, v)) = changes.last_mut() {
+        if *v == value {
+            return;
+        }
+        if *t == tick {
+            *v = value;
+            return;
+        }
+    }
+    changes.push((tick, value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scale_score() -> Score {
+        let mut s = Score::new();
+        for (i, p) in [60u8, 62, 64, 65, 67, 69, 71, 72].iter().enumerate() {
+            s.notes.push(Note::new(i as Tick * 480, 480, *p));
+        }
+        s.meta.meters.push((0, Meter::new(4, 4)));
+        s.meta.keys.push((0, Key::new(0, 0, Mode::Major)));
+        s.normalize();
+        s
+    }
+
+    #[test]
+    fn key_signatures_match_music_theory() {
+        // (letter, alter, mode) -> fifths
+        let cases = [
+            (1, 0, Mode::Major, 2),      // D
+            (5, 0, Mode::Dorian, 1),     // A dorian = G major
+            (3, 1, Mode::Minor, 3),      // F# minor
+            (6, -1, Mode::Major, -2),    // Bb
+            (1, 0, Mode::Mixolydian, 1), // D mixolydian = G major
+            (4, 0, Mode::Dorian, -1),    // G dorian = F major
+            (2, 0, Mode::Phrygian, 0),   // E phrygian = C
+            (3, 0, Mode::Lydian, 0),     // F lydian = C
+            (6, 0, Mode::Locrian, 0),    // B locrian = C
+        ];
+        for (letter, alter, mode, want) in cases {
+            let k = Key::new(letter, alter, mode);
+            assert_eq!(k.fifths(), want, "{k}");
+        }
+        assert_eq!(Key::new(1, 0, Mode::Major).accidentals(), [1, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(Key::new(6, -1, Mode::Major).accidentals(), [0, 0, -1, 0, 0, 0, -1]);
+        assert_eq!(Key::from_fifths(3, true).to_string(), "F#m");
+        assert_eq!(Key::from_fifths(-2, false).to_string(), "Bb");
+        assert_eq!(Key::from_fifths(0, false).to_string(), "C");
+        assert_eq!(Key::from_fifths(-6, false).to_string(), "Gb");
+    }
+
+    #[test]
+    fn mode_scales() {
+        assert_eq!(Mode::Dorian.scale(), [0, 2, 3, 5, 7, 9, 10]);
+        assert_eq!(Mode::Minor.scale(), [0, 2, 3, 5, 7, 8, 10]);
+        assert_eq!(Key::new(1, 0, Mode::Major).pitch_classes(), vec![1, 2, 4, 6, 7, 9, 11]);
+    }
+
+    #[test]
+    fn transpose_moves_notes_and_key() {
+        let s = scale_score().transpose(2).unwrap();
+        assert_eq!(s.notes[0].pitch, 62);
+        assert_eq!(s.key().to_string(), "D");
+        assert!(scale_score().transpose(100).is_err());
+        assert_eq!(scale_score().transpose(-1).unwrap().key().to_string(), "B");
+    }
+
+    #[test]
+    fn slice_concat_repeat() {
+        let s = scale_score();
+        assert_eq!(s.bar_count(), 2);
+        let second = s.slice_bars(1, 2).unwrap();
+        assert_eq!(second.notes.len(), 4);
+        assert_eq!(second.notes[0], Note::new(0, 480, 67));
+        assert_eq!(second.length, 1920);
+        let first = s.slice_bars(0, 1).unwrap();
+        assert_eq!(first.concat(&second), s);
+        let r = s.repeat(3);
+        assert_eq!(r.notes.len(), 24);
+        assert_eq!(r.length, 3 * 3840);
+        assert_eq!(r.slice_bars(4, 6).unwrap().notes, s.notes);
+    }
+
+    #[test]
+    fn merge_quantize_stretch() {
+        let s = scale_score();
+        let m = s.merge(&s.transpose(4).unwrap());
+        assert_eq!(m.notes.len(), 16);
+        assert_eq!(m.length, s.length);
+        let mut rough = s.clone();
+        rough.notes[1].start += 17;
+        rough.notes[1].dur -= 30;
+        assert_eq!(rough.quantize(120).unwrap().notes, s.notes);
+        let slow = s.stretch(2, 1).unwrap();
+        assert_eq!(slow.notes[1], Note::new(960, 960, 62));
+        assert_eq!(slow.stretch(1, 2).unwrap(), s);
+    }
+}
