@@ -1,0 +1,903 @@
+//! Lowering: gives an ABC syntax tree its musical meaning and builds a `Score` in playing order.
+//!
+//! abc2midi (Debian `abcmidi` 4.84) is the reference for every choice ABC 2.1 leaves open; each
+//! was checked by rendering a small tune with it:
+//! - an explicit accidental carries to the end of the bar for that *letter in every octave*
+//!   (`^c c'` plays C#6); `%%MIDI nobarlines` turns carrying off;
+//! - grace notes sound: together they take a quarter of the next note's time, split evenly,
+//!   and that note starts after them (`{ga}A2` with L:1/8 = g 60, a 60, A 360 ticks);
+//! - `:|` with no `|:` repeats from the start of the tune or from the last `:|`;
+//! - a chord lasts as long as its first note;
+//! - `%%MIDI transpose n` shifts what sounds, not what is written;
+//! - staccato `.` sounds half the note's length; a fermata `H` doubles the note (and the time);
+//! - trills `T`, rolls `~` and other ornaments are not expanded into notes (abc2midi plays
+//!   them as alternating notes; a score keeps the written note).
+//!
+//! Time inside a voice is kept as an exact rational number of ticks, so tuplets never drift;
+//! each note's start and end are rounded to whole ticks independently.
+
+use super::ast::{self, BarKind, Item, RestKind, Tune};
+use super::diagnostics::DslError;
+use super::fields::{key_value, meter_value, tempo_value, unit_value, FieldError};
+use super::instruments;
+use crate::score::{Key, Meta, Note, Score, Voice, LETTER_SEMITONES};
+use crate::time::{bpm_to_micros, Meter, MeterSymbol, TempoMap, Tick, WHOLE};
+
+/// An exact rational number of ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rat {
+    n: i64,
+    d: i64,
+}
+
+fn gcd(mut a: i64, mut b: i64) -> i64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.abs().max(1)
+}
+
+impl Rat {
+    const ZERO: Rat = Rat { n: 0, d: 1 };
+
+    // Almost every value is a whole number of ticks: the `d == 1` fast paths skip the
+    // divisions of `gcd`, which dominated the profile of the corpus benchmark.
+    #[inline]
+    fn new(n: i64, d: i64) -> Rat {
+        if d == 1 {
+            return Rat { n, d };
+        }
+        let g = gcd(n, d);
+        Rat { n: n / g, d: d / g }
+    }
+
+    #[inline]
+    fn mul(self, o: Rat) -> Rat {
+        if self.d == 1 && o.d == 1 {
+            return Rat { n: self.n * o.n, d: 1 };
+        }
+        if o.n == 1 && o.d == 1 {
+            return self;
+        }
+        Rat::new(self.n * o.n, self.d * o.d)
+    }
+
+    #[inline]
+    fn add(self, o: Rat) -> Rat {
+        if self.d == o.d {
+            return Rat::new(self.n + o.n, self.d);
+        }
+        let r = Rat::new(self.n * o.d + o.n * self.d, self.d * o.d);
+        // Pathological nests of unfinished tuplets could grow the denominator without bound;
+        // past a million sub-ticks the position is snapped to the nearest tick.
+        if r.d > 1_000_000 {
+            Rat { n: r.round() as i64, d: 1 }
+        } else {
+            r
+        }
+    }
+
+    #[inline]
+    fn round(self) -> u64 {
+        if self.d == 1 {
+            return self.n.max(0) as u64;
+        }
+        ((2 * self.n + self.d) / (2 * self.d)).max(0) as u64
+    }
+}
+
+/// A repeat or structure sign at a notation tick of one voice.
+#[derive(Debug, Clone, PartialEq)]
+enum Marker {
+    RepeatStart,
+    RepeatEnd,
+    /// `[1`, `[2`, `[1,3`: the passes the ending plays on.
+    Ending(u32),
+    /// `||`, `|]`, `[|`: closes a set of endings.
+    Close,
+}
+
+/// What lowering keeps for one ABC voice while it walks the body.
+struct VoiceState {
+    name: String,
+    /// Notation time: where the next note starts before repeats are expanded.
+    time: Rat,
+    /// Ticks per unit length `L:`.
+    unit: Rat,
+    meter: Meter,
+    key_acc: [i8; 7],
+    /// Accidentals written earlier in this bar, per letter (`None`: use the key).
+    bar_acc: [Option<i8>; 7],
+    notes: Vec<Note>,
+    /// Notes whose tie `-` waits for a note of the same pitch: (letter, octave, pitch, index).
+    ties: Vec<(u8, i8, u8, usize)>,
+    /// The previous note's ties while the current one is sounded (kept to reuse its buffer).
+    old_ties: Vec<(u8, i8, u8, usize)>,
+    markers: Vec<(Tick, Marker)>,
+    /// Active tuplet: time factor and how many notes it still covers.
+    tuplet: Option<(Rat, u32)>,
+    /// Length factor the last broken rhythm `>`/`<` left for the next note.
+    next_factor: Option<Rat>,
+    graces: Vec<u8>,
+    velocity: u8,
+    /// `.` before the next note: it sounds half its length (abc2midi's rendering).
+    staccato: bool,
+    /// `H` / `!fermata!` before the next note or rest: it lasts twice as long (abc2midi's).
+    fermata: bool,
+    channel: u8,
+    program: Option<u8>,
+    transpose: i32,
+    chord_symbols: Vec<(Tick, String)>,
+}
+
+/// Bar length used for `Z`/`X` multi-bar rests.
+fn bar_ticks(m: &Meter) -> Rat {
+    Rat::new(m.bar_ticks() as i64, 1)
+}
+
+fn unit_ticks((n, d): (u32, u32)) -> Rat {
+    Rat::new(WHOLE as i64 * n as i64, d as i64)
+}
+
+/// ABC's default unit length: 1/16 for meters under 3/4, else 1/8.
+fn default_unit(m: Option<&Meter>) -> (u32, u32) {
+    match m {
+        Some(m) if m.symbol != MeterSymbol::Free && (m.num as f64 / m.den as f64) < 0.75 => (1, 16),
+        _ => (1, 8),
+    }
+}
+
+/// Walks one tune and builds its score.
+struct Lowerer<'s> {
+    src: &'s str,
+    voices: Vec<VoiceState>,
+    cur: Option<usize>,
+    meta: Meta,
+    unit: (u32, u32),
+    meter: Option<Meter>,
+    key: Option<Key>,
+    /// Names of header `V:` declarations, in order; the first names the default voice.
+    declared: Vec<String>,
+    transpose: i32,
+    propagate: bool,
+    meters: Vec<(Tick, Meter)>,
+    keys: Vec<(Tick, Key)>,
+    tempos: Vec<(Tick, u32)>,
+    part_order: Option<Vec<char>>,
+    part_labels: Vec<(Tick, String)>,
+}
+
+/// Lowers a parsed tune to a [`Score`]. `src` is the text the spans point into.
+pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
+    let mut l = Lowerer {
+        src,
+        voices: Vec::new(),
+        cur: None,
+        meta: Meta::default(),
+        unit: (1, 8),
+        meter: None,
+        key: None,
+        declared: Vec::new(),
+        transpose: 0,
+        propagate: true,
+        meters: Vec::new(),
+        keys: Vec::new(),
+        tempos: Vec::new(),
+        part_order: None,
+        part_labels: Vec::new(),
+    };
+    l.header(tune).map_err(|e| e.in_tune(tune.x))?;
+    l.body(tune).map_err(|e| e.in_tune(tune.x))?;
+    Ok(l.finish())
+}
+
+impl<'s> Lowerer<'s> {
+    fn field_err(&self, f: &ast::Field<'_>, e: FieldError) -> DslError {
+        DslError::at(self.src, f.value_start + e.at, e.expected)
+    }
+
+    fn header(&mut self, tune: &Tune<'_>) -> Result<(), DslError> {
+        for &(d, span) in &tune.directives {
+            self.directive(d, span)?;
+        }
+        let mut unit = None;
+        let mut tempo = None;
+        for f in &tune.header {
+            match f.name {
+                b'X' => self.meta.reference = Some(tune.x),
+                b'T' if self.meta.title.is_none() => self.meta.title = Some(f.value.to_string()),
+                b'C' if self.meta.composer_field.is_none() => self.meta.composer_field = Some(f.value.to_string()),
+                b'M' => self.meter = Some(meter_value(f.value).map_err(|e| self.field_err(f, e))?),
+                b'L' => unit = Some(unit_value(f.value).map_err(|e| self.field_err(f, e))?),
+                b'Q' => tempo = Some(*f),
+                b'K' => self.key = Some(key_value(f.value).map_err(|e| self.field_err(f, e))?),
+                b'P' => self.part_order = part_order(f.value),
+                b'V' => {
+                    let id = f.value.split_ascii_whitespace().next().unwrap_or("1").to_string();
+                    if !self.declared.contains(&id) {
+                        self.declared.push(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.unit = unit.unwrap_or_else(|| default_unit(self.meter.as_ref()));
+        if let Some(m) = self.meter {
+            self.meters.push((0, m));
+        }
+        if let Some(k) = &self.key {
+            self.keys.push((0, k.clone()));
+        }
+        if let Some(f) = tempo {
+            if let Some((bpm, n, d)) = tempo_value(f.value, self.unit).map_err(|e| self.field_err(&f, e))? {
+                self.tempos.push((0, micros(bpm, n, d)));
+            }
+        }
+        Ok(())
+    }
+
+    fn new_voice(&self, name: String) -> VoiceState {
+        let index = self.voices.len();
+        // Channel 10 (index 9) is General MIDI drums: voices skip it.
+        let channel = if index < 9 { index } else { (index + 1).min(15) } as u8;
+        VoiceState {
+            name,
+            time: Rat::ZERO,
+            unit: unit_ticks(self.unit),
+            meter: self.meter.unwrap_or_default(),
+            key_acc: self.key.as_ref().map(Key::accidentals).unwrap_or([0; 7]),
+            bar_acc: [None; 7],
+            notes: Vec::with_capacity(256),
+            ties: Vec::new(),
+            old_ties: Vec::new(),
+            markers: Vec::new(),
+            tuplet: None,
+            next_factor: None,
+            graces: Vec::new(),
+            velocity: 80,
+            staccato: false,
+            fermata: false,
+            channel,
+            program: None,
+            transpose: 0,
+            chord_symbols: Vec::new(),
+        }
+    }
+
+    /// The current voice, created on first use (music before any `V:` is the first voice).
+    #[inline]
+    fn voice(&mut self) -> usize {
+        if let Some(c) = self.cur {
+            return c;
+        }
+        let name = self.declared.first().cloned().unwrap_or_else(|| "1".to_string());
+        self.switch_voice(&name)
+    }
+
+    fn switch_voice(&mut self, name: &str) -> usize {
+        let i = match self.voices.iter().position(|v| v.name == name) {
+            Some(i) => i,
+            None => {
+                let v = self.new_voice(name.to_string());
+                self.voices.push(v);
+                self.voices.len() - 1
+            }
+        };
+        self.cur = Some(i);
+        i
+    }
+
+    fn body(&mut self, tune: &Tune<'_>) -> Result<(), DslError> {
+        let items = &tune.body;
+        for (k, item) in items.iter().enumerate() {
+            match item {
+                Item::Note(n) => {
+                    let vi = self.voice();
+                    let factor = self.factor(vi, items, k);
+                    let v = &mut self.voices[vi];
+                    let dur = v.unit.mul(Rat::new(n.length.num as i64, n.length.den as i64)).mul(factor);
+                    let pitch = self.pitch(vi, &n.pitch, n.span)?;
+                    self.sound(vi, &[(pitch, n.pitch.letter, n.pitch.octave, n.tie, dur)], dur);
+                }
+                Item::Chord(c) => {
+                    let vi = self.voice();
+                    let factor = self.factor(vi, items, k);
+                    let scale =
+                        self.voices[vi].unit.mul(Rat::new(c.length.num as i64, c.length.den as i64)).mul(factor);
+                    let mut sounding = Vec::with_capacity(c.notes.len());
+                    for n in &c.notes {
+                        let pitch = self.pitch(vi, &n.pitch, n.span)?;
+                        let dur = scale.mul(Rat::new(n.length.num as i64, n.length.den as i64));
+                        sounding.push((pitch, n.pitch.letter, n.pitch.octave, n.tie || c.tie, dur));
+                    }
+                    let advance = sounding[0].4;
+                    self.sound(vi, &sounding, advance);
+                }
+                Item::Rest(r) => {
+                    let vi = self.voice();
+                    let factor = self.factor(vi, items, k);
+                    let v = &mut self.voices[vi];
+                    let len = Rat::new(r.length.num as i64, r.length.den as i64);
+                    let mut dur = match r.kind {
+                        RestKind::Bars => bar_ticks(&v.meter).mul(len),
+                        RestKind::Rest | RestKind::Invisible => v.unit.mul(len).mul(factor),
+                    };
+                    if std::mem::take(&mut v.fermata) {
+                        dur = dur.mul(Rat::new(2, 1));
+                    }
+                    v.staccato = false;
+                    v.ties.clear();
+                    v.graces.clear();
+                    v.time = v.time.add(dur);
+                }
+                Item::Grace(notes, _) => {
+                    let vi = self.voice();
+                    self.voices[vi].graces.clear();
+                    for n in notes {
+                        let p = self.pitch(vi, &n.pitch, n.span)?;
+                        self.voices[vi].graces.push(p);
+                    }
+                }
+                Item::Tuplet(t) => {
+                    let vi = self.voice();
+                    let v = &mut self.voices[vi];
+                    let compound = v.meter.symbol != MeterSymbol::Free && v.meter.is_compound();
+                    let q = t.q.unwrap_or(match t.p {
+                        2 | 4 | 8 => 3,
+                        3 | 6 => 2,
+                        _ if compound => 3,
+                        _ => 2,
+                    });
+                    let r = t.r.unwrap_or(t.p);
+                    v.tuplet = Some((Rat::new(q as i64, t.p as i64), r));
+                }
+                Item::Broken(_) => {} // applied by `factor` when the note before it is read
+                Item::Bar(b) => {
+                    let vi = self.voice();
+                    self.bar(vi, b.kind);
+                    if let Some(e) = &b.ending {
+                        let v = &mut self.voices[vi];
+                        v.markers.push((v.time.round(), Marker::Ending(e.passes.len() as u32)));
+                    }
+                }
+                Item::Ending(e) => {
+                    let vi = self.voice();
+                    let v = &mut self.voices[vi];
+                    v.markers.push((v.time.round(), Marker::Ending(e.passes.len() as u32)));
+                }
+                Item::Decoration(d, _) => {
+                    let vi = self.voice();
+                    let v = &mut self.voices[vi];
+                    match *d {
+                        "." | "staccato" => v.staccato = true,
+                        "H" | "fermata" => v.fermata = true,
+                        _ => {
+                            if let Some(vel) = dynamic(d) {
+                                v.velocity = vel;
+                            }
+                        }
+                    }
+                }
+                Item::Annotation(a, _) => {
+                    // `"^text"` and friends are placed text, not harmony.
+                    if !a.is_empty() && !matches!(a.as_bytes()[0], b'^' | b'_' | b'<' | b'>' | b'@') {
+                        let vi = self.voice();
+                        let v = &mut self.voices[vi];
+                        v.chord_symbols.push((v.time.round(), a.to_string()));
+                    }
+                }
+                Item::Field(f) => self.field(f)?,
+                Item::Directive(d, span) => self.directive(d, *span)?,
+                Item::SlurStart(_) | Item::SlurEnd(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The length factor of the note-like item at `k`: a pending broken rhythm from before it,
+    /// one that follows it, and the active tuplet.
+    fn factor(&mut self, vi: usize, items: &[Item<'_>], k: usize) -> Rat {
+        let v = &mut self.voices[vi];
+        let mut f = v.next_factor.take().unwrap_or(Rat::new(1, 1));
+        for item in &items[k + 1..] {
+            match item {
+                Item::Decoration(..) | Item::Annotation(..) | Item::SlurEnd(_) | Item::SlurStart(_) => continue,
+                Item::Broken(b) => {
+                    // `>` gives 3/2 and 1/2, `>>` 7/4 and 1/4, `>>>` 15/8 and 1/8.
+                    let p = 1i64 << b.count;
+                    let (long, short) = (Rat::new(2 * p - 1, p), Rat::new(1, p));
+                    let (mine, next) = if b.first_long { (long, short) } else { (short, long) };
+                    f = f.mul(mine);
+                    v.next_factor = Some(next);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if let Some((tf, left)) = v.tuplet {
+            f = f.mul(tf);
+            v.tuplet = if left > 1 { Some((tf, left - 1)) } else { None };
+        }
+        f
+    }
+
+    /// MIDI pitch of a written note, applying and recording bar accidentals.
+    fn pitch(&mut self, vi: usize, p: &ast::Pitch, span: ast::Span) -> Result<u8, DslError> {
+        let propagate = self.propagate;
+        let v = &mut self.voices[vi];
+        let l = p.letter as usize;
+        let acc = match p.accidental {
+            Some(a) => {
+                let s = a.semitones();
+                if propagate {
+                    v.bar_acc[l] = Some(s);
+                }
+                s
+            }
+            None => {
+                // A tie carries its note's accidental over the bar line.
+                if let Some(&(_, _, pitch, _)) = v.ties.iter().find(|t| t.0 == p.letter && t.1 == p.octave) {
+                    return Ok(pitch);
+                }
+                v.bar_acc[l].unwrap_or(v.key_acc[l])
+            }
+        };
+        let midi = 60 + 12 * p.octave as i32 + LETTER_SEMITONES[l] as i32 + acc as i32 + self.transpose + v.transpose;
+        if !(0..=127).contains(&midi) {
+            return Err(DslError::at(self.src, span.start, "a note within MIDI's pitch range (C,,,,, to g''''')"));
+        }
+        Ok(midi as u8)
+    }
+
+    /// Sounds notes (one, or a chord) at the voice's time and moves time on by `advance`.
+    /// Each entry: (pitch, letter, octave, tied, duration).
+    fn sound(&mut self, vi: usize, notes: &[(u8, u8, i8, bool, Rat)], advance: Rat) {
+        let v = &mut self.voices[vi];
+        let fermata = if std::mem::take(&mut v.fermata) { Rat::new(2, 1) } else { Rat::new(1, 1) };
+        let staccato = if std::mem::take(&mut v.staccato) { Rat::new(1, 2) } else { Rat::new(1, 1) };
+        let advance = advance.mul(fermata);
+        let mut start = v.time;
+        if !v.graces.is_empty() {
+            // Graces share a quarter of the main note's time and push its start back.
+            let total = advance.mul(Rat::new(1, 4));
+            let each = total.mul(Rat::new(1, v.graces.len() as i64));
+            let mut t = start;
+            for &g in &v.graces {
+                let (s, e) = (t.round(), t.add(each).round());
+                v.notes.push(Note { start: s, dur: e - s, pitch: g, velocity: v.velocity, ..Note::new(0, 0, 0) });
+                t = t.add(each);
+            }
+            v.graces.clear();
+            start = start.add(total);
+        }
+        let s = start.round();
+        // Swap the tie buffers instead of reallocating one per tied note.
+        std::mem::swap(&mut v.ties, &mut v.old_ties);
+        v.ties.clear();
+        let old_ties = &v.old_ties;
+        for &(pitch, letter, octave, tie, dur) in notes {
+            let e = v.time.add(dur.mul(fermata).mul(staccato)).round().max(s);
+            let continued =
+                old_ties.iter().find(|t| t.2 == pitch).map(|t| t.3).filter(|&idx| v.notes[idx].end() == v.time.round());
+            let idx = match continued {
+                Some(idx) => {
+                    let n = &mut v.notes[idx];
+                    n.dur = e.max(n.start) - n.start;
+                    idx
+                }
+                None => {
+                    v.notes.push(Note { start: s, dur: e - s, pitch, velocity: v.velocity, ..Note::new(0, 0, 0) });
+                    v.notes.len() - 1
+                }
+            };
+            if tie {
+                v.ties.push((letter, octave, pitch, idx));
+            }
+        }
+        v.time = v.time.add(advance);
+    }
+
+    fn bar(&mut self, vi: usize, kind: BarKind) {
+        let v = &mut self.voices[vi];
+        v.bar_acc = [None; 7];
+        // A decoration left before a bar line (`G2 H:|`) decorates nothing.
+        v.staccato = false;
+        v.fermata = false;
+        let t = v.time.round();
+        match kind {
+            BarKind::Single => {}
+            BarKind::Double | BarKind::Final | BarKind::Thick => v.markers.push((t, Marker::Close)),
+            BarKind::RepeatStart => v.markers.push((t, Marker::RepeatStart)),
+            BarKind::RepeatEnd => v.markers.push((t, Marker::RepeatEnd)),
+            BarKind::RepeatBoth => {
+                v.markers.push((t, Marker::RepeatEnd));
+                v.markers.push((t, Marker::RepeatStart));
+            }
+        }
+    }
+
+    /// A field in the body (own line or inline `[K:D]`).
+    fn field(&mut self, f: &ast::Field<'_>) -> Result<(), DslError> {
+        match f.name {
+            b'K' => {
+                let key = key_value(f.value).map_err(|e| self.field_err(f, e))?;
+                let vi = self.voice();
+                let v = &mut self.voices[vi];
+                v.key_acc = key.accidentals();
+                v.bar_acc = [None; 7];
+                if vi == 0 {
+                    let t = v.time.round();
+                    self.keys.push((t, key));
+                }
+            }
+            b'M' => {
+                let m = meter_value(f.value).map_err(|e| self.field_err(f, e))?;
+                let vi = self.voice();
+                let v = &mut self.voices[vi];
+                v.meter = m;
+                if vi == 0 {
+                    let t = v.time.round();
+                    self.meters.push((t, m));
+                }
+            }
+            b'L' => {
+                let u = unit_value(f.value).map_err(|e| self.field_err(f, e))?;
+                let vi = self.voice();
+                self.voices[vi].unit = unit_ticks(u);
+            }
+            b'Q' => {
+                let vi = self.voice();
+                let unit = self.unit;
+                if let Some((bpm, n, d)) = tempo_value(f.value, unit).map_err(|e| self.field_err(f, e))? {
+                    let t = self.voices[vi].time.round();
+                    self.tempos.push((t, micros(bpm, n, d)));
+                }
+            }
+            b'V' => {
+                let id = f.value.split_ascii_whitespace().next().unwrap_or("1");
+                self.switch_voice(id);
+            }
+            b'P' => {
+                let vi = self.voice();
+                let t = self.voices[vi].time.round();
+                self.part_labels.push((t, f.value.to_string()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `%%` directives: cadenza's own settings and the `%%MIDI` ones that change what sounds.
+    fn directive(&mut self, d: &str, span: ast::Span) -> Result<(), DslError> {
+        let (name, value) = d.split_once(char::is_whitespace).unwrap_or((d, ""));
+        let value = value.split('%').next().unwrap_or("").trim();
+        // `value` is a slice of the source, so its address gives the column of the error.
+        let value_at = (value.as_ptr() as usize).checked_sub(self.src.as_ptr() as usize).unwrap_or(span.start);
+        let at = |what: &'static str| DslError::at(self.src, value_at.min(self.src.len()), what);
+        let text = || (!value.is_empty()).then(|| value.to_string());
+        match name {
+            "style" => self.meta.style = text(),
+            "composer" => self.meta.composer = text(),
+            "instrument" => {
+                self.meta.instrument = text();
+                if let Some(p) = instruments::program(value) {
+                    self.meta.program = Some(p);
+                }
+            }
+            "program" => {
+                self.meta.program = Some(
+                    value
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|&p| p < 128)
+                        .ok_or_else(|| at("a General MIDI program from 0 to 127"))?,
+                )
+            }
+            "temperature" => {
+                self.meta.gen.temperature =
+                    Some(value.parse::<f64>().ok().filter(|t| *t >= 0.0).ok_or_else(|| at("a temperature like 0.9"))?)
+            }
+            "top_k" => self.meta.gen.top_k = Some(value.parse().map_err(|_| at("a whole number for top_k"))?),
+            "top_p" => {
+                self.meta.gen.top_p = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| (0.0..=1.0).contains(p))
+                        .ok_or_else(|| at("a top_p from 0 to 1"))?,
+                )
+            }
+            "seed" => self.meta.gen.seed = Some(value.parse().map_err(|_| at("a whole number for the seed"))?),
+            "bars" => self.meta.gen.bars = Some(value.parse().map_err(|_| at("a whole number of bars"))?),
+            "model" => self.meta.gen.model = text(),
+            "MIDI" => self.midi_directive(value),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `%%MIDI program [channel] n`, `%%MIDI channel n`, `%%MIDI transpose n`,
+    /// `%%MIDI nobarlines`; abc2midi's other settings change nothing we model.
+    fn midi_directive(&mut self, value: &str) {
+        let mut w = value.split_ascii_whitespace();
+        let cmd = w.next().unwrap_or("");
+        let nums: Vec<i32> = w.filter_map(|x| x.parse().ok()).collect();
+        match (cmd, nums.as_slice()) {
+            ("program", [.., p]) if (0..128).contains(p) => match self.cur {
+                Some(vi) => self.voices[vi].program = Some(*p as u8),
+                None => self.meta.program = Some(*p as u8),
+            },
+            ("channel", [c]) if (1..=16).contains(c) => {
+                let vi = self.voice();
+                self.voices[vi].channel = (*c - 1) as u8;
+            }
+            ("transpose", [t]) if t.abs() <= 48 => match self.cur {
+                Some(vi) => self.voices[vi].transpose = *t,
+                None => self.transpose = *t,
+            },
+            ("nobarlines", _) => self.propagate = false,
+            ("barlines", _) => self.propagate = true,
+            _ => {}
+        }
+    }
+
+    fn finish(mut self) -> Score {
+        let mut score = Score { meta: std::mem::take(&mut self.meta), ..Score::default() };
+        if self.voices.is_empty() {
+            // A tune with no music still has its first voice (and its meta).
+            self.voice();
+        }
+        let default_program = score.meta.program.unwrap_or(0);
+        let labels = std::mem::take(&mut self.part_labels);
+        let mut first_segs = Vec::new();
+        score.notes.reserve(self.voices.iter().map(|v| v.notes.len() * 2).sum());
+        for (vi, v) in self.voices.iter().enumerate() {
+            let end = v.time.round();
+            let mut segs = play_order(&v.markers, end);
+            if let Some(order) = &self.part_order {
+                if let Some(s) = apply_parts(&segs, order, &labels, end) {
+                    segs = s;
+                }
+            }
+            let program = v.program.unwrap_or(default_program);
+            score.voices.push(Voice { name: v.name.clone(), channel: v.channel, program });
+            let mut out = 0;
+            for &(a, b) in &segs {
+                let from = v.notes.partition_point(|n| n.start < a);
+                for n in v.notes[from..].iter().take_while(|n| n.start < b) {
+                    score.notes.push(Note {
+                        start: n.start - a + out,
+                        voice: vi as u8,
+                        channel: v.channel,
+                        program,
+                        ..*n
+                    });
+                }
+                for (t, c) in v.chord_symbols.iter().filter(|(t, _)| *t >= a && *t < b) {
+                    score.meta.chord_symbols.push((t - a + out, c.clone()));
+                }
+                out += b - a;
+            }
+            score.length = score.length.max(out);
+            if vi == 0 {
+                first_segs = segs;
+            }
+        }
+        score.meta.meters = map_changes(&self.meters, &first_segs);
+        score.meta.keys = map_changes(&self.keys, &first_segs);
+        if !self.tempos.is_empty() {
+            let mut map = TempoMap::default();
+            for (t, m) in map_changes(&self.tempos, &first_segs) {
+                map.set(t, m);
+            }
+            score.meta.tempo = map;
+        }
+        if !labels.is_empty() {
+            let mut out = 0;
+            for &(a, b) in &first_segs {
+                for (t, l) in labels.iter().filter(|(t, _)| *t >= a && *t < b) {
+                    if score.meta.parts.last().is_none_or(|(_, last)| last != l) || *t != a {
+                        score.meta.parts.push((t - a + out, l.clone()));
+                    }
+                }
+                out += b - a;
+            }
+        }
+        score.meta.chord_symbols.sort();
+        score.normalize();
+        score
+    }
+}
+
+/// Microseconds per quarter note for `bpm` beats of `n/d` whole notes.
+fn micros(bpm: f64, n: u32, d: u32) -> u32 {
+    let quarters_per_beat = 4.0 * n as f64 / d as f64;
+    bpm_to_micros(bpm * quarters_per_beat)
+}
+
+/// Velocity of a dynamics decoration (`!p!` ... `!fff!`).
+pub(crate) fn dynamic(d: &str) -> Option<u8> {
+    Some(match d {
+        "pppp" => 20,
+        "ppp" => 30,
+        "pp" => 45,
+        "p" => 60,
+        "mp" => 72,
+        "mf" => 88,
+        "f" => 100,
+        "ff" => 112,
+        "fff" => 124,
+        "ffff" => 127,
+        _ => return None,
+    })
+}
+
+/// The order ABC plays a voice in: notation-time segments `[from, to)` with repeats and
+/// endings expanded.
+fn play_order(markers: &[(Tick, Marker)], end: Tick) -> Vec<(Tick, Tick)> {
+    let mut segs = Vec::new();
+    let push = |segs: &mut Vec<(Tick, Tick)>, a: Tick, b: Tick| {
+        if b > a {
+            segs.push((a, b));
+        }
+    };
+    let mut cursor = 0;
+    let mut rep_start = 0;
+    // Start of the first ending of the current set, and the ending being read (start, passes).
+    let mut first_ending: Option<Tick> = None;
+    let mut ending: Option<(Tick, u32)> = None;
+    for (t, m) in markers {
+        let t = *t;
+        match m {
+            Marker::RepeatStart => {
+                rep_start = t;
+                first_ending = None;
+                ending = None;
+            }
+            Marker::Ending(passes) => {
+                first_ending.get_or_insert(t);
+                ending = Some((t, *passes));
+            }
+            Marker::Close => {
+                if ending.is_some() {
+                    rep_start = t;
+                }
+                first_ending = None;
+                ending = None;
+            }
+            Marker::RepeatEnd => {
+                push(&mut segs, cursor, t);
+                match (ending.take(), first_ending) {
+                    (Some((e, passes)), Some(first)) => {
+                        // An ending for passes 1 and 2 is played, then the body again, then it
+                        // again; after its last pass the body leads into the next ending.
+                        for _ in 1..passes {
+                            push(&mut segs, rep_start, first);
+                            push(&mut segs, e, t);
+                        }
+                        push(&mut segs, rep_start, first);
+                    }
+                    _ => {
+                        push(&mut segs, rep_start, t);
+                        rep_start = t;
+                        first_ending = None;
+                    }
+                }
+                cursor = t;
+            }
+        }
+    }
+    push(&mut segs, cursor, end);
+    // Adjacent segments read more simply merged.
+    let mut merged: Vec<(Tick, Tick)> = Vec::with_capacity(segs.len());
+    for (a, b) in segs {
+        match merged.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
+/// Header `P:` play order: `ABA`, `A2B`, `(AB)2C`. `None` when the value is a label, not an
+/// order (`P:Verse`).
+fn part_order(v: &str) -> Option<Vec<char>> {
+    fn group(chars: &[u8], i: &mut usize, out: &mut Vec<char>, depth: u32) -> Option<()> {
+        while *i < chars.len() {
+            let c = chars[*i];
+            *i += 1;
+            let item: Vec<char> = match c {
+                b'A'..=b'Z' => vec![c as char],
+                b'(' if depth < 4 => {
+                    let mut inner = Vec::new();
+                    group(chars, i, &mut inner, depth + 1)?;
+                    inner
+                }
+                b')' if depth > 0 => return Some(()),
+                b' ' | b'.' | b'\t' => continue,
+                _ => return None,
+            };
+            let digits = chars[*i..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let times = std::str::from_utf8(&chars[*i..*i + digits]).ok()?.parse::<usize>().unwrap_or(1).min(16);
+            *i += digits;
+            for _ in 0..times {
+                out.extend_from_slice(&item);
+            }
+        }
+        (depth == 0).then_some(())
+    }
+    let mut out = Vec::new();
+    group(v.as_bytes(), &mut 0, &mut out, 0)?;
+    (out.len() > 1).then_some(out)
+}
+
+/// Reorders a voice's segments by the header part order. `None` (play as written) when some
+/// part in the order has no `P:` label in the body.
+fn apply_parts(
+    segs: &[(Tick, Tick)],
+    order: &[char],
+    labels: &[(Tick, String)],
+    end: Tick,
+) -> Option<Vec<(Tick, Tick)>> {
+    if labels.is_empty() {
+        return None;
+    }
+    let range = |p: char| -> Option<(Tick, Tick)> {
+        let i = labels.iter().position(|(_, l)| l.starts_with(p) && l.len() <= 2)?;
+        let stop = labels.get(i + 1).map_or(end, |(t, _)| *t);
+        Some((labels[i].0, stop))
+    };
+    let mut out = Vec::new();
+    // Music before the first label is an introduction: it plays once, first.
+    let intro = (0, labels[0].0);
+    for r in std::iter::once(Some(intro)).chain(order.iter().map(|&p| range(p))) {
+        let (from, to) = r?;
+        for &(a, b) in segs {
+            let (a, b) = (a.max(from), b.min(to));
+            if b > a {
+                out.push((a, b));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Changes recorded in notation time, replayed along the play order.
+fn map_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], segs: &[(Tick, Tick)]) -> Vec<(Tick, T)> {
+    let mut out: Vec<(Tick, T)> = Vec::new();
+    if changes.is_empty() {
+        return out;
+    }
+    if segs.is_empty() {
+        out.push((0, changes[0].1.clone()));
+        return out;
+    }
+    let mut offset = 0;
+    for &(a, b) in segs {
+        // The value in effect where this segment starts (the last change at or before `a`).
+        // Before the first change nothing is in effect (the score's default applies).
+        let i = changes.partition_point(|(t, _)| *t <= a);
+        if i > 0 {
+            push_change(&mut out, offset, changes[i - 1].1.clone());
+        }
+        for (t, v) in changes[i..].iter().take_while(|(t, _)| *t < b) {
+            push_change(&mut out, t - a + offset, v.clone());
+        }
+        offset += b - a;
+    }
+    out
+}
+
+/// Appends a change unless it repeats the value in effect (a later value at the same tick wins).
+fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, tick: Tick, value: T) {
+    if let Some((t, v)) = changes.last_mut() {
+        if *v == value {
+            return;
+        }
+        if *t == tick {
+            *v = value;
+            return;
+        }
+    }
+    changes.push((tick, value));
+}

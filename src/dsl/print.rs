@@ -1,0 +1,491 @@
+//! Printing: a `Score` written back as clean ABC 2.1 that `parse` reads to the same score.
+//!
+//! Layout: header (`X T C`, cadenza `%%` directives, `M L Q K`), then each voice in turn (`V:`
+//! lines only when there is more than one voice or a voice needs its own settings), four bars
+//! to a line. `L:` is always 1/8, so any tick length prints exactly as a fraction of it.
+//!
+//! Each voice is cut at every time where something starts or ends (and at bar lines): between
+//! two cuts the voice sounds a fixed set of pitches, printed as a note, a chord or a rest;
+//! a pitch that sounds on past a cut is tied (`-`). Monophonic music therefore prints plainly
+//! and only notes crossing a bar line get ties. Three equal lengths of 2/3 of a plain length
+//! print as a triplet `(3`. Bars that repeat the bars just before them print once between
+//! `|:` and `:|`.
+//!
+//! What a printed score keeps exactly (`parse(print(s)) == s`, the "on the grid" contract in
+//! `tests/it/dsl.rs`): every note's start, length and pitch, its voice, the voice's name,
+//! channel and program, the length of the score, title, `X:` number, `C:` field, meters, keys,
+//! tempo, chord symbols, part labels and the cadenza directives; velocities print as `!p!`..
+//! `!fff!` marks when they are one of those levels. What it does not keep: a note's own
+//! channel or program when they differ from its voice's, other velocities (and a return to the
+//! default 80 after a mark), chords whose notes start together with different velocities,
+//! zero-length notes, two overlapping notes of the same pitch in one voice, and a
+//! `%%instrument` name whose General MIDI program differs from `meta.program`.
+
+use super::instruments;
+use crate::score::{Key, Note, Score, LETTER_SEMITONES};
+use crate::time::{TempoMap, Tick, WHOLE};
+use std::fmt::Write;
+
+/// Ticks in the printed unit length `L:1/8`.
+const UNIT: Tick = WHOLE / 8;
+
+fn gcd(a: Tick, b: Tick) -> Tick {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// A length in ticks as ABC writes it after `L:1/8`: ``, `2`, `/`, `/4`, `3/2`.
+fn write_len(out: &mut String, ticks: Tick) {
+    let g = gcd(ticks, UNIT);
+    let (p, q) = (ticks / g, UNIT / g);
+    match (p, q) {
+        (1, 1) => {}
+        (p, 1) => {
+            let _ = write!(out, "{p}");
+        }
+        (1, 2) => out.push('/'),
+        (1, q) => {
+            let _ = write!(out, "/{q}");
+        }
+        (p, q) => {
+            let _ = write!(out, "{p}/{q}");
+        }
+    }
+}
+
+/// Whether a length is a plain ABC length (its fraction of the unit has a power-of-two
+/// denominator), i.e. needs no tuplet.
+fn is_plain(ticks: Tick) -> bool {
+    (UNIT / gcd(ticks, UNIT)).is_power_of_two()
+}
+
+/// A pitch spelled in a key: letter (0 = C), alteration, octave (0 = middle C's octave).
+fn spell(pitch: u8, acc: &[i8; 7], sharps: bool) -> (u8, i8, i32) {
+    let pc = pitch as i32 % 12;
+    let fits = |l: usize, alter: i32| (LETTER_SEMITONES[l] as i32 + alter).rem_euclid(12) == pc;
+    let choice = (0..7)
+        .find(|&l| fits(l, acc[l] as i32))
+        .map(|l| (l, acc[l] as i32))
+        .or_else(|| (0..7).find(|&l| fits(l, 0)).map(|l| (l, 0)))
+        .or_else(|| {
+            let alter = if sharps { 1 } else { -1 };
+            (0..7).find(|&l| fits(l, alter)).map(|l| (l, alter))
+        })
+        .unwrap_or((0, 0));
+    let (l, alter) = choice;
+    let octave = (pitch as i32 - 60 - LETTER_SEMITONES[l] as i32 - alter).div_euclid(12);
+    (l as u8, alter as i8, octave)
+}
+
+/// Writes one pitch with the accidental the bar needs, updating the bar's accidentals exactly
+/// as `lower` reads them (per letter, every octave).
+fn write_pitch(out: &mut String, pitch: u8, key_acc: &[i8; 7], bar_acc: &mut [Option<i8>; 7], sharps: bool) {
+    let (l, alter, octave) = spell(pitch, key_acc, sharps);
+    let li = l as usize;
+    if bar_acc[li].unwrap_or(key_acc[li]) != alter {
+        out.push_str(match alter {
+            2 => "^^",
+            1 => "^",
+            0 => "=",
+            -1 => "_",
+            _ => "__",
+        });
+        bar_acc[li] = Some(alter);
+    }
+    if octave >= 1 {
+        out.push(b"cdefgab"[li] as char);
+        for _ in 1..octave {
+            out.push('\'');
+        }
+    } else {
+        out.push(b"CDEFGAB"[li] as char);
+        for _ in octave..0 {
+            out.push(',');
+        }
+    }
+}
+
+/// What sounds between two cuts of a voice.
+struct Elem {
+    dur: Tick,
+    /// (pitch, tied on) in ascending pitch; empty for a rest.
+    pitches: Vec<(u8, bool)>,
+    /// Inline fields and chord symbols written before it.
+    prefix: String,
+    /// A key change here (bar accidentals reset, new signature).
+    key: Option<Key>,
+}
+
+/// The dynamics marks `lower` reads, softest first.
+const DYNAMICS: [&str; 10] = ["pppp", "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff", "ffff"];
+
+/// The channel `lower` gives voice `i` when no `%%MIDI channel` says otherwise.
+fn default_channel(i: usize) -> u8 {
+    (if i < 9 { i } else { (i + 1).min(15) }) as u8
+}
+
+fn bpm_text(micros: u32) -> String {
+    format!("{}", 60_000_000.0 / micros as f64)
+}
+
+/// Prints `score` as ABC text.
+pub fn print(score: &Score) -> String {
+    let mut out = String::with_capacity(64 + score.notes.len() * 6);
+    let m = &score.meta;
+    let _ = writeln!(out, "X:{}", m.reference.unwrap_or(1));
+    if let Some(t) = &m.title {
+        let _ = writeln!(out, "T:{}", one_line(t));
+    }
+    if let Some(c) = &m.composer_field {
+        let _ = writeln!(out, "C:{}", one_line(c));
+    }
+    for (name, v) in [("style", &m.style), ("composer", &m.composer), ("instrument", &m.instrument)] {
+        if let Some(v) = v {
+            let _ = writeln!(out, "%%{name} {}", one_line(v));
+        }
+    }
+    if let Some(p) = m.program {
+        if m.instrument.as_deref().and_then(instruments::program) != Some(p) {
+            let _ = writeln!(out, "%%program {p}");
+        }
+    }
+    let g = &m.gen;
+    if let Some(v) = &g.model {
+        let _ = writeln!(out, "%%model {}", one_line(v));
+    }
+    if let Some(v) = g.temperature {
+        let _ = writeln!(out, "%%temperature {v}");
+    }
+    if let Some(v) = g.top_k {
+        let _ = writeln!(out, "%%top_k {v}");
+    }
+    if let Some(v) = g.top_p {
+        let _ = writeln!(out, "%%top_p {v}");
+    }
+    if let Some(v) = g.seed {
+        let _ = writeln!(out, "%%seed {v}");
+    }
+    if let Some(v) = g.bars {
+        let _ = writeln!(out, "%%bars {v}");
+    }
+    let _ = writeln!(out, "M:{}", score.meter());
+    out.push_str("L:1/8\n");
+    if m.tempo != TempoMap::default() {
+        let _ = writeln!(out, "Q:1/4={}", bpm_text(m.tempo.changes()[0].micros_per_quarter));
+    }
+    let _ = writeln!(out, "K:{}", score.key());
+
+    let voice_count =
+        score.voices.len().max(score.notes.iter().map(|n| n.voice as usize + 1).max().unwrap_or(0)).max(1);
+    let default_program = m.program.unwrap_or(0);
+    let voice_info = |i: usize| -> (String, u8, u8) {
+        match score.voices.get(i) {
+            Some(v) => (v.name.clone(), v.channel, v.program),
+            None => ((i + 1).to_string(), default_channel(i), default_program),
+        }
+    };
+    let plain = voice_count == 1 && {
+        let (name, ch, prog) = voice_info(0);
+        name == "1" && ch == 0 && prog == default_program
+    };
+    let bars = score.bar_starts();
+    let repeats = find_repeats(score, &bars, voice_count);
+    for vi in 0..voice_count {
+        let (name, channel, program) = voice_info(vi);
+        if !plain {
+            let _ = writeln!(out, "V:{name}");
+            if program != default_program {
+                let _ = writeln!(out, "%%MIDI program {program}");
+            }
+            if channel != default_channel(vi) {
+                let _ = writeln!(out, "%%MIDI channel {}", channel as u32 + 1);
+            }
+        }
+        print_voice(&mut out, score, vi, &bars, &repeats);
+    }
+    out
+}
+
+/// Field values must stay on their line.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Sections of bars `[from, from + len)` printed once between `|:` and `:|` because the
+/// next `len` bars repeat them exactly (in every voice, chord symbols included).
+fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<(usize, usize)> {
+    let m = &score.meta;
+    if bars.len() < 2 || m.meters.len() > 1 || m.keys.len() > 1 || m.tempo.changes().len() > 1 || !m.parts.is_empty() {
+        return Vec::new();
+    }
+    let ends: Vec<Tick> = bars.iter().skip(1).copied().chain(std::iter::once(score.length)).collect();
+    // Each bar's content relative to its start, or None if a note crosses its edges.
+    type BarNotes = Vec<(u8, Tick, Tick, u8, u8)>;
+    type BarContent<'s> = Option<(BarNotes, Vec<(Tick, &'s str)>)>;
+    let content: Vec<BarContent> = bars
+        .iter()
+        .zip(&ends)
+        .map(|(&a, &b)| {
+            let mut notes = Vec::new();
+            for n in &score.notes {
+                let inside = n.start >= a && n.end() <= b;
+                let crosses = (n.start < a && n.end() > a) || (n.start < b && n.end() > b);
+                if crosses {
+                    return None;
+                }
+                if inside && n.start < b {
+                    notes.push((n.voice.min(voices as u8), n.start - a, n.dur, n.pitch, n.velocity));
+                }
+            }
+            let chords =
+                m.chord_symbols.iter().filter(|(t, _)| *t >= a && *t < b).map(|(t, s)| (t - a, s.as_str())).collect();
+            Some((notes, chords))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bars.len() {
+        let mut found = None;
+        for k in (1..=8usize).rev() {
+            if i + 2 * k > bars.len() {
+                continue;
+            }
+            let same = (0..k).all(|j| {
+                let (x, y) = (&content[i + j], &content[i + k + j]);
+                x.is_some() && x == y && ends[i + j] - bars[i + j] == ends[i + k + j] - bars[i + k + j]
+            });
+            let has_notes = (0..k).any(|j| content[i + j].as_ref().is_some_and(|c| !c.0.is_empty()));
+            if same && has_notes {
+                found = Some(k);
+                break;
+            }
+        }
+        match found {
+            Some(k) => {
+                out.push((i, k));
+                i += 2 * k;
+            }
+            None => i += 1,
+        }
+    }
+    out
+}
+
+fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeats: &[(usize, usize)]) {
+    let notes: Vec<&Note> = score.notes.iter().filter(|n| n.voice as usize == vi).collect();
+    let end = score.length;
+    if end == 0 {
+        return;
+    }
+    let m = &score.meta;
+    // Where this voice must be cut: bar lines, note edges, and every tick something is written.
+    let mut cuts: Vec<Tick> = Vec::with_capacity(notes.len() * 2 + bars.len() + 2);
+    cuts.extend_from_slice(bars);
+    for n in &notes {
+        cuts.push(n.start);
+        cuts.push(n.end());
+    }
+    cuts.extend(m.keys.iter().map(|(t, _)| *t));
+    cuts.extend(m.meters.iter().map(|(t, _)| *t));
+    if vi == 0 {
+        cuts.extend(m.chord_symbols.iter().map(|(t, _)| *t));
+        cuts.extend(m.parts.iter().map(|(t, _)| *t));
+        cuts.extend(m.tempo.changes().iter().map(|c| c.tick));
+    }
+    cuts.push(0);
+    cuts.push(end);
+    cuts.retain(|&t| t <= end);
+    cuts.sort_unstable();
+    cuts.dedup();
+
+    // Skipped bars (the second copy of a repeated section) and bar-line kinds.
+    let skip = |b: usize| repeats.iter().any(|&(i, k)| b >= i + k && b < i + 2 * k);
+    let starts_rep = |b: usize| repeats.iter().any(|&(i, _)| i == b);
+
+    let mut active: Vec<&Note> = Vec::new();
+    let mut velocity = 80u8;
+    let mut next = 0;
+    let mut bar_index = 0;
+    let mut elems: Vec<Elem> = Vec::new();
+    let mut key = score.key();
+    let mut printed_bars = 0;
+    let nbars = bars.len();
+    let mut flush = |out: &mut String, elems: &mut Vec<Elem>, key: &mut Key, bar: usize| {
+        // The second copy of a repeated section is not printed.
+        if !skip(bar) {
+            if bar == 0 && starts_rep(0) {
+                out.push_str("|:");
+            }
+            render_bar(out, elems, key);
+            // The bar printed next: after a `:|` the copy is skipped.
+            let next_printed = repeats.iter().find(|&&(i, k)| i + k == bar + 1).map_or(bar + 1, |&(i, k)| i + 2 * k);
+            let last = next_printed >= nbars;
+            let bl = match (next_printed != bar + 1, starts_rep(next_printed) && !last) {
+                (true, true) => ":|:",
+                (true, false) => ":|",
+                (false, true) => "|:",
+                (false, false) if last => "|]",
+                _ => "|",
+            };
+            out.push_str(bl);
+            printed_bars += 1;
+            out.push(if printed_bars % 4 == 0 || last { '\n' } else { ' ' });
+        }
+        elems.clear();
+    };
+    for w in cuts.windows(2) {
+        let (t, t2) = (w[0], w[1]);
+        // A bar line falls here: finish the bar before.
+        if bar_index + 1 < bars.len() && bars[bar_index + 1] == t {
+            flush(out, &mut elems, &mut key, bar_index);
+            bar_index += 1;
+        }
+        active.retain(|n| n.end() > t);
+        while next < notes.len() && notes[next].start <= t {
+            // Zero-length notes have no ABC spelling and are left out.
+            if notes[next].end() > t {
+                active.push(notes[next]);
+            }
+            next += 1;
+        }
+        let mut prefix = String::new();
+        let mut key_here = None;
+        if t > 0 {
+            if let Some((_, k)) = m.keys.iter().find(|(kt, _)| *kt == t) {
+                let _ = write!(prefix, "[K:{k}]");
+                key_here = Some(k.clone());
+            }
+            if let Some((_, me)) = m.meters.iter().find(|(mt, _)| *mt == t) {
+                let _ = write!(prefix, "[M:{me}]");
+            }
+        }
+        if vi == 0 {
+            for (_, p) in m.parts.iter().filter(|(pt, _)| *pt == t) {
+                let _ = write!(prefix, "[P:{}]", p.replace(']', ""));
+            }
+            if t > 0 {
+                if let Some(c) = m.tempo.changes().iter().find(|c| c.tick == t) {
+                    let _ = write!(prefix, "[Q:1/4={}]", bpm_text(c.micros_per_quarter));
+                }
+            }
+            for (_, c) in m.chord_symbols.iter().filter(|(ct, _)| *ct == t) {
+                let _ = write!(prefix, "\"{}\"", c.replace('"', "'"));
+            }
+        }
+        // A dynamics mark when the notes starting here change the velocity to one that
+        // `!p!`..`!fff!` can say.
+        if let Some(n) = active.iter().find(|n| n.start == t) {
+            if n.velocity != velocity {
+                if let Some(name) = DYNAMICS.iter().find(|d| super::lower::dynamic(d) == Some(n.velocity)) {
+                    let _ = write!(prefix, "!{name}!");
+                    velocity = n.velocity;
+                }
+            }
+        }
+        let mut pitches: Vec<(u8, bool)> = active.iter().map(|n| (n.pitch, n.end() > t2)).collect();
+        pitches.sort_unstable();
+        pitches.dedup_by_key(|p| p.0);
+        elems.push(Elem { dur: t2 - t, pitches, prefix, key: key_here });
+    }
+    flush(out, &mut elems, &mut key, bar_index);
+}
+
+/// Writes one bar's elements, grouping triplets, and keeps the accidentals of the bar.
+fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key) {
+    let mut key_acc = key.accidentals();
+    let mut sharps = key.fifths() >= 0;
+    let mut bar_acc: [Option<i8>; 7] = [None; 7];
+    let triplet = |d: Tick| (d * 3).is_multiple_of(2) && !is_plain(d) && is_plain(d * 3 / 2);
+    let mut i = 0;
+    let mut in_tuplet = 0;
+    while i < elems.len() {
+        let e = &elems[i];
+        if in_tuplet == 0
+            && i + 2 < elems.len()
+            && (0..3).all(|j| triplet(elems[i + j].dur) && elems[i + j].key.is_none())
+        {
+            out.push_str("(3");
+            in_tuplet = 3;
+        }
+        if let Some(k) = &e.key {
+            *key = k.clone();
+            key_acc = key.accidentals();
+            sharps = key.fifths() >= 0;
+            bar_acc = [None; 7];
+        }
+        out.push_str(&e.prefix);
+        let dur = if in_tuplet > 0 { e.dur * 3 / 2 } else { e.dur };
+        match e.pitches.as_slice() {
+            [] => {
+                out.push('z');
+                write_len(out, dur);
+            }
+            [(p, tie)] => {
+                write_pitch(out, *p, &key_acc, &mut bar_acc, sharps);
+                write_len(out, dur);
+                if *tie {
+                    out.push('-');
+                }
+            }
+            many => {
+                out.push('[');
+                for (p, tie) in many {
+                    write_pitch(out, *p, &key_acc, &mut bar_acc, sharps);
+                    if *tie {
+                        out.push('-');
+                    }
+                }
+                out.push(']');
+                write_len(out, dur);
+            }
+        }
+        if in_tuplet > 0 {
+            in_tuplet -= 1;
+        }
+        i += 1;
+        if in_tuplet == 0 && i < elems.len() && elems[i].pitches.len() <= 1 && e.pitches.len() <= 1 {
+            // Beam short notes together, separate longer ones: purely cosmetic.
+            if e.dur >= UNIT * 2 || elems[i].dur >= UNIT * 2 {
+                out.push(' ');
+            }
+        } else if in_tuplet == 0 && i < elems.len() {
+            out.push(' ');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_print_as_fractions_of_an_eighth() {
+        let cases = [(240, ""), (480, "2"), (120, "/"), (60, "/4"), (360, "3/2"), (720, "3"), (160, "2/3")];
+        for (t, want) in cases {
+            let mut s = String::new();
+            write_len(&mut s, t);
+            assert_eq!(s, want, "{t}");
+        }
+        assert!(is_plain(120) && is_plain(360) && !is_plain(160));
+    }
+
+    #[test]
+    fn spelling_follows_the_key() {
+        let d_major = Key::new(1, 0, crate::score::Mode::Major).accidentals();
+        assert_eq!(spell(66, &d_major, true), (3, 1, 0)); // F# in D
+        assert_eq!(spell(65, &d_major, true), (3, 0, 0)); // F natural
+        assert_eq!(spell(70, &[0; 7], false), (6, -1, 0)); // Bb in a flat key
+        assert_eq!(spell(70, &[0; 7], true), (5, 1, 0)); // A# in a sharp key
+        assert_eq!(spell(48, &[0; 7], true), (0, 0, -1)); // C,
+        let mut s = String::new();
+        let mut bar = [None; 7];
+        write_pitch(&mut s, 66, &d_major, &mut bar, true);
+        write_pitch(&mut s, 65, &d_major, &mut bar, true);
+        write_pitch(&mut s, 77, &d_major, &mut bar, true);
+        write_pitch(&mut s, 78, &d_major, &mut bar, true);
+        assert_eq!(s, "F=Ff^f");
+    }
+}

@@ -1,0 +1,52 @@
+//! ABC text files: writes a `Score` through the DSL printer (and reads one through the parser).
+
+use crate::dsl;
+use crate::score::Score;
+use std::path::{Path, PathBuf};
+
+/// What can go wrong reading or writing an ABC file.
+#[derive(Debug, thiserror::Error)]
+pub enum AbcFileError {
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: dsl::DslError },
+}
+
+/// Writes `score` as ABC text to `path`.
+pub fn write(score: &Score, path: impl AsRef<Path>) -> Result<(), AbcFileError> {
+    let path = path.as_ref();
+    std::fs::write(path, dsl::print(score)).map_err(|source| AbcFileError::Write { path: path.to_path_buf(), source })
+}
+
+/// Reads tune `x` from an ABC file (the first tune when `x` is `None`), in playing order.
+pub fn read(path: impl AsRef<Path>, x: Option<u32>) -> Result<Score, AbcFileError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| AbcFileError::Read { path: path.to_path_buf(), source })?;
+    // Old collections are Latin-1; only titles and lyrics would show the difference.
+    let text = String::from_utf8_lossy(&bytes);
+    let parsed = match x {
+        Some(x) => dsl::parse_tune(&text, x),
+        None => dsl::parse(&text),
+    };
+    parsed.map_err(|source| AbcFileError::Parse { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_gives_the_score_back() {
+        let s = dsl::parse("X:3\nT:Round\nM:3/4\nL:1/8\nK:G\nG2 AB c2 | d6 |]\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("round.abc");
+        write(&s, &path).unwrap();
+        assert_eq!(read(&path, Some(3)).unwrap(), s);
+        assert!(matches!(read(dir.path().join("missing.abc"), None), Err(AbcFileError::Read { .. })));
+        let err = read(&path, Some(9)).unwrap_err().to_string();
+        assert!(err.contains("round.abc") && err.contains("X:9"), "{err}");
+    }
+}
