@@ -1,1 +1,662 @@
 //! Training corpora: fetches nothing, reads the unpacked music21 corpus into labelled Scores and splits it.
+//!
+//! `scripts/fetch-corpus.sh` unpacks music21's corpus into `corpus/music21/corpus/`. [`load`]
+//! reads the collections a [`Filter`] names: ABC files through [`crate::dsl::parse_file`] (a
+//! tune that fails to parse is counted and skipped) and the Bach chorales (MusicXML, `.mxl`)
+//! through [`crate::sink::musicxml::read`]. Each [`Tune`] gets a style label from its collection:
+//!
+//! | collection (music21 folder) | files | style | composer |
+//! | --- | --- | --- | --- |
+//! | `essenFolksong` | `han1`, `han2` (China) | `chinese` | — |
+//! | `essenFolksong` | `irl` (Ireland) | `irish` | — |
+//! | `essenFolksong` | `lot` (Lorraine), `lux` (Luxembourg) | `european` | — |
+//! | `essenFolksong` | `test0`, `test1`, `testd`, `teste` | skipped (music21's test copies) | — |
+//! | `essenFolksong` | every other file: `altdeu*`, `ballad*`, `boehme*`, `dva0`, `erk*`, `fink0`, `folkHaydn`, `kinder0`, `variant0`, `zuccal0` | `german` | — |
+//! | `oneills1850` | all | `irish` | — |
+//! | `ryansMammoth` | all | `irish` | — |
+//! | `airdsAirs` | all | `scottish` | — |
+//! | `bach` | `bwv*.mxl` / `.xml` except `bwv846` (a keyboard prelude) | `chorale` | `bach` |
+//!
+//! "german" means the German-language collections of the Essen folksong database: their `O:`
+//! fields are overwhelmingly German regions, with a minority from German-speaking areas abroad
+//! (Austria, Switzerland, Gottschee, Silesia); `lot` and `lux` are whole collections from
+//! Lorraine and Luxembourg, so they get their own label.
+//!
+//! The train/validation split is by tune *title* (so the same tune transcribed twice, as
+//! O'Neill's `_mh`/`_ml` files do, never sits on both sides): a tune is in validation when a
+//! seeded FNV-1a hash of its collection's style and normalized title falls below the validation
+//! fraction. The split does not depend on which other collections are loaded or on file order.
+
+use crate::score::Score;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What can go wrong reading a corpus.
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("no music21 corpus under {0} (run scripts/fetch-corpus.sh; looked for essenFolksong/ and bach/)")]
+    NotFound(String),
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("cache {path}: {reason}")]
+    Cache { path: String, reason: String },
+}
+
+/// The collections of the music21 corpus we train on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Collection {
+    Essen,
+    ONeills,
+    Ryans,
+    Airds,
+    Chorales,
+}
+
+impl Collection {
+    pub const ALL: [Collection; 5] =
+        [Collection::Essen, Collection::ONeills, Collection::Ryans, Collection::Airds, Collection::Chorales];
+    pub const FOLK: [Collection; 4] = [Collection::Essen, Collection::ONeills, Collection::Ryans, Collection::Airds];
+
+    /// The folder inside music21's `corpus/`.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Collection::Essen => "essenFolksong",
+            Collection::ONeills => "oneills1850",
+            Collection::Ryans => "ryansMammoth",
+            Collection::Airds => "airdsAirs",
+            Collection::Chorales => "bach",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Collection> {
+        Collection::ALL
+            .into_iter()
+            .find(|c| c.folder().eq_ignore_ascii_case(name) || c.short().eq_ignore_ascii_case(name))
+    }
+
+    /// Short name for command lines: `essen`, `oneills`, `ryans`, `airds`, `chorales`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Collection::Essen => "essen",
+            Collection::ONeills => "oneills",
+            Collection::Ryans => "ryans",
+            Collection::Airds => "airds",
+            Collection::Chorales => "chorales",
+        }
+    }
+}
+
+/// The style (and composer) a file of a collection is labelled with; `None` skips the file.
+/// This is the table in the module docs.
+pub fn label(collection: Collection, file_stem: &str) -> Option<(&'static str, Option<&'static str>)> {
+    match collection {
+        Collection::Essen => match file_stem {
+            "han1" | "han2" => Some(("chinese", None)),
+            "irl" => Some(("irish", None)),
+            "lot" | "lux" => Some(("european", None)),
+            s if s.starts_with("test") => None,
+            _ => Some(("german", None)),
+        },
+        Collection::ONeills | Collection::Ryans => Some(("irish", None)),
+        Collection::Airds => Some(("scottish", None)),
+        Collection::Chorales => {
+            if file_stem.starts_with("bwv846") {
+                None
+            } else {
+                Some(("chorale", Some("bach")))
+            }
+        }
+    }
+}
+
+/// One labelled piece.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tune {
+    /// `folder/file#X` (or `folder/file` for one-piece files): unique and stable.
+    pub id: String,
+    pub collection: Collection,
+    pub title: Option<String>,
+    /// The style label (also in `score.meta.style`).
+    pub style: String,
+    /// Length of the anacrusis (pickup) the tune starts with, in ticks; 0 when it starts on a
+    /// bar line. The score was shifted so its bar lines fall where the ABC's do (see [`pickup`]).
+    #[serde(default)]
+    pub pickup: crate::time::Tick,
+    pub score: Score,
+}
+
+/// Which tunes to load and how to split them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub collections: Vec<Collection>,
+    /// Keep only these styles (after labelling); empty keeps all.
+    pub styles: Vec<String>,
+    /// Fraction of tune titles held out for validation.
+    pub valid_fraction: f64,
+    pub seed: u64,
+    /// Read at most this many tunes per collection (quick experiments and tests).
+    pub limit: Option<usize>,
+    /// Drop tunes with fewer notes than this (fragments, parse leftovers).
+    pub min_notes: usize,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            collections: Collection::FOLK.to_vec(),
+            styles: Vec::new(),
+            valid_fraction: 0.05,
+            seed: 1,
+            limit: None,
+            min_notes: 8,
+        }
+    }
+}
+
+impl Filter {
+    /// The folk collections (Essen, O'Neill's, Ryan's, Aird's).
+    pub fn folk() -> Self {
+        Filter::default()
+    }
+
+    /// The Bach chorales.
+    pub fn chorales() -> Self {
+        Filter { collections: vec![Collection::Chorales], ..Filter::default() }
+    }
+}
+
+/// Counts of what loading did, per collection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub files: usize,
+    pub tunes: usize,
+    /// Tunes that failed to parse (first few errors in `errors`).
+    pub failed: usize,
+    /// Tunes dropped as too short or filtered by style.
+    pub dropped: usize,
+    pub errors: Vec<String>,
+}
+
+/// A loaded corpus, split.
+#[derive(Debug, Clone, Default)]
+pub struct Corpus {
+    pub train: Vec<Tune>,
+    pub valid: Vec<Tune>,
+    pub stats: Vec<(Collection, Stats)>,
+}
+
+impl Corpus {
+    /// Every style label present, sorted (for building a vocabulary's `CondSpec`).
+    pub fn styles(&self) -> Vec<String> {
+        let mut s: Vec<String> = self.train.iter().chain(&self.valid).map(|t| t.style.clone()).collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+
+    /// A one-line-per-collection summary for logs and model cards.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} train + {} validation tunes\n", self.train.len(), self.valid.len());
+        for (c, s) in &self.stats {
+            out += &format!(
+                "  {:<14} {:>5} files {:>6} tunes {:>5} failed to parse {:>5} dropped\n",
+                c.folder(),
+                s.files,
+                s.tunes,
+                s.failed,
+                s.dropped
+            );
+        }
+        out
+    }
+}
+
+/// Finds music21's `corpus/` folder from `dir`: the repo root, `corpus/`, `corpus/music21/`, or
+/// the folder itself.
+pub fn find_root(dir: &Path) -> Result<PathBuf, CorpusError> {
+    let candidates = [
+        dir.to_path_buf(),
+        dir.join("corpus"),
+        dir.join("music21").join("corpus"),
+        dir.join("corpus").join("music21").join("corpus"),
+    ];
+    candidates
+        .into_iter()
+        .find(|c| c.join("essenFolksong").is_dir() || c.join("bach").is_dir())
+        .ok_or_else(|| CorpusError::NotFound(dir.display().to_string()))
+}
+
+/// Stable 64-bit FNV-1a, so the split is the same on every machine and Rust version.
+fn fnv1a(seed: u64, text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.to_le_bytes().iter().chain(text.as_bytes()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// True when a tune belongs to the validation side.
+pub fn is_valid(tune: &Tune, fraction: f64, seed: u64) -> bool {
+    let title: String =
+        tune.title.as_deref().unwrap_or(&tune.id).to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect();
+    let key = format!("{}|{}", tune.style, title);
+    (fnv1a(seed, &key) as f64 / u64::MAX as f64) < fraction
+}
+
+/// Reads, labels and splits the collections `filter` names from music21's corpus under `dir`.
+pub fn load(dir: &Path, filter: &Filter) -> Result<Corpus, CorpusError> {
+    let root = find_root(dir)?;
+    let mut corpus = Corpus::default();
+    for &c in &filter.collections {
+        let (tunes, mut stats) = read_collection(&root, c, filter.limit)?;
+        for t in tunes {
+            if t.score.notes.len() < filter.min_notes
+                || (!filter.styles.is_empty() && !filter.styles.contains(&t.style))
+            {
+                stats.dropped += 1;
+                continue;
+            }
+            if is_valid(&t, filter.valid_fraction, filter.seed) {
+                corpus.valid.push(t);
+            } else {
+                corpus.train.push(t);
+            }
+        }
+        corpus.stats.push((c, stats));
+    }
+    Ok(corpus)
+}
+
+/// Every tune of one collection, labelled, in file order.
+pub fn read_collection(root: &Path, c: Collection, limit: Option<usize>) -> Result<(Vec<Tune>, Stats), CorpusError> {
+    let dir = root.join(c.folder());
+    let io = |p: &Path, e: std::io::Error| CorpusError::Io { path: p.display().to_string(), reason: e.to_string() };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            match c {
+                Collection::Chorales => ext == "mxl" || ext == "xml",
+                _ => ext == "abc",
+            }
+        })
+        .collect();
+    files.sort();
+    let mut stats = Stats::default();
+    let mut tunes = Vec::new();
+    for path in files {
+        if limit.is_some_and(|l| tunes.len() >= l) {
+            break;
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        let Some((style, composer)) = label(c, &stem) else { continue };
+        let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        stats.files += 1;
+        let err = |stats: &mut Stats, msg: String| {
+            stats.failed += 1;
+            if stats.errors.len() < 20 {
+                stats.errors.push(msg);
+            }
+        };
+        let mut add = |mut score: Score, id: String, title: Option<String>, pickup: crate::time::Tick| {
+            score.meta.style = Some(style.to_string());
+            score.meta.composer = composer.map(String::from);
+            tunes.push(Tune { id, collection: c, title, style: style.to_string(), pickup, score });
+        };
+        if c == Collection::Chorales {
+            stats.tunes += 1;
+            match read_chorale(&path) {
+                Ok(score) => {
+                    let title = score.meta.title.clone().or_else(|| Some(stem.clone()));
+                    add(score, format!("{}/{}", c.folder(), file_name), title, 0)
+                }
+                Err(e) => err(&mut stats, format!("{file_name}: {e}")),
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        // Some Essen files are Latin-1; the music is ASCII, so a lossy read loses only accents.
+        let text = String::from_utf8_lossy(&bytes);
+        let results = crate::dsl::parse_file(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let starts: Vec<usize> = results.iter().map(|r| r.line.saturating_sub(1)).collect();
+        for (i, r) in results.into_iter().enumerate() {
+            stats.tunes += 1;
+            let id = match r.x {
+                Some(x) => format!("{}/{}#{}", c.folder(), file_name, x),
+                None => format!("{}/{}#{}", c.folder(), file_name, i + 1),
+            };
+            match r.result {
+                Ok(score) => {
+                    let end = starts.get(i + 1).copied().unwrap_or(lines.len()).min(lines.len());
+                    let body = lines.get(starts[i].min(end)..end).map(|l| l.join("\n")).unwrap_or_default();
+                    let p = pickup(&body, &score).unwrap_or(0);
+                    add(align_pickup(&score, p), id, r.title.clone(), p)
+                }
+                Err(e) => {
+                    err(&mut stats, format!("{id} (line {}): {}", r.line, e.to_string().lines().next().unwrap_or("")))
+                }
+            }
+        }
+    }
+    Ok((tunes, stats))
+}
+
+/// The length of the anacrusis a tune starts with: the music before its first bar line, when
+/// that is shorter than a bar. Found by parsing the header plus that fragment on its own (the
+/// DSL's lowering does not keep bar lines). `None` when there is no pickup, the tune has several
+/// voices, or the fragment does not parse.
+pub fn pickup(tune_text: &str, score: &Score) -> Option<crate::time::Tick> {
+    let mut header = String::new();
+    let mut body = String::new();
+    let mut in_body = false;
+    for line in tune_text.lines() {
+        let is_field = line.len() >= 2 && line.as_bytes()[1] == b':' && line.as_bytes()[0].is_ascii_alphabetic();
+        if !in_body {
+            header.push_str(line);
+            header.push('\n');
+            if line.starts_with("K:") {
+                in_body = true;
+            }
+            continue;
+        }
+        if line.starts_with("V:") {
+            return None;
+        }
+        if is_field || line.starts_with('%') {
+            continue;
+        }
+        body.push_str(line);
+        body.push('\n');
+    }
+    let cut = first_bar_line(&body)?;
+    let fragment = format!("{header}{}\n", &body[..cut]);
+    let part = crate::dsl::parse(&fragment).ok()?;
+    let p = part.length.max(part.notes.iter().map(|n| n.end()).max().unwrap_or(0));
+    let bar = score.meter().bar_ticks();
+    (p > 0 && p < bar).then_some(p)
+}
+
+/// Byte offset of the first bar line that has music before it (skipping chord symbols,
+/// decorations, inline fields and comments).
+fn first_bar_line(body: &str) -> Option<usize> {
+    let b = body.as_bytes();
+    let mut i = 0;
+    let mut music = false;
+    while i < b.len() {
+        let skip_to = |from: usize, close: u8| b[from + 1..].iter().position(|&c| c == close).map(|k| from + 1 + k);
+        match b[i] {
+            b'"' => i = skip_to(i, b'"')?,
+            b'!' => i = skip_to(i, b'!').unwrap_or(i),
+            b'%' => i = skip_to(i, b'\n').unwrap_or(b.len()),
+            b'[' if b.get(i + 2) == Some(&b':') && b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic()) => {
+                i = skip_to(i, b']')?
+            }
+            b'|' if music => return Some(i),
+            b'A'..=b'G' | b'a'..=b'g' | b'z' | b'x' => music = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Shifts a tune with a pickup of `pickup` ticks so its first full bar starts on a bar line of
+/// the score's meter: everything moves later by `bar - pickup` (a silent start), so bar-based
+/// encodings see the bars the notation has.
+pub fn align_pickup(score: &Score, pickup: crate::time::Tick) -> Score {
+    let bar = score.meter().bar_ticks();
+    if pickup == 0 || pickup >= bar {
+        return score.clone();
+    }
+    let shift = bar - pickup;
+    let mut out = score.clone();
+    for n in &mut out.notes {
+        n.start += shift;
+    }
+    for (t, _) in out.meta.chord_symbols.iter_mut().chain(out.meta.parts.iter_mut()) {
+        *t += shift;
+    }
+    for (t, _) in out.meta.meters.iter_mut().skip(1) {
+        *t += shift;
+    }
+    for (t, _) in out.meta.keys.iter_mut().skip(1) {
+        *t += shift;
+    }
+    let mut tempo = crate::time::TempoMap::constant(score.meta.tempo.bpm_at(0));
+    for c in score.meta.tempo.changes().iter().skip(1) {
+        tempo.set(c.tick + shift, c.micros_per_quarter);
+    }
+    tempo.set(0, score.meta.tempo.at(0).micros_per_quarter);
+    out.meta.tempo = tempo;
+    out.length += shift;
+    out.normalize();
+    out
+}
+
+/// One chorale through the MusicXML reader, keeping the four sung parts as voices 0..=3
+/// (soprano, alto, tenor, bass). Parts are recognised by name (`Soprano`, `S.`, `Alto` ...);
+/// a file without names but with exactly four parts keeps them in score order. Instrumental
+/// doublings and extra parts are dropped; anything else is an error (the chorale is skipped).
+pub fn read_chorale(path: &Path) -> Result<Score, String> {
+    let score = crate::sink::musicxml::read(path).map_err(|e| e.to_string())?;
+    let sung: Vec<usize> =
+        (0..score.voices.len()).filter(|&v| score.notes.iter().any(|n| n.voice as usize == v)).collect();
+    let role = |name: &str| -> Option<usize> {
+        let n = name.trim().to_lowercase();
+        let n = n.trim_end_matches('.');
+        [["soprano", "s", "sopran"], ["alto", "a", "alt"], ["tenor", "t", "tenore"], ["bass", "b", "basso"]]
+            .iter()
+            .position(|names| names.iter().any(|x| n == *x || (x.len() > 1 && n.starts_with(x))))
+    };
+    let mut map: Vec<Option<u8>> = vec![None; score.voices.len()];
+    let mut found = [false; 4];
+    for &v in &sung {
+        if let Some(r) = role(&score.voices[v].name) {
+            if !found[r] {
+                found[r] = true;
+                map[v] = Some(r as u8);
+            }
+        }
+    }
+    if !found.iter().all(|&f| f) {
+        if sung.len() != 4 {
+            let names: Vec<&str> = sung.iter().map(|&v| score.voices[v].name.as_str()).collect();
+            return Err(format!("not four sung parts (parts with notes: {names:?})"));
+        }
+        map = vec![None; score.voices.len()];
+        for (i, &v) in sung.iter().enumerate() {
+            map[v] = Some(i as u8);
+        }
+    }
+    let mut out = score.clone();
+    out.notes = score
+        .notes
+        .iter()
+        .filter_map(|n| {
+            map.get(n.voice as usize).copied().flatten().map(|v| crate::score::Note { voice: v, channel: v, ..*n })
+        })
+        .collect();
+    out.voices = ["S", "A", "T", "B"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| crate::score::Voice { name: name.to_string(), channel: i as u8, program: 52 })
+        .collect();
+    out.normalize();
+    Ok(out)
+}
+
+/// Seeded augmentation of training Scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Augment {
+    /// Transpose by a uniformly drawn number of semitones in this range (inclusive), among the
+    /// shifts that keep every pitch inside `pitch_range`.
+    pub transpose: (i32, i32),
+    /// Range every note must stay in (the instrument's, or the encoding's pitch tokens).
+    pub pitch_range: (u8, u8),
+    /// Time-stretch ratios (num, den) to draw from, for time-based encodings (notewise,
+    /// chordwise); the tempo is scaled with it so the music sounds the same in seconds. Ratios
+    /// are kept only when every note stays on a grid of `stretch_grid` ticks.
+    pub stretch: Vec<(u64, u64)>,
+    pub stretch_grid: crate::time::Tick,
+    /// Add a uniform offset in `-j..=j` to each velocity (kept in 1..=127).
+    pub velocity_jitter: u8,
+    /// Probability that each label (style, composer, instrument) is removed, so the model also
+    /// learns the `<unk>` prefix ("any style"). Key and meter are kept: they shape the bars.
+    pub cond_dropout: f64,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            transpose: (0, 0),
+            pitch_range: (0, 127),
+            stretch: Vec::new(),
+            stretch_grid: 40,
+            velocity_jitter: 0,
+            cond_dropout: 0.0,
+        }
+    }
+}
+
+impl Augment {
+    /// A new randomly varied copy of `score`, drawn from `rng` (seed it for reproducible runs).
+    pub fn apply<R: Rng>(&self, score: &Score, rng: &mut R) -> Score {
+        let mut out = score.clone();
+        let (lo, hi) = (self.transpose.0.min(self.transpose.1), self.transpose.0.max(self.transpose.1));
+        if lo != 0 || hi != 0 {
+            let pitched = out.notes.iter().filter(|n| n.channel != 9);
+            let min = pitched.clone().map(|n| n.pitch as i32).min();
+            let max = pitched.map(|n| n.pitch as i32).max();
+            if let (Some(min), Some(max)) = (min, max) {
+                let (rlo, rhi) = (self.pitch_range.0 as i32, self.pitch_range.1.min(127) as i32);
+                let shifts: Vec<i32> = (lo..=hi).filter(|s| min + s >= rlo && max + s <= rhi).collect();
+                if !shifts.is_empty() {
+                    let s = shifts[rng.gen_range(0..shifts.len())];
+                    if let Ok(t) = out.transpose(s) {
+                        out = t;
+                    }
+                }
+            }
+        }
+        if !self.stretch.is_empty() {
+            let (num, den) = self.stretch[rng.gen_range(0..self.stretch.len())];
+            let grid = self.stretch_grid.max(1);
+            let on_grid = |t: crate::time::Tick| (t * num) % den == 0 && (t * num / den.max(1)) % grid == 0;
+            if num > 0 && den > 0 && out.notes.iter().all(|n| on_grid(n.start) && on_grid(n.dur)) {
+                if let Ok(mut s) = out.stretch(num, den) {
+                    let bpm = s.meta.tempo.bpm_at(0) * num as f64 / den as f64;
+                    s.meta.tempo = crate::time::TempoMap::constant(bpm);
+                    out = s;
+                }
+            }
+        }
+        if self.velocity_jitter > 0 {
+            let j = self.velocity_jitter as i32;
+            for n in &mut out.notes {
+                n.velocity = (n.velocity as i32 + rng.gen_range(-j..=j)).clamp(1, 127) as u8;
+            }
+        }
+        if self.cond_dropout > 0.0 {
+            for label in [&mut out.meta.style, &mut out.meta.composer, &mut out.meta.instrument] {
+                if rng.gen_bool(self.cond_dropout.clamp(0.0, 1.0)) {
+                    *label = None;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::Note;
+    use rand::SeedableRng;
+
+    fn tune(title: &str, style: &str) -> Tune {
+        Tune {
+            id: format!("x/{title}"),
+            collection: Collection::Essen,
+            title: Some(title.into()),
+            style: style.into(),
+            pickup: 0,
+            score: Score::new(),
+        }
+    }
+
+    #[test]
+    fn pickups_are_found_and_aligned() {
+        // Our Boys reel (Ryan's Mammoth): a 16th-note triplet pickup = an eighth (240 ticks) in 2/4.
+        let text = "X: 1\nT: OUR BOYS -- REEL\nM: 2/4\nL: 1/16\nK: A\n(3(uefg) |\\\na2ed cAdB | cAdc B2(3(efg) |\n";
+        let score = crate::dsl::parse(text).expect("parses");
+        assert_eq!(pickup(text, &score), Some(240));
+        let aligned = align_pickup(&score, 240);
+        assert_eq!(aligned.notes[0].start, 720);
+        // The first note after the bar line now starts bar 2 (tick 960).
+        assert_eq!(aligned.notes[3].start, 960);
+        // Essen: `"chord" A | ...` with a decoration and a chord symbol before the pickup.
+        let essen = "X:4\nM:4/4\nL:1/4\nK:E\n\"Am\"!p!A | AEAA | AB=cc |\n";
+        let s = crate::dsl::parse(essen).expect("parses");
+        assert_eq!(pickup(essen, &s), Some(480));
+        // No pickup: the first bar is whole.
+        let whole = "X:1\nM:3/4\nL:1/4\nK:C\nCDE | FGA |\n";
+        let s = crate::dsl::parse(whole).expect("parses");
+        assert_eq!(pickup(whole, &s), None);
+    }
+
+    #[test]
+    fn labels_follow_the_table() {
+        assert_eq!(label(Collection::Essen, "han2"), Some(("chinese", None)));
+        assert_eq!(label(Collection::Essen, "erk10"), Some(("german", None)));
+        assert_eq!(label(Collection::Essen, "lux"), Some(("european", None)));
+        assert_eq!(label(Collection::Essen, "test0"), None);
+        assert_eq!(label(Collection::Airds, "book1"), Some(("scottish", None)));
+        assert_eq!(label(Collection::Chorales, "bwv846"), None);
+        assert_eq!(label(Collection::Chorales, "bwv269"), Some(("chorale", Some("bach"))));
+    }
+
+    #[test]
+    fn split_is_by_title_and_stable() {
+        // The same title lands on the same side whatever its id; about 5% go to validation.
+        let a = tune("The Kesh Jig", "irish");
+        let mut b = tune("the kesh  jig!", "irish");
+        b.id = "other/file#3".into();
+        assert_eq!(is_valid(&a, 0.05, 7), is_valid(&b, 0.05, 7));
+        let n = (0..4000).filter(|i| is_valid(&tune(&format!("tune {i}"), "german"), 0.05, 1)).count();
+        // FNV mixes near-identical short keys unevenly (300 here, not 200); on the real folk
+        // titles the 5% split gives 668 of 12,674 tunes (5.3%). Kept as is: changing the hash
+        // would reshuffle the split of models already trained.
+        assert!((120..=360).contains(&n), "{n} of 4000 in validation");
+        // Pinned: a change to the hash or key would silently reshuffle every trained model's split.
+        assert_eq!(fnv1a(0, ""), 0xa8c7_f832_281a_39c5); // FNV-1a of eight zero bytes (Python: see report)
+    }
+
+    #[test]
+    fn augmentation_stays_in_range_and_is_seeded() {
+        let mut s = Score::new();
+        for (i, p) in [60u8, 72, 84].iter().enumerate() {
+            s.notes.push(Note::new(i as u64 * 480, 480, *p));
+        }
+        s.normalize();
+        let aug = Augment { transpose: (-12, 12), pitch_range: (55, 90), velocity_jitter: 10, ..Default::default() };
+        for seed in 0..50 {
+            let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let a = aug.apply(&s, &mut r1);
+            assert_eq!(a, aug.apply(&s, &mut r2));
+            let shift = a.notes[0].pitch as i32 - 60;
+            assert!((-5..=6).contains(&shift), "shift {shift} leaves 55..=90");
+            assert!(a.notes.iter().all(|n| (70..=90).contains(&n.velocity)));
+        }
+        let stretch = Augment { stretch: vec![(2, 1)], ..Default::default() };
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let st = stretch.apply(&s, &mut r);
+        assert_eq!(st.notes[1].start, 960);
+        assert!((st.meta.tempo.bpm_at(0) - 240.0).abs() < 1e-6);
+    }
+}
