@@ -6,11 +6,29 @@
 
 use candle_core::{Device, Tensor};
 
+pub mod config;
+pub mod device;
+pub mod gpt;
+pub mod load;
+pub mod lstm;
+pub mod markov;
+pub(crate) mod nn;
+pub mod train;
+
+pub use config::{Config, GptConfig, LstmConfig};
+pub use device::default_device;
+pub use load::load;
+pub use nn::Dropout;
+
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("model {path}: {reason}")]
     Load { path: String, reason: String },
+    /// A GPT was asked to attend past its `n_positions`; the caller must restart with a shorter
+    /// window (e.g. re-feed the last part of the sequence into a fresh state).
+    #[error("context full: {needed} positions needed, the model attends to {context}")]
+    ContextFull { context: usize, needed: usize },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
@@ -25,6 +43,16 @@ pub trait State: Send {
         self.len() == 0
     }
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// A boxed state is a state, so `&mut model.new_state(1)?` can be passed straight to `forward`.
+impl<S: State + ?Sized> State for Box<S> {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        (**self).as_any_mut()
+    }
 }
 
 /// Ids in, logits out.

@@ -1,0 +1,183 @@
+//! Multi-layer LSTM language model (embedding → LSTM layers → linear head), state outside the weights.
+//!
+//! Weight names follow a PyTorch module with `wte = nn.Embedding`, `lstm = nn.LSTM(batch_first)`,
+//! `head = nn.Linear`: `wte.weight`, `lstm.weight_ih_lK`, `lstm.weight_hh_lK`, `lstm.bias_ih_lK`,
+//! `lstm.bias_hh_lK` (gate order i, f, g, o), `head.weight`, `head.bias`.
+
+use candle_core::{Device, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::config::LstmConfig;
+use super::nn::Dropout;
+use super::{LanguageModel, ModelError, State};
+
+#[derive(Debug, Clone)]
+struct Layer {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+}
+
+/// The LSTM network; each generation keeps its hidden and cell states in an [`LstmState`].
+#[derive(Debug, Clone)]
+pub struct Lstm {
+    cfg: LstmConfig,
+    wte: Tensor,
+    layers: Vec<Layer>,
+    head_w: Tensor,
+    head_b: Tensor,
+    device: Device,
+}
+
+/// Hidden and cell state per layer, each `[batch, hidden]`.
+pub struct LstmState {
+    h: Vec<Tensor>,
+    c: Vec<Tensor>,
+    len: usize,
+    batch: usize,
+}
+
+impl State for LstmState {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl Lstm {
+    pub fn new(cfg: &LstmConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let zero = candle_nn::Init::Const(0.0);
+        let h = cfg.hidden_size;
+        let wte = vb.get_with_hints((cfg.vocab_size, cfg.n_embd), "wte.weight", zero)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        let lv = vb.pp("lstm");
+        for l in 0..cfg.n_layer {
+            let input = if l == 0 { cfg.n_embd } else { h };
+            layers.push(Layer {
+                w_ih: lv.get_with_hints((4 * h, input), &format!("weight_ih_l{l}"), zero)?,
+                w_hh: lv.get_with_hints((4 * h, h), &format!("weight_hh_l{l}"), zero)?,
+                b_ih: lv.get_with_hints(4 * h, &format!("bias_ih_l{l}"), zero)?,
+                b_hh: lv.get_with_hints(4 * h, &format!("bias_hh_l{l}"), zero)?,
+            });
+        }
+        let head_w = vb.get_with_hints((cfg.vocab_size, h), "head.weight", zero)?;
+        let head_b = vb.get_with_hints(cfg.vocab_size, "head.bias", zero)?;
+        Ok(Lstm { cfg: cfg.clone(), wte, layers, head_w, head_b, device: vb.device().clone() })
+    }
+
+    pub fn config(&self) -> &LstmConfig {
+        &self.cfg
+    }
+
+    fn zero_state(&self, batch: usize) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        let z = Tensor::zeros((batch, self.cfg.hidden_size), candle_core::DType::F32, &self.device)?;
+        Ok((vec![z.clone(); self.cfg.n_layer], vec![z; self.cfg.n_layer]))
+    }
+
+    /// Runs `ids` (`[batch, seq]`) from states `h`, `c` (updated in place). Returns logits for
+    /// every position, or only the last one.
+    pub(crate) fn run(
+        &self,
+        ids: &Tensor,
+        h: &mut [Tensor],
+        c: &mut [Tensor],
+        mut dropout: Option<&mut Dropout>,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let hs = self.cfg.hidden_size;
+        let p = self.cfg.dropout;
+        let mut x = self.wte.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.n_embd))?;
+        if let Some(d) = dropout.as_deref_mut() {
+            x = d.apply(&x, p)?;
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let input = x.dim(2)?;
+            // Input projections for all steps at once: one GEMM instead of `t` small ones.
+            let bias = (&layer.b_ih + &layer.b_hh)?;
+            let xw =
+                x.reshape((b * t, input))?.matmul(&layer.w_ih.t()?)?.broadcast_add(&bias)?.reshape((b, t, 4 * hs))?;
+            let w_hh_t = layer.w_hh.t()?;
+            let mut outs = Vec::with_capacity(t);
+            for s in 0..t {
+                let gates = (xw.narrow(1, s, 1)?.squeeze(1)? + h[l].matmul(&w_hh_t)?)?;
+                let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, hs)?)?;
+                let f = candle_nn::ops::sigmoid(&gates.narrow(1, hs, hs)?)?;
+                let g = gates.narrow(1, 2 * hs, hs)?.tanh()?;
+                let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * hs, hs)?)?;
+                c[l] = ((f * &c[l])? + (i * g)?)?;
+                h[l] = (o * c[l].tanh()?)?;
+                outs.push(h[l].clone());
+            }
+            x = Tensor::stack(&outs, 1)?;
+            if let Some(d) = dropout.as_deref_mut() {
+                x = d.apply(&x, p)?;
+            }
+        }
+        if last_only && t > 1 {
+            x = x.narrow(1, t - 1, 1)?;
+        }
+        let rows = x.dim(1)?;
+        let logits = x.reshape((b * rows, hs))?.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;
+        logits.reshape((b, rows, self.cfg.vocab_size))
+    }
+
+    /// Logits for every position from a zero state (training and evaluation).
+    pub(crate) fn run_fresh(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, _) = ids.dims2()?;
+        let (mut h, mut c) = self.zero_state(b)?;
+        self.run(ids, &mut h, &mut c, dropout, false)
+    }
+
+    fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut LstmState, ModelError> {
+        state
+            .as_any_mut()
+            .downcast_mut::<LstmState>()
+            .ok_or_else(|| ModelError::Other("LSTM given a state made by another model".into()))
+    }
+
+    fn step(&self, ids: &Tensor, state: &mut dyn State, last_only: bool) -> std::result::Result<Tensor, ModelError> {
+        let state = self.state(state)?;
+        let (b, t) = ids.dims2()?;
+        if b != state.batch {
+            return Err(ModelError::Other(format!("ids have batch {b}, the state was made for {}", state.batch)));
+        }
+        if t == 0 {
+            return Err(ModelError::Other("forward needs at least one id".into()));
+        }
+        let logits = self.run(ids, &mut state.h, &mut state.c, None, last_only)?;
+        state.len += t;
+        Ok(logits)
+    }
+}
+
+impl LanguageModel for Lstm {
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn context(&self) -> usize {
+        usize::MAX
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn new_state(&self, batch: usize) -> std::result::Result<Box<dyn State>, ModelError> {
+        let (h, c) = self.zero_state(batch)?;
+        Ok(Box::new(LstmState { h, c, len: 0, batch }))
+    }
+
+    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> std::result::Result<Tensor, ModelError> {
+        Ok(self.step(ids, state, true)?.squeeze(1)?)
+    }
+
+    fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> std::result::Result<Tensor, ModelError> {
+        self.step(ids, state, false)
+    }
+}
