@@ -1,9 +1,213 @@
-//! `cadenza generate`.
+//! `cadenza generate`: continue a prompt with a model and write MIDI or ABC (or a folder of takes).
+
+use crate::gen::{Constraints, Generator, Length, Overrides, Request, Sampling, Take};
+use crate::score::Score;
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 /// Arguments of this command.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Bundled model name or model folder (default: the prompt's `%%model`, else `folk`).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Prompt file (.abc, .mid).
+    #[arg(long, conflicts_with = "abc")]
+    pub prompt: Option<PathBuf>,
+    /// Prompt as ABC text, e.g. "K:D\nM:6/8\nDFA dfa".
+    #[arg(long)]
+    pub abc: Option<String>,
+    /// Style label to condition on (the model's labels are listed when unknown).
+    #[arg(long)]
+    pub style: Option<String>,
+    /// Key to condition on, as ABC writes it (`D`, `Ador`, `F#m`).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Meter to condition on (`6/8`, `C`).
+    #[arg(long)]
+    pub meter: Option<String>,
+    /// Instrument label to condition on.
+    #[arg(long)]
+    pub instrument: Option<String>,
+    /// Bars to generate (exactly; default: the prompt's `%%bars`, else 8).
+    #[arg(long, conflicts_with_all = ["notes", "seconds", "tokens"])]
+    pub bars: Option<u32>,
+    /// Notes to generate instead of bars.
+    #[arg(long, conflicts_with_all = ["seconds", "tokens"])]
+    pub notes: Option<usize>,
+    /// Seconds of music to generate instead of bars.
+    #[arg(long, conflicts_with = "tokens")]
+    pub seconds: Option<f64>,
+    /// Tokens to generate instead of bars.
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    #[arg(long, short = 't')]
+    pub temperature: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// CTRL-style repetition penalty (1 = off).
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+    /// Seed (default: the prompt's `%%seed`, else from the clock; always recorded).
+    #[arg(long, short = 's')]
+    pub seed: Option<u64>,
+    /// Keep every note in the key (the `--key` given, else the prompt's).
+    #[arg(long)]
+    pub in_key: bool,
+    /// Allowed pitch classes, comma separated (0 = C .. 11 = B), e.g. `0,2,4,7,9`.
+    #[arg(long, value_delimiter = ',')]
+    pub pitch_classes: Option<Vec<u8>>,
+    /// Allowed MIDI pitch range, `LOW-HIGH` (e.g. `55-84`).
+    #[arg(long)]
+    pub range: Option<String>,
+    /// Most notes sounding at once.
+    #[arg(long)]
+    pub max_polyphony: Option<usize>,
+    /// Bars must add up to the meter.
+    #[arg(long)]
+    pub whole_bars: bool,
+    /// Number of takes (batched); OUT is then a folder.
+    #[arg(short = 'n', long = "count", default_value_t = 1)]
+    pub count: usize,
+    /// Output: .mid or .abc file, or with -n > 1 a folder.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cadenza generate` is not built yet")
+/// Reads a prompt file by extension.
+pub fn read_score(path: &Path) -> anyhow::Result<Score> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "abc" | "txt" => crate::sink::abc::read(path, None).with_context(|| format!("reading {}", path.display())),
+        "mid" | "midi" => crate::sink::midi_file::read(path).with_context(|| format!("reading {}", path.display())),
+        _ => bail!("{}: unknown prompt format `.{ext}` (use .abc or .mid)", path.display()),
+    }
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(u8, u8)> {
+    let (lo, hi) = s.split_once('-').with_context(|| format!("range `{s}` must look like LOW-HIGH, e.g. 55-84"))?;
+    let lo: u8 = lo.trim().parse().with_context(|| format!("range `{s}`: `{lo}` is not a MIDI pitch"))?;
+    let hi: u8 = hi.trim().parse().with_context(|| format!("range `{s}`: `{hi}` is not a MIDI pitch"))?;
+    Ok((lo, hi))
+}
+
+/// Builds the request the arguments describe (prompt `%%` settings fill what flags leave out).
+pub fn request(args: &Args) -> anyhow::Result<Request> {
+    let prompt = match (&args.prompt, &args.abc) {
+        (Some(p), _) => read_score(p)?,
+        (None, Some(text)) => {
+            // A bare line of notes is a fine prompt: add the header ABC requires.
+            let text = if text.trim_start().starts_with("X:") { text.clone() } else { format!("X:1\n{text}\n") };
+            crate::dsl::parse(&text).map_err(|e| anyhow::anyhow!("--abc: {e}"))?
+        }
+        (None, None) => Score::new(),
+    };
+    let g = &prompt.meta.gen;
+    let mut overrides =
+        Overrides { style: args.style.clone(), instrument: args.instrument.clone(), ..Overrides::default() };
+    if let Some(k) = &args.key {
+        overrides.key = Some(
+            crate::dsl::fields::key_value(k)
+                .map_err(|e| anyhow::anyhow!("--key {k}: expected {} at character {}", e.expected, e.at + 1))?,
+        );
+    }
+    if let Some(m) = &args.meter {
+        overrides.meter = Some(
+            crate::dsl::fields::meter_value(m)
+                .map_err(|e| anyhow::anyhow!("--meter {m}: expected {} at character {}", e.expected, e.at + 1))?,
+        );
+    }
+    let length = match (args.bars, args.notes, args.seconds, args.tokens) {
+        (Some(b), ..) => Length::Bars(b),
+        (_, Some(n), ..) => Length::Notes(n),
+        (_, _, Some(s), _) => Length::Seconds(s),
+        (_, _, _, Some(t)) => Length::Tokens(t),
+        _ => Length::Bars(g.bars.unwrap_or(8)),
+    };
+    let d = Sampling::default();
+    let sampling = Sampling {
+        temperature: args.temperature.or(g.temperature).unwrap_or(d.temperature),
+        top_k: args.top_k.or(g.top_k.map(|k| k as usize)).unwrap_or(d.top_k),
+        top_p: args.top_p.or(g.top_p).unwrap_or(d.top_p),
+        repetition_penalty: args.repetition_penalty.unwrap_or(d.repetition_penalty),
+        repetition_window: d.repetition_window,
+    };
+    let mut constraints = Constraints {
+        pitch_classes: args.pitch_classes.clone(),
+        range: args.range.as_deref().map(parse_range).transpose()?,
+        max_polyphony: args.max_polyphony,
+        whole_bars: args.whole_bars,
+        bars: None,
+    };
+    if args.in_key {
+        let key = overrides.key.clone().unwrap_or_else(|| prompt.key());
+        constraints.pitch_classes = Some(key.pitch_classes());
+    }
+    let seed = args.seed.or(g.seed).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    });
+    Ok(Request { prompt, overrides, sampling, length, constraints, seed })
+}
+
+fn write_take(take: &Take, path: &Path) -> anyhow::Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "mid" | "midi" => crate::sink::midi_file::write(&take.score, path)?,
+        "abc" => crate::sink::abc::write(&take.score, path)?,
+        _ => bail!("{}: unknown output format `.{ext}` (use .mid or .abc)", path.display()),
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let req = request(&args)?;
+    let model = args.model.clone().or(req.prompt.meta.gen.model.clone()).unwrap_or_else(|| "folk".to_string());
+    let gen = Generator::load(&model)?;
+    if args.count == 0 {
+        bail!("-n must be at least 1");
+    }
+    let started = std::time::Instant::now();
+    let takes = gen.generate_batch(&req, args.count)?;
+    let secs = started.elapsed().as_secs_f64();
+    let tokens: usize = takes.iter().map(|t| t.record.ids.len()).sum();
+    if args.count == 1 && args.out.extension().is_some() {
+        let take = &takes[0];
+        write_take(take, &args.out)?;
+        eprintln!(
+            "{}: {} notes, {} tokens, log-likelihood {:.2}, seed {} ({:.0} tokens/s)",
+            args.out.display(),
+            take.record.notes,
+            take.record.ids.len(),
+            take.record.log_likelihood,
+            take.record.seed,
+            tokens as f64 / secs.max(1e-9)
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let jsonl = args.out.join("takes.jsonl");
+    let mut log = std::fs::File::create(&jsonl).with_context(|| format!("creating {}", jsonl.display()))?;
+    for (i, take) in takes.iter().enumerate() {
+        let stem = format!("take-{:02}", i + 1);
+        for ext in ["mid", "abc"] {
+            write_take(take, &args.out.join(format!("{stem}.{ext}")))?;
+        }
+        let mut line = serde_json::to_value(&take.record)?;
+        line["file"] = serde_json::Value::String(format!("{stem}.mid"));
+        writeln!(log, "{}", serde_json::to_string(&line)?).with_context(|| format!("writing {}", jsonl.display()))?;
+    }
+    eprintln!(
+        "{}: {} takes, {} tokens in {:.2} s ({:.0} tokens/s), seeds {}..={}",
+        args.out.display(),
+        takes.len(),
+        tokens,
+        secs,
+        tokens as f64 / secs.max(1e-9),
+        req.seed,
+        req.seed.wrapping_add(takes.len() as u64 - 1)
+    );
+    Ok(())
 }

@@ -1,0 +1,433 @@
+//! Hard constraints as masks on the next token: pitch-class set, range, polyphony, whole bars, exactly N bars.
+//!
+//! Constraints must hold for *every* sampled take, so they act before sampling: each step the
+//! [`Tracker`] follows what the ids so far did to the music (position, sounding notes) and
+//! [`Tracker::mask`] clears every id whose effect would break a rule. What an id does comes from
+//! an [`Effects`] table (one [`Effect`] per id) that the encoding's vocabulary describes; the
+//! constraints never look at token strings themselves. The encoding's own grammar mask (which
+//! successions are valid at all) is combined with this one by the caller.
+
+use crate::time::{Meter, Tick};
+use serde::{Deserialize, Serialize};
+
+/// What one token does to the music, as far as constraints care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Conditioning, padding, anything that neither moves time nor starts or ends notes.
+    Other,
+    /// Starts a note of this pitch at the current position (notewise note-on, REMI pitch).
+    NoteOn(u8),
+    /// Ends the sounding note of this pitch (notewise note-off).
+    NoteOff(u8),
+    /// Sets the duration of the note started last (REMI duration).
+    Duration(Tick),
+    /// Moves time forward (notewise wait, time shift).
+    Advance(Tick),
+    /// Starts the next bar (REMI bar).
+    Bar,
+    /// Moves to this offset inside the current bar (REMI position).
+    Position(Tick),
+    /// One time step of `step` ticks in which exactly these pitches sound (chordwise).
+    Chord { pitches: Vec<u8>, step: Tick },
+    /// A meter change inside the music (REMI: a meter token right after `Bar`).
+    MeterChange,
+    /// End of the piece.
+    End,
+}
+
+/// One [`Effect`] per id, plus what the vocabulary contains as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    pub table: Vec<Effect>,
+    /// The vocabulary marks bars explicitly (REMI); otherwise bars follow from time alone.
+    pub explicit_bars: bool,
+}
+
+impl Effects {
+    pub fn new(table: Vec<Effect>) -> Self {
+        let explicit_bars = table.iter().any(|e| matches!(e, Effect::Bar));
+        Effects { table, explicit_bars }
+    }
+
+    pub fn get(&self, id: u32) -> &Effect {
+        self.table.get(id as usize).unwrap_or(&Effect::Other)
+    }
+
+    pub fn end_id(&self) -> Option<u32> {
+        self.table.iter().position(|e| matches!(e, Effect::End)).map(|i| i as u32)
+    }
+}
+
+/// The hard rules a take must obey. All optional; the default constrains nothing.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Constraints {
+    /// Allowed pitch classes (0 = C .. 11 = B), e.g. from `Key::pitch_classes`.
+    pub pitch_classes: Option<Vec<u8>>,
+    /// Lowest and highest allowed MIDI pitch, inclusive.
+    pub range: Option<(u8, u8)>,
+    /// Most notes sounding at once (1 = monophonic).
+    pub max_polyphony: Option<usize>,
+    /// Bars add up to the meter: no position past the bar's length, no wait across a bar line
+    /// in encodings that mark bars, no bar line before the bar is full.
+    pub whole_bars: bool,
+    /// Exactly this many bars after the prompt, then stop (set from `Length::Bars`).
+    pub bars: Option<u32>,
+}
+
+impl Constraints {
+    pub fn is_empty(&self) -> bool {
+        *self == Constraints::default()
+    }
+
+    /// Checks the rules are satisfiable at all, with a reason a user can act on.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(pcs) = &self.pitch_classes {
+            if pcs.is_empty() {
+                return Err("the pitch-class set is empty".into());
+            }
+            if let Some(bad) = pcs.iter().find(|&&p| p > 11) {
+                return Err(format!("pitch class {bad} is not in 0..=11"));
+            }
+        }
+        if let Some((lo, hi)) = self.range {
+            if lo > hi || hi > 127 {
+                return Err(format!("pitch range {lo}..={hi} is empty or outside MIDI's 0..=127"));
+            }
+        }
+        if self.max_polyphony == Some(0) {
+            return Err("maximum polyphony 0 allows no notes".into());
+        }
+        Ok(())
+    }
+
+    fn pitch_ok(&self, p: u8) -> bool {
+        if let Some(pcs) = &self.pitch_classes {
+            if !pcs.contains(&(p % 12)) {
+                return false;
+            }
+        }
+        if let Some((lo, hi)) = self.range {
+            if p < lo || p > hi {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A note the tracker believes is sounding: its pitch and, once known, its end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sounding {
+    pitch: u8,
+    end: Option<Tick>,
+}
+
+/// Follows the music the ids describe, so the mask for the next id can be computed.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    rules: Constraints,
+    bar_ticks: Tick,
+    /// Absolute position of the next event.
+    pos: Tick,
+    /// Start of the current bar in encodings with explicit bars (None before the first bar).
+    bar_start: Option<Tick>,
+    sounding: Vec<Sounding>,
+    /// Index in `sounding` of the note waiting for its duration (REMI).
+    pending: Option<usize>,
+    /// Where the constrained part begins (end of the prompt, on a bar line) and, with a bar
+    /// count, where it must end.
+    start: Tick,
+    end: Option<Tick>,
+    ended: bool,
+    /// Precomputed: ids whose pitches break the pitch rules (they never become valid).
+    static_ok: Vec<bool>,
+}
+
+impl Tracker {
+    pub fn new(rules: Constraints, effects: &Effects, meter: Meter) -> Self {
+        let static_ok = effects
+            .table
+            .iter()
+            .map(|e| match e {
+                Effect::NoteOn(p) => rules.pitch_ok(*p),
+                Effect::Chord { pitches, .. } => {
+                    pitches.iter().all(|&p| rules.pitch_ok(p)) && rules.max_polyphony.is_none_or(|m| pitches.len() <= m)
+                }
+                _ => true,
+            })
+            .collect();
+        Tracker {
+            rules,
+            bar_ticks: meter.bar_ticks().max(1),
+            pos: 0,
+            bar_start: None,
+            sounding: Vec::new(),
+            pending: None,
+            start: 0,
+            end: None,
+            ended: false,
+            static_ok,
+        }
+    }
+
+    pub fn position(&self) -> Tick {
+        self.pos
+    }
+
+    /// Where the `bars` limit ends, if there is one.
+    pub fn end_tick(&self) -> Option<Tick> {
+        self.end
+    }
+
+    /// Marks the end of the prompt: the constrained part starts at the next bar line at or after
+    /// `prompt_end` (the prompt's length), and with a bar count, ends that many bars later.
+    pub fn begin(&mut self, prompt_end: Tick) {
+        let start = prompt_end.div_ceil(self.bar_ticks) * self.bar_ticks;
+        self.start = start;
+        self.end = self.rules.bars.map(|n| start + n as Tick * self.bar_ticks);
+    }
+
+    fn sounding_at(&self, t: Tick) -> usize {
+        self.sounding.iter().filter(|s| s.end.is_none_or(|e| e > t)).count()
+    }
+
+    /// True once the take is complete under the rules: the bar limit is reached and no note is
+    /// left open, or an end token was accepted.
+    pub fn finished(&self) -> bool {
+        if self.ended {
+            return true;
+        }
+        match self.end {
+            Some(end) => self.pos >= end && self.pending.is_none() && self.sounding.iter().all(|s| s.end.is_some()),
+            None => false,
+        }
+    }
+
+    /// Feeds one id (prompt or generated) into the tracker.
+    pub fn push(&mut self, effect: &Effect) {
+        match effect {
+            // Constrained takes never change meter (the mask forbids it); elsewhere bars are
+            // not counted, so the tracker can ignore the change.
+            Effect::Other | Effect::MeterChange => {}
+            Effect::NoteOn(p) => {
+                self.sounding.push(Sounding { pitch: *p, end: None });
+                self.pending = Some(self.sounding.len() - 1);
+            }
+            Effect::NoteOff(p) => {
+                if let Some(s) = self.sounding.iter_mut().find(|s| s.pitch == *p && s.end.is_none()) {
+                    s.end = Some(self.pos);
+                }
+                self.pending = None;
+            }
+            Effect::Duration(d) => {
+                if let Some(i) = self.pending.take() {
+                    if let Some(s) = self.sounding.get_mut(i) {
+                        s.end = Some(self.pos + d);
+                    }
+                }
+            }
+            Effect::Advance(d) => self.advance_to(self.pos + d),
+            Effect::Bar => {
+                let next = match self.bar_start {
+                    Some(b) => b + self.bar_ticks,
+                    // The first bar token opens the bar the position is in.
+                    None => self.pos - self.pos % self.bar_ticks,
+                };
+                self.bar_start = Some(next);
+                self.advance_to(next.max(self.pos));
+            }
+            Effect::Position(t) => {
+                let b = self.bar_start.unwrap_or(self.pos - self.pos % self.bar_ticks);
+                self.advance_to((b + t).max(self.pos));
+            }
+            Effect::Chord { pitches, step } => {
+                // Each chord step sounds its pitches for one step; they end at the next step.
+                let end = self.pos + step;
+                for &p in pitches {
+                    self.sounding.push(Sounding { pitch: p, end: Some(end) });
+                }
+                self.advance_to(end);
+            }
+            Effect::End => self.ended = true,
+        }
+    }
+
+    fn advance_to(&mut self, t: Tick) {
+        self.pos = t;
+        // Forget notes that are over, so polyphony counts only what sounds.
+        let pos = self.pos;
+        let pending = self.pending.map(|i| self.sounding[i]);
+        self.sounding.retain(|s| s.end.is_none_or(|e| e > pos));
+        self.pending = pending.and_then(|p| self.sounding.iter().position(|s| *s == p));
+    }
+
+    /// Clears in `allowed` every id that would break a rule now. Ids already cleared stay so.
+    pub fn mask(&self, effects: &Effects, allowed: &mut [bool]) {
+        let r = &self.rules;
+        let bar_end = self.bar_start.map(|b| b + self.bar_ticks);
+        let in_bar = self.bar_start.map(|b| self.pos.saturating_sub(b));
+        let open = self.sounding.iter().any(|s| s.end.is_none());
+        let at_end = self.end.is_some_and(|e| self.pos >= e);
+        for (id, ok) in allowed.iter_mut().enumerate() {
+            if !*ok {
+                continue;
+            }
+            if !self.static_ok.get(id).copied().unwrap_or(true) {
+                *ok = false;
+                continue;
+            }
+            let e = effects.table.get(id).unwrap_or(&Effect::Other);
+            *ok = match e {
+                Effect::Other | Effect::NoteOff(_) => true,
+                // Bars are counted and checked in the request's meter.
+                Effect::MeterChange => !r.whole_bars && r.bars.is_none(),
+                Effect::NoteOn(_) => {
+                    !at_end
+                        && self.pending.is_none_or(|_| !effects.table.iter().any(|e| matches!(e, Effect::Duration(_))))
+                        && r.max_polyphony.is_none_or(|m| self.sounding_at(self.pos) < m)
+                }
+                Effect::Duration(d) => self.end.is_none_or(|end| self.pos + d <= end),
+                Effect::Advance(d) => {
+                    let to = self.pos + d;
+                    let within_limit = self.end.is_none_or(|end| to <= end);
+                    let within_bar = !(r.whole_bars && effects.explicit_bars) || bar_end.is_none_or(|be| to <= be);
+                    within_limit && within_bar && !at_end
+                }
+                Effect::Bar => {
+                    // With explicit positions a bar may end early (the rest is silence); with
+                    // waits only, the bar line must come exactly when the bar is full.
+                    let full = !r.whole_bars
+                        || has_positions(effects)
+                        || in_bar.is_none_or(|ib| ib == self.bar_ticks || (ib == 0 && self.pos == 0));
+                    // A bar line that would open a bar past the limit is where we stop instead.
+                    let next = match self.bar_start {
+                        Some(b) => b + self.bar_ticks,
+                        None => self.pos - self.pos % self.bar_ticks,
+                    };
+                    // A bar line reaching the limit ends the take there (`finished`); one past
+                    // it would open a bar too many.
+                    full && self.end.is_none_or(|end| next <= end)
+                }
+                Effect::Position(t) => {
+                    let b = self.bar_start.unwrap_or(self.pos - self.pos % self.bar_ticks);
+                    let to = b + t;
+                    (!r.whole_bars || *t < self.bar_ticks) && to >= self.pos && self.end.is_none_or(|end| to < end)
+                }
+                Effect::Chord { step, .. } => !at_end && self.end.is_none_or(|end| self.pos + step <= end),
+                // With a bar count the model may end only at the limit or, where bars are
+                // explicit, inside the last bar (the rest of it is silence).
+                Effect::End => {
+                    let in_last_bar = effects.explicit_bars && bar_end.zip(self.end).is_some_and(|(be, end)| be >= end);
+                    self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open
+                }
+            };
+        }
+    }
+}
+
+fn has_positions(effects: &Effects) -> bool {
+    effects.table.iter().any(|e| matches!(e, Effect::Position(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notewise-like table: 0 End, 1..=3 NoteOn 60/62/61, 4..=6 NoteOff, 7 wait 480, 8 wait 960.
+    fn effects() -> Effects {
+        Effects::new(vec![
+            Effect::End,
+            Effect::NoteOn(60),
+            Effect::NoteOn(62),
+            Effect::NoteOn(61),
+            Effect::NoteOff(60),
+            Effect::NoteOff(62),
+            Effect::NoteOff(61),
+            Effect::Advance(480),
+            Effect::Advance(960),
+        ])
+    }
+
+    fn mask(t: &Tracker, e: &Effects) -> Vec<bool> {
+        let mut m = vec![true; e.table.len()];
+        t.mask(e, &mut m);
+        m
+    }
+
+    #[test]
+    fn key_masks_out_of_scale_pitches() {
+        let e = effects();
+        let c = Constraints { pitch_classes: Some(crate::score::Key::default().pitch_classes()), ..Default::default() };
+        let t = Tracker::new(c, &e, Meter::new(4, 4));
+        let m = mask(&t, &e);
+        assert_eq!(&m[1..4], &[true, true, false]);
+    }
+
+    #[test]
+    fn polyphony_one_needs_a_note_off_first() {
+        let e = effects();
+        let c = Constraints { max_polyphony: Some(1), ..Default::default() };
+        let mut t = Tracker::new(c, &e, Meter::new(4, 4));
+        t.push(&Effect::NoteOn(60));
+        assert_eq!(&mask(&t, &e)[1..4], &[false, false, false]);
+        t.push(&Effect::Advance(480));
+        t.push(&Effect::NoteOff(60));
+        assert_eq!(&mask(&t, &e)[1..4], &[true, true, true]);
+    }
+
+    #[test]
+    fn bar_limit_blocks_waits_past_the_end_and_then_finishes() {
+        let e = effects();
+        let c = Constraints { bars: Some(1), ..Default::default() };
+        let mut t = Tracker::new(c, &e, Meter::new(2, 4));
+        t.begin(0);
+        assert_eq!(t.end_tick(), Some(960));
+        assert!(!mask(&t, &e)[0], "no end token before the bar is full");
+        t.push(&Effect::NoteOn(60));
+        t.push(&Effect::Advance(480));
+        let m = mask(&t, &e);
+        assert!(m[7] && !m[8], "480 more fits, 960 does not");
+        t.push(&Effect::Advance(480));
+        assert!(!t.finished(), "the note is still open");
+        let m = mask(&t, &e);
+        assert!(!m[1] && !m[7] && m[4], "at the end only note-offs remain");
+        t.push(&Effect::NoteOff(60));
+        assert!(t.finished());
+    }
+
+    #[test]
+    fn prompt_end_rounds_up_to_a_bar_line() {
+        let e = effects();
+        let mut t = Tracker::new(Constraints { bars: Some(2), ..Default::default() }, &e, Meter::new(3, 4));
+        t.begin(1500);
+        assert_eq!(t.end_tick(), Some(2880 + 2 * 1440));
+    }
+
+    #[test]
+    fn remi_positions_stay_inside_the_meter() {
+        let e = Effects::new(vec![
+            Effect::Bar,
+            Effect::Position(0),
+            Effect::Position(1440),
+            Effect::Position(1800),
+            Effect::NoteOn(60),
+            Effect::Duration(480),
+        ]);
+        let c = Constraints { whole_bars: true, bars: Some(1), ..Default::default() };
+        let mut t = Tracker::new(c, &e, Meter::new(3, 4));
+        t.begin(0);
+        t.push(&Effect::Bar);
+        t.push(&Effect::Position(0));
+        let m = mask(&t, &e);
+        // The bar line is allowed: it reaches the limit exactly, which ends the take.
+        assert_eq!(m, vec![true, true, false, false, true, true]);
+        t.push(&Effect::NoteOn(60));
+        assert!(!mask(&t, &e)[4], "a pitch waits for its duration first");
+        t.push(&Effect::Duration(480));
+        assert!(mask(&t, &e)[4]);
+        assert!(!t.finished());
+        t.push(&Effect::Bar);
+        assert!(t.finished());
+    }
+}

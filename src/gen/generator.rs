@@ -1,0 +1,242 @@
+//! A loaded model ready to generate: finds bundled models, loads weights + vocabulary + encoding, knows its labels.
+
+use super::constraints::Effects;
+use super::job::{Event, Job, Overrides, Request, Session, Take};
+use super::likelihood::{self, Likelihood};
+use super::GenError;
+use crate::model::LanguageModel;
+use crate::score::Score;
+use crate::tokens::{Encoding, Vocab};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// A model, its encoding and what its tokens mean, shared by every job that uses it.
+pub struct Generator {
+    name: String,
+    dir: PathBuf,
+    model: Arc<dyn LanguageModel>,
+    encoding: Arc<dyn Encoding>,
+    effects: Arc<Effects>,
+    model_hash: String,
+    styles: Vec<String>,
+    instruments: Vec<String>,
+}
+
+/// Where bundled models are looked for, in order: `$CADENZA_MODELS`, `./models`, and the
+/// `models/` folder of the source tree this binary was built from.
+pub fn model_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(dir) = std::env::var_os("CADENZA_MODELS") {
+        roots.push(PathBuf::from(dir));
+    }
+    roots.push(PathBuf::from("models"));
+    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")));
+    roots
+}
+
+/// Every model found under [`model_roots`] (a folder with `config.json`), by name; the first
+/// root that has a name wins.
+pub fn list_models() -> Vec<(String, PathBuf)> {
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for root in model_roots() {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut here: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("config.json").is_file())
+            .filter_map(|p| Some((p.file_name()?.to_string_lossy().into_owned(), p)))
+            .collect();
+        here.sort();
+        for (name, path) in here {
+            if !found.iter().any(|(n, _)| *n == name) {
+                found.push((name, path));
+            }
+        }
+    }
+    found
+}
+
+/// Finds `name_or_dir`: a folder with `config.json`, or the name of a bundled model.
+pub fn find_model(name_or_dir: &str) -> Result<PathBuf, GenError> {
+    let direct = Path::new(name_or_dir);
+    if direct.join("config.json").is_file() {
+        return Ok(direct.to_path_buf());
+    }
+    let models = list_models();
+    if let Some((_, p)) = models.iter().find(|(n, _)| n == name_or_dir) {
+        return Ok(p.clone());
+    }
+    let searched = model_roots().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let known = if models.is_empty() {
+        "(none)".to_string()
+    } else {
+        models.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    Err(GenError::ModelNotFound { name: name_or_dir.to_string(), searched, known })
+}
+
+/// SHA-256 of a file, hex: the model's identity in a take's record.
+pub fn file_sha256(path: &Path) -> Result<String, GenError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Generator {
+    /// Loads a model by bundled name or folder: weights (`model::load` on the default device),
+    /// `vocab.json`, and the encoding the vocabulary names.
+    pub fn load(name_or_dir: &str) -> Result<Generator, GenError> {
+        let dir = find_model(name_or_dir)?;
+        let vocab_path = dir.join("vocab.json");
+        let text = std::fs::read_to_string(&vocab_path)
+            .map_err(|e| GenError::ModelFiles { path: vocab_path.display().to_string(), reason: e.to_string() })?;
+        let vocab = Vocab::from_json(&text)
+            .map_err(|e| GenError::ModelFiles { path: vocab_path.display().to_string(), reason: e.to_string() })?;
+        let encoding = super::adapt::encoding_for(&vocab)?;
+        let device = crate::model::default_device();
+        // GPT-2 on the CPU runs through the hand-written decoder (same logits, several times
+        // faster at batch 1; see `fast`); CADENZA_CANDLE=1 forces the candle model.
+        let use_fast = device.is_cpu()
+            && std::env::var_os("CADENZA_CANDLE").is_none()
+            && matches!(crate::model::load::read_config(&dir)?, crate::model::Config::Gpt2(_));
+        let model: Arc<dyn LanguageModel> =
+            if use_fast { Arc::new(super::fast::FastGpt::load(&dir)?) } else { crate::model::load(&dir, &device)? };
+        if model.vocab_size() != encoding.vocab().len() {
+            return Err(GenError::ModelFiles {
+                path: dir.display().to_string(),
+                reason: format!(
+                    "the model has {} outputs but vocab.json has {} tokens",
+                    model.vocab_size(),
+                    encoding.vocab().len()
+                ),
+            });
+        }
+        let model_hash = file_sha256(&dir.join("model.safetensors"))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name_or_dir.to_string());
+        let mut g = Generator::from_parts(&name, model, encoding, &model_hash);
+        g.dir = dir;
+        Ok(g)
+    }
+
+    /// Assembles a generator from parts already in memory (tests, models built in code).
+    pub fn from_parts(
+        name: &str,
+        model: Arc<dyn LanguageModel>,
+        encoding: Arc<dyn Encoding>,
+        model_hash: &str,
+    ) -> Generator {
+        let effects = Arc::new(super::adapt::effects(encoding.as_ref()));
+        let (styles, instruments) = super::adapt::labels(encoding.as_ref());
+        Generator {
+            name: name.to_string(),
+            dir: PathBuf::new(),
+            model,
+            encoding,
+            effects,
+            model_hash: model_hash.to_string(),
+            styles,
+            instruments,
+        }
+    }
+
+    /// Replaces the token meanings (tests with a hand-made vocabulary).
+    pub fn with_effects(mut self, effects: Effects) -> Generator {
+        self.effects = Arc::new(effects);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn model(&self) -> &Arc<dyn LanguageModel> {
+        &self.model
+    }
+    pub fn encoding(&self) -> &Arc<dyn Encoding> {
+        &self.encoding
+    }
+    pub fn effects(&self) -> &Arc<Effects> {
+        &self.effects
+    }
+    pub fn model_hash(&self) -> &str {
+        &self.model_hash
+    }
+    /// Style labels the model was trained with.
+    pub fn styles(&self) -> &[String] {
+        &self.styles
+    }
+    /// Instrument labels the model was trained with.
+    pub fn instruments(&self) -> &[String] {
+        &self.instruments
+    }
+
+    /// Unknown style or instrument names are errors that list the names the model knows
+    /// (silently mapping them to "unknown" would hand the user a different piece than asked).
+    pub(crate) fn check_labels(&self, o: &Overrides, prompt: &Score) -> Result<(), GenError> {
+        let check = |what: &'static str, name: &Option<String>, known: &[String]| -> Result<(), GenError> {
+            match name {
+                Some(n) if !known.iter().any(|k| k.eq_ignore_ascii_case(n)) => Err(GenError::UnknownLabel {
+                    what,
+                    name: n.clone(),
+                    model: self.name.clone(),
+                    known: if known.is_empty() {
+                        "(none: this model is not conditioned on it)".into()
+                    } else {
+                        known.join(", ")
+                    },
+                }),
+                _ => Ok(()),
+            }
+        };
+        check("style", &o.style, &self.styles)?;
+        // A prompt's own `%%style` is checked only against a model conditioned on style at all.
+        if o.style.is_none() && !self.styles.is_empty() {
+            check("style", &prompt.meta.style, &self.styles)?;
+        }
+        check("instrument", &o.instrument, &self.instruments)
+    }
+
+    /// One take, blocking.
+    pub fn generate(&self, request: &Request) -> Result<Take, GenError> {
+        let mut takes = self.generate_batch(request, 1)?;
+        takes.pop().ok_or_else(|| GenError::Worker("no take came back".into()))
+    }
+
+    /// `n` takes batched on the model (batch dimension `n`); take `i` uses seed `seed + i`.
+    pub fn generate_batch(&self, request: &Request, n: usize) -> Result<Vec<Take>, GenError> {
+        let session = self.session(request, n, &AtomicBool::new(false), &mut |_| {})?;
+        Ok(session.takes())
+    }
+
+    /// Runs `n` takes to their length and returns the live session (to read the takes and to
+    /// continue them with [`Session::extend`], reusing the model state).
+    pub fn session(
+        &self,
+        request: &Request,
+        n: usize,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Session, GenError> {
+        let mut s = Session::start(self, request, n)?;
+        s.run(cancel, on_event)?;
+        Ok(s)
+    }
+
+    /// Starts `n` takes on a worker thread that streams notes and can be cancelled.
+    pub fn spawn(self: &Arc<Self>, request: Request, n: usize) -> Job {
+        Job::spawn(self.clone(), request, n)
+    }
+
+    /// Log-likelihood of a score under this model (see [`likelihood`]).
+    pub fn likelihood(&self, score: &Score) -> Result<Likelihood, GenError> {
+        likelihood::score(self, score)
+    }
+}

@@ -1,0 +1,585 @@
+//! Generation requests and jobs: prompt → ids → model → sampled ids → notes, streamed, cancellable, replayable.
+//!
+//! A [`Session`] holds everything one (batched) generation needs between tokens: the model state
+//! (KV cache or LSTM state), the ids in the model's window, and per take its RNG, decoder and
+//! constraint tracker. Keeping it alive is what lets a take be continued without re-reading its
+//! prompt. [`Job`] runs a session on a worker thread and streams each note as soon as the
+//! decoder completes it.
+
+use super::constraints::{Constraints, Effect, Tracker};
+use super::generator::Generator;
+use super::sampling::{log_softmax, sample, Rng, Sampling};
+use super::GenError;
+use crate::model::{LanguageModel, State};
+use crate::score::{Key, Note, Score};
+use crate::time::{Meter, Tick, PPQ};
+use crate::tokens::{Decoder, Encoding, TokenKind};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// How much to generate after the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Length {
+    /// Exactly this many bars (a hard constraint), then stop.
+    Bars(u32),
+    /// Stop once this many notes are complete.
+    Notes(usize),
+    /// Stop once this much music (at the prompt's tempo) is written.
+    Seconds(f64),
+    /// Stop after this many generated tokens.
+    Tokens(usize),
+}
+
+/// Conditioning that overrides what the prompt's `%%` directives and fields say.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Overrides {
+    pub style: Option<String>,
+    pub key: Option<Key>,
+    pub meter: Option<Meter>,
+    pub instrument: Option<String>,
+}
+
+/// Everything that decides a take: with the same model, the same request gives the same notes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub prompt: Score,
+    pub overrides: Overrides,
+    pub sampling: Sampling,
+    pub length: Length,
+    pub constraints: Constraints,
+    pub seed: u64,
+}
+
+impl Request {
+    /// A request continuing `prompt` for `length`, with default sampling and seed 0.
+    pub fn new(prompt: Score, length: Length) -> Self {
+        Request {
+            prompt,
+            overrides: Overrides::default(),
+            sampling: Sampling::default(),
+            length,
+            constraints: Constraints::default(),
+            seed: 0,
+        }
+    }
+
+    /// The prompt with the overrides applied to its meta: what the encoding sees.
+    pub fn conditioned_prompt(&self) -> Score {
+        let mut p = self.prompt.clone();
+        let o = &self.overrides;
+        if let Some(s) = &o.style {
+            p.meta.style = Some(s.clone());
+        }
+        if let Some(i) = &o.instrument {
+            p.meta.instrument = Some(i.clone());
+        }
+        if let Some(k) = &o.key {
+            p.meta.keys.retain(|(t, _)| *t != 0);
+            p.meta.keys.insert(0, (0, k.clone()));
+        }
+        if let Some(m) = o.meter {
+            p.meta.meters.retain(|(t, _)| *t != 0);
+            p.meta.meters.insert(0, (0, m));
+        }
+        p
+    }
+
+    /// Constraints with the length's bar count folded in.
+    fn effective_constraints(&self) -> Constraints {
+        let mut c = self.constraints.clone();
+        if let Length::Bars(n) = self.length {
+            c.bars = Some(n);
+        }
+        c
+    }
+
+    fn validate(&self) -> Result<(), GenError> {
+        self.sampling.validate()?;
+        self.constraints.validate().map_err(GenError::Request)?;
+        match self.length {
+            Length::Bars(0) | Length::Notes(0) | Length::Tokens(0) => {
+                Err(GenError::Request("the length must be at least one bar, note or token".into()))
+            }
+            Length::Seconds(s) if !(s > 0.0 && s.is_finite()) => {
+                Err(GenError::Request(format!("the length in seconds must be positive, got {s}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Everything needed to replay a take exactly (written to `takes.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TakeRecord {
+    pub model: String,
+    /// SHA-256 of `model.safetensors`, hex.
+    pub model_hash: String,
+    pub encoding: String,
+    /// The prompt as ABC text (the overrides are separate).
+    pub prompt_abc: String,
+    pub overrides: Overrides,
+    pub sampling: Sampling,
+    pub length: Length,
+    pub constraints: Constraints,
+    /// This take's own seed (batched takes get `seed + index`).
+    pub seed: u64,
+    /// Generated ids, so a replay can be checked token by token.
+    pub ids: Vec<u32>,
+    /// Sum of the model's log-probabilities (natural log, before sampling's truncation) of the
+    /// generated ids.
+    pub log_likelihood: f64,
+    pub notes: usize,
+    /// Ids the decoder skipped as invalid successions.
+    pub skipped: usize,
+    /// Stopped by a cancel request or by the token cap rather than by its length.
+    pub cancelled: bool,
+    pub truncated: bool,
+}
+
+/// A finished (or cancelled) take: the music and its record.
+#[derive(Debug, Clone)]
+pub struct Take {
+    /// Prompt and continuation, as decoded, with the request's meta.
+    pub score: Score,
+    /// Only the generated notes (absolute ticks, after the prompt).
+    pub notes: Vec<Note>,
+    pub record: TakeRecord,
+}
+
+/// What a running job reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A generated note is complete (take index within the batch).
+    Note { take: usize, note: Note },
+    /// A take reached its length.
+    Finished { take: usize },
+}
+
+/// One take's progress inside a session.
+struct Row {
+    seed: u64,
+    rng: Rng,
+    decoder: Option<Box<dyn Decoder>>,
+    tracker: Tracker,
+    /// Every id fed to the model for this row (prompt, then generated).
+    ids: Vec<u32>,
+    prompt_len: usize,
+    /// Generated ids since the last (re)start, for the length limit.
+    generated: usize,
+    notes: Vec<Note>,
+    ll: f64,
+    /// Where the prompt ended (notes that start earlier belong to the prompt).
+    prompt_end: Tick,
+    limit_tick: Option<Tick>,
+    done: bool,
+    cancelled: bool,
+    truncated: bool,
+}
+
+/// A live (batched) generation: the model state plus each take's sampler, decoder and tracker.
+/// Keep it to continue the takes later without re-reading the prompt.
+pub struct Session {
+    model: Arc<dyn LanguageModel>,
+    encoding: Arc<dyn Encoding>,
+    effects: Arc<super::constraints::Effects>,
+    state: Box<dyn State>,
+    /// The conditioning prefix, re-fed first whenever the window slides.
+    prefix: Vec<u32>,
+    /// Logits for the next token of each row, from the last forward pass.
+    logits: Vec<Vec<f32>>,
+    rows: Vec<Row>,
+    request: Request,
+    record_base: TakeRecord,
+    meta: crate::score::Meta,
+    /// Scratch for the mask (vocabulary size).
+    allowed: Vec<bool>,
+    /// Ids drawn but not yet fed to the model (the run stopped right after drawing them);
+    /// `logits` are stale until they are fed.
+    unfed: Option<Vec<u32>>,
+}
+
+/// Upper bound on generated tokens per bar (or per note), so a model that never moves time
+/// cannot loop forever under a bar or note limit.
+const TOKENS_PER_BAR_CAP: usize = 256;
+
+impl Session {
+    /// Encodes the prompt, feeds it (sliding past the context if it is too long) to a fresh
+    /// state for `n` rows, and readies each row's sampler and decoder.
+    pub(crate) fn start(gen: &Generator, request: &Request, n: usize) -> Result<Session, GenError> {
+        request.validate()?;
+        if n == 0 {
+            return Err(GenError::Request("a batch needs at least one take".into()));
+        }
+        gen.check_labels(&request.overrides, &request.prompt)?;
+        let model = gen.model().clone();
+        let encoding = gen.encoding().clone();
+        let effects = gen.effects().clone();
+        let prompt = request.conditioned_prompt();
+        let mut ids = encoding.encode(&prompt);
+        // A trailing end token would tell the model the piece is over: drop it to continue.
+        while ids.last().is_some_and(|&id| matches!(effects.get(id), Effect::End)) {
+            ids.pop();
+        }
+        // The conditioning prefix (`<bos>` and the labels) is kept whenever the window slides.
+        let prefix_len = ids
+            .iter()
+            .take_while(|&&id| matches!(encoding.kind(id), Some(TokenKind::Bos) | Some(TokenKind::Cond(_))))
+            .count();
+        let prefix = ids[..prefix_len].to_vec();
+        if ids.is_empty() {
+            return Err(GenError::Request(format!(
+                "the {} encoding gives no tokens for this prompt and there is nothing to start from",
+                encoding.name()
+            )));
+        }
+        let meter = prompt.meter();
+        let constraints = request.effective_constraints();
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            let seed = request.seed.wrapping_add(i as u64);
+            let mut decoder = encoding.decoder();
+            let mut tracker = Tracker::new(constraints.clone(), &effects, meter);
+            for &id in &ids {
+                decoder.push(id);
+                tracker.push(effects.get(id));
+            }
+            let prompt_end = tracker.position();
+            tracker.begin(prompt_end);
+            rows.push(Row {
+                seed,
+                rng: Rng::new(seed),
+                decoder: Some(decoder),
+                tracker,
+                ids: ids.clone(),
+                prompt_len: ids.len(),
+                generated: 0,
+                notes: Vec::new(),
+                ll: 0.0,
+                prompt_end,
+                limit_tick: None,
+                done: false,
+                cancelled: false,
+                truncated: false,
+            });
+        }
+        let mut meta = prompt.meta.clone();
+        meta.gen.model = Some(gen.name().to_string());
+        meta.gen.temperature = Some(request.sampling.temperature);
+        meta.gen.top_k = (request.sampling.top_k > 0).then_some(request.sampling.top_k as u32);
+        meta.gen.top_p = (request.sampling.top_p < 1.0).then_some(request.sampling.top_p);
+        meta.gen.seed = Some(request.seed);
+        meta.gen.bars = match request.length {
+            Length::Bars(b) => Some(b),
+            _ => None,
+        };
+        let record_base = TakeRecord {
+            model: gen.name().to_string(),
+            model_hash: gen.model_hash().to_string(),
+            encoding: encoding.name().to_string(),
+            prompt_abc: crate::dsl::print(&request.prompt),
+            overrides: request.overrides.clone(),
+            sampling: request.sampling.clone(),
+            length: request.length,
+            constraints: request.constraints.clone(),
+            seed: request.seed,
+            ids: Vec::new(),
+            log_likelihood: 0.0,
+            notes: 0,
+            skipped: 0,
+            cancelled: false,
+            truncated: false,
+        };
+        let vocab = model.vocab_size();
+        let state = model.new_state(n)?;
+        let mut s = Session {
+            model,
+            encoding,
+            effects,
+            state,
+            prefix,
+            logits: Vec::new(),
+            rows,
+            request: request.clone(),
+            record_base,
+            meta,
+            allowed: vec![true; vocab],
+            unfed: None,
+        };
+        s.feed_prompt(&ids)?;
+        s.set_limits(request.length);
+        Ok(s)
+    }
+
+    /// Feeds the prompt ids to the fresh state; a prompt longer than the context keeps the
+    /// conditioning prefix and the most recent ids.
+    fn feed_prompt(&mut self, ids: &[u32]) -> Result<(), GenError> {
+        let ctx = self.model.context();
+        let window: Vec<u32> = if ids.len() >= ctx {
+            let keep = ctx.saturating_sub(self.prefix.len()).saturating_sub(ctx / 4).max(1);
+            let mut w = self.prefix.clone();
+            w.extend_from_slice(&ids[ids.len() - keep..]);
+            w
+        } else {
+            ids.to_vec()
+        };
+        self.forward_rows(&vec![window; self.rows.len()])
+    }
+
+    /// Runs the model on one block of ids per row (all the same length), storing the logits.
+    fn forward_rows(&mut self, block: &[Vec<u32>]) -> Result<(), GenError> {
+        let b = block.len();
+        let t = block.first().map_or(0, Vec::len);
+        let flat: Vec<u32> = block.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat, (b, t), self.model.device())?;
+        let logits = self.model.forward(&ids, self.state.as_mut())?;
+        self.logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(())
+    }
+
+    /// Sets each row's stopping point for `length`, counted from where it stands now.
+    fn set_limits(&mut self, length: Length) {
+        let bpm = self.meta.tempo.bpm_at(0);
+        for r in &mut self.rows {
+            r.generated = 0;
+            r.limit_tick = match length {
+                Length::Seconds(s) => Some(r.tracker.position() + (s * bpm / 60.0 * PPQ as f64).round() as Tick),
+                _ => None,
+            };
+        }
+    }
+
+    fn token_cap(&self) -> usize {
+        match self.request.length {
+            Length::Bars(b) => TOKENS_PER_BAR_CAP * b as usize + 64,
+            Length::Notes(n) => 64 * n + 64,
+            Length::Seconds(s) => (TOKENS_PER_BAR_CAP as f64 * s).ceil() as usize + 64,
+            Length::Tokens(n) => n,
+        }
+    }
+
+    /// Generates until every take reaches its length, `cancel` is set (checked before every
+    /// token), or an error. Each completed note goes to `on_event` at once.
+    pub fn run(&mut self, cancel: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<(), GenError> {
+        let cap = self.token_cap();
+        if let Some(next) = self.unfed.take() {
+            self.feed(next)?;
+        }
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                for r in self.rows.iter_mut().filter(|r| !r.done) {
+                    r.done = true;
+                    r.cancelled = true;
+                }
+                return Ok(());
+            }
+            if self.rows.iter().all(|r| r.done) {
+                return Ok(());
+            }
+            let mut next = Vec::with_capacity(self.rows.len());
+            for (i, row) in self.rows.iter_mut().enumerate() {
+                if row.done {
+                    // Finished rows ride along in the batch; their outputs are ignored.
+                    next.push(*row.ids.last().unwrap_or(&0));
+                    continue;
+                }
+                let logits = &self.logits[i];
+                self.allowed.iter_mut().for_each(|a| *a = true);
+                // The encoding's grammar first (no invalid successions), then the hard rules.
+                if let Some(d) = row.decoder.as_ref() {
+                    d.mask(&mut self.allowed);
+                }
+                row.tracker.mask(&self.effects, &mut self.allowed);
+                let history = &row.ids[row.prompt_len..];
+                let id = sample(&self.request.sampling, &mut row.rng, logits, Some(&self.allowed), history)?;
+                row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
+                row.ids.push(id);
+                row.generated += 1;
+                let effect = self.effects.get(id);
+                row.tracker.push(effect);
+                if let Some(d) = row.decoder.as_mut() {
+                    for note in d.push(id) {
+                        if note.start >= row.prompt_end {
+                            row.notes.push(note);
+                            on_event(Event::Note { take: i, note });
+                        }
+                    }
+                }
+                let reached = match self.request.length {
+                    Length::Bars(_) => row.tracker.finished(),
+                    Length::Notes(n) => row.notes.len() >= n,
+                    Length::Seconds(_) => row.limit_tick.is_some_and(|l| row.tracker.position() >= l),
+                    Length::Tokens(n) => row.generated >= n,
+                };
+                if reached || matches!(effect, Effect::End) {
+                    row.done = true;
+                } else if row.generated >= cap {
+                    row.done = true;
+                    row.truncated = true;
+                }
+                if row.done {
+                    on_event(Event::Finished { take: i });
+                }
+                next.push(id);
+            }
+            if self.rows.iter().all(|r| r.done) {
+                // Feeding the last ids would be wasted unless the takes are continued.
+                self.unfed = Some(next);
+                return Ok(());
+            }
+            self.feed(next)?;
+        }
+    }
+
+    /// Feeds one id per row, sliding the window first when the context is full.
+    fn feed(&mut self, next: Vec<u32>) -> Result<(), GenError> {
+        if self.state.len() + 1 > self.model.context() {
+            self.slide()?;
+        }
+        let block: Vec<Vec<u32>> = next.into_iter().map(|id| vec![id]).collect();
+        self.forward_rows(&block)
+    }
+
+    /// The window is full: start a fresh state with the conditioning prefix and the most recent
+    /// half of the context (one forward pass), then carry on.
+    fn slide(&mut self) -> Result<(), GenError> {
+        let ctx = self.model.context();
+        let keep = (ctx / 2).saturating_sub(self.prefix.len()).max(1);
+        self.state = self.model.new_state(self.rows.len())?;
+        // The last id of each row is fed by the caller next; the window ends just before it.
+        let block: Vec<Vec<u32>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let body = &r.ids[..r.ids.len().saturating_sub(1)];
+                let mut w = self.prefix.clone();
+                w.extend_from_slice(&body[body.len().saturating_sub(keep)..]);
+                w
+            })
+            .collect();
+        self.forward_rows(&block)
+    }
+
+    /// Continues every take by `length` from where it stopped, reusing the model state.
+    pub fn extend(
+        &mut self,
+        length: Length,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<(), GenError> {
+        self.request.length = length;
+        let constraints = self.request.effective_constraints();
+        let meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();
+        for r in &mut self.rows {
+            r.done = false;
+            r.cancelled = false;
+            r.truncated = false;
+            // A fresh tracker would forget open notes; replaying the ids rebuilds it exactly.
+            let mut t = Tracker::new(constraints.clone(), &self.effects, meter);
+            for &id in &r.ids {
+                t.push(self.effects.get(id));
+            }
+            t.begin(t.position());
+            r.tracker = t;
+        }
+        self.set_limits(length);
+        self.run(cancel, on_event)
+    }
+
+    /// The takes as they stand (the session stays usable for [`Session::extend`]).
+    pub fn takes(&self) -> Vec<Take> {
+        self.rows
+            .iter()
+            .map(|r| {
+                // Finishing consumes a decoder: finish a copy, so the session can go on.
+                let decoded = match r.decoder.as_ref() {
+                    Some(d) => d.box_clone().finish(),
+                    None => self.encoding.decode(&r.ids),
+                };
+                let mut score = decoded.score;
+                score.meta = self.meta.clone();
+                score.normalize();
+                // Exactly N bars: the take spans the whole last bar even when it ended early
+                // (end token in its last bar), and not the bar a final bar line opens (REMI's
+                // decoder counts a `Bar` as the start of one more bar).
+                if let Some(end) = r.tracker.end_tick() {
+                    let last = score.notes.iter().map(Note::end).max().unwrap_or(0);
+                    score.length = end.max(last);
+                }
+                let mut record = self.record_base.clone();
+                record.seed = r.seed;
+                record.ids = r.ids[r.prompt_len..].to_vec();
+                record.log_likelihood = r.ll;
+                record.notes = r.notes.len();
+                record.skipped = decoded.skipped;
+                record.cancelled = r.cancelled;
+                record.truncated = r.truncated;
+                record.length = self.request.length;
+                // From the decoded ids rather than the stream, so notes still open when
+                // generation stopped (closed by decoding) are included too.
+                let mut notes: Vec<Note> = score.notes.iter().filter(|n| n.start >= r.prompt_end).copied().collect();
+                notes.sort_unstable();
+                Take { score, notes, record }
+            })
+            .collect()
+    }
+
+    pub fn batch(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+/// A generation running on a worker thread.
+pub struct Job {
+    pub events: mpsc::Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<Session, GenError>>>,
+}
+
+impl Job {
+    /// Starts `n` takes of `request` on a new thread.
+    pub fn spawn(gen: Arc<Generator>, request: Request, n: usize) -> Job {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let flag = cancel.clone();
+        let handle = std::thread::Builder::new().name("cadenza-gen".into()).spawn(move || {
+            let mut session = Session::start(&gen, &request, n)?;
+            // A dropped receiver only means nobody listens any more; keep generating.
+            session.run(&flag, &mut |e| {
+                let _ = tx.send(e);
+            })?;
+            Ok(session)
+        });
+        match handle {
+            Ok(h) => Job { events: rx, cancel, handle: Some(h) },
+            Err(e) => {
+                // Spawning failed: report it through join().
+                let h = std::thread::spawn(move || Err(GenError::Worker(format!("could not start a thread: {e}"))));
+                Job { events: rx, cancel, handle: Some(h) }
+            }
+        }
+    }
+
+    /// Asks the job to stop before its next token.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// The shared cancel flag (for wiring to Ctrl-C or a loop's stop).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Waits for the job and returns its session (call `takes()` on it; keep it to continue).
+    pub fn join(mut self) -> Result<Session, GenError> {
+        match self.handle.take() {
+            Some(h) => h.join().map_err(|_| GenError::Worker("the generation thread panicked".into()))?,
+            None => Err(GenError::Worker("the job was already joined".into())),
+        }
+    }
+}
