@@ -1,0 +1,204 @@
+//! MIDI clock in both directions: sending 24 ppqn with start/stop (see the sequencer), and following an incoming clock.
+//!
+//! Sending lives in the sequencer (`Engine::clock_out`): pulses are ordinary timestamped events,
+//! so they share the player's timing. Following: [`ClockFollower`] turns pulse arrival times into
+//! a smoothed tempo and a beat/bar position; [`follow_clock`] wires a midir input to an engine.
+
+use super::clock::Nanos;
+use super::engine::{Engine, PlayError};
+use super::event::msg;
+use super::sequencer::At;
+use std::sync::{Arc, Mutex};
+
+/// Pulses per quarter note in MIDI clock.
+pub const PPQN: u64 = 24;
+
+/// Estimates tempo and position from incoming MIDI clock messages.
+#[derive(Debug, Clone)]
+pub struct ClockFollower {
+    /// Smoothed nanoseconds between pulses (`None` until two pulses arrived).
+    interval: Option<f64>,
+    last: Option<Nanos>,
+    /// Pulses since the last Start (or since the first pulse).
+    pulses: u64,
+    running: bool,
+    /// Weight of each new interval in the running average (0..1).
+    alpha: f64,
+}
+
+impl Default for ClockFollower {
+    fn default() -> Self {
+        ClockFollower { interval: None, last: None, pulses: 0, running: true, alpha: 0.08 }
+    }
+}
+
+/// What a message changed, for the caller to act on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClockEvent {
+    Pulse,
+    Start,
+    Stop,
+    Continue,
+    Other,
+}
+
+impl ClockFollower {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one message received at `at`.
+    pub fn feed(&mut self, at: Nanos, bytes: &[u8]) -> ClockEvent {
+        match bytes.first().copied() {
+            Some(msg::CLOCK) => {
+                if let Some(last) = self.last {
+                    let dt = at.saturating_sub(last) as f64;
+                    match self.interval {
+                        None => self.interval = Some(dt),
+                        Some(i) => {
+                            // A gap (dropped pulses, a stalled sender) or a burst says nothing
+                            // about tempo; a real tempo change shows up as many moderate steps.
+                            if dt > 0.0 && dt < i * 3.0 && dt > i / 3.0 {
+                                self.interval = Some(i + self.alpha * (dt - i));
+                            } else if dt > 0.0 && dt < 2.5e9 / PPQN as f64 && self.pulses < 4 {
+                                self.interval = Some(dt);
+                            }
+                        }
+                    }
+                }
+                self.last = Some(at);
+                if self.running {
+                    self.pulses += 1;
+                }
+                ClockEvent::Pulse
+            }
+            Some(msg::START) => {
+                self.pulses = 0;
+                self.running = true;
+                ClockEvent::Start
+            }
+            Some(msg::CONTINUE) => {
+                self.running = true;
+                ClockEvent::Continue
+            }
+            Some(msg::STOP) => {
+                self.running = false;
+                ClockEvent::Stop
+            }
+            _ => ClockEvent::Other,
+        }
+    }
+
+    /// Estimated tempo in quarter notes per minute.
+    pub fn bpm(&self) -> Option<f64> {
+        self.interval.filter(|i| *i > 0.0).map(|i| 60e9 / (i * PPQN as f64))
+    }
+
+    /// Pulses counted since Start.
+    pub fn pulses(&self) -> u64 {
+        self.pulses
+    }
+
+    /// True on the pulse that begins a bar of `beats` quarters (the first pulse after Start is
+    /// the downbeat).
+    pub fn at_bar_start(&self, beats: u64) -> bool {
+        self.pulses > 0 && (self.pulses - 1).is_multiple_of(PPQN * beats.max(1))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+}
+
+/// A running clock follower; dropping it disconnects the input.
+pub struct FollowHandle {
+    _conn: midir::MidiInputConnection<()>,
+    pub state: Arc<Mutex<ClockFollower>>,
+}
+
+/// Follows the MIDI clock arriving on input `port` (index, name or unique substring): the
+/// engine's tempo tracks the smoothed estimate, updated at most once a beat and only when it
+/// moved by more than 0.3 bpm (so jitter in the sender does not wobble the music).
+pub fn follow_clock(engine: Arc<Engine>, port: &str) -> Result<FollowHandle, PlayError> {
+    let input = midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
+    let ports = input.ports();
+    let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
+    let i = crate::sink::out::pick_port(&names, port)?;
+    let state = Arc::new(Mutex::new(ClockFollower::new()));
+    let st = state.clone();
+    let mut last_set = engine.tempo();
+    let conn = {
+        let mut input = input;
+        input.ignore(midir::Ignore::None);
+        input
+            .connect(
+                &ports[i],
+                "cadenza-clock-in",
+                move |stamp_us, bytes, _| {
+                    let Ok(mut f) = st.lock() else { return };
+                    if f.feed(stamp_us * 1000, bytes) == ClockEvent::Pulse && f.pulses() % PPQN == 0 {
+                        if let Some(bpm) = f.bpm() {
+                            if (bpm - last_set).abs() > 0.3 && engine.set_tempo(bpm, At::Now).is_ok() {
+                                last_set = bpm;
+                            }
+                        }
+                    }
+                },
+                (),
+            )
+            .map_err(|e| PlayError::Input(format!("cannot connect to `{}`: {e}", names[i])))?
+    };
+    Ok(FollowHandle { _conn: conn, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pulses of a steady tempo with a fixed ±jitter pattern (deterministic).
+    fn pulses(f: &mut ClockFollower, from: Nanos, n: u64, bpm: f64, jitter: i64) -> Nanos {
+        let step = 60e9 / bpm / PPQN as f64;
+        let mut t = from;
+        for k in 0..n {
+            let j = if k % 2 == 0 { jitter } else { -jitter };
+            let at = (from as f64 + k as f64 * step) as i64 + j;
+            f.feed(at.max(0) as Nanos, &[msg::CLOCK]);
+            t = at as Nanos;
+        }
+        t
+    }
+
+    #[test]
+    fn follows_tempo_through_jitter_and_changes() {
+        let mut f = ClockFollower::new();
+        f.feed(0, &[msg::START]);
+        // 120 bpm with ±300 µs jitter on every pulse (intervals 20.83 ms ± 0.6 ms).
+        let t = pulses(&mut f, 0, 24 * 8, 120.0, 300_000);
+        let bpm = f.bpm().unwrap();
+        assert!((bpm - 120.0).abs() < 0.5, "{bpm}");
+        // Then 90 bpm: after eight beats the estimate has converged.
+        pulses(&mut f, t + 27_777_778, 24 * 8, 90.0, 0);
+        let bpm = f.bpm().unwrap();
+        assert!((bpm - 90.0).abs() < 0.2, "{bpm}");
+    }
+
+    #[test]
+    fn a_gap_does_not_disturb_the_estimate_and_start_resets_the_bar() {
+        let mut f = ClockFollower::new();
+        let t = pulses(&mut f, 0, 48, 100.0, 0);
+        // Half a second with no pulses (a stalled sender), then the same tempo again.
+        pulses(&mut f, t + 500_000_000, 48, 100.0, 0);
+        assert!((f.bpm().unwrap() - 100.0).abs() < 0.01);
+        f.feed(0, &[msg::START]);
+        assert_eq!(f.pulses(), 0);
+        f.feed(1, &[msg::CLOCK]);
+        assert!(f.at_bar_start(4));
+        for k in 0..96 {
+            f.feed(2 + k, &[msg::CLOCK]);
+        }
+        assert!(f.at_bar_start(4), "pulse 97 starts bar 2 of 4/4");
+        f.feed(200, &[msg::STOP]);
+        f.feed(201, &[msg::CLOCK]);
+        assert_eq!(f.pulses(), 97, "stopped: pulses keep tempo but not position");
+    }
+}

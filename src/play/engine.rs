@@ -1,0 +1,820 @@
+//! `play::Engine`: the handle the rest of cadenza plays through; it runs the sequencer and the real-time player.
+//!
+//! Two modes share all the logic. [`Engine::start`] runs a sequencer thread and a real-time
+//! player thread on the monotonic clock. [`Engine::manual`] runs no threads: a test moves a
+//! [`FakeClock`] with [`Engine::advance_to`] and every event is sent exactly when due, so tests
+//! can assert exact timestamps without ever reading the wall clock.
+
+use super::clock::{Clock, FakeClock, MonotonicClock, Nanos, MILLI};
+use super::event::MAX_PORTS;
+use super::player::{Jitter, Player, Rings, Stats, Step, LATE_STEPS};
+use super::sequencer::{At, Command, CycleRequest, Report, SeqShared, Sequencer, DEFAULT_LOOKAHEAD};
+use crate::score::Score;
+use crate::sink::out::{MidiOut, OutError};
+use crate::time::Meter;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What can go wrong driving the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum PlayError {
+    #[error(transparent)]
+    Out(#[from] OutError),
+    #[error("tempo {0} must be between 10 and 1000 bpm")]
+    BadTempo(f64),
+    #[error("the play engine has shut down")]
+    Stopped,
+    #[error("all {0} output slots are in use")]
+    NoSlot(usize),
+    #[error("no output in slot {0}")]
+    NoSuchSlot(u8),
+    #[error("loop {name}: {message}")]
+    Loop { name: String, message: String },
+    #[error("loop {name}: the score is empty (length 0); nothing to loop")]
+    EmptyLoop { name: String },
+    #[error("cannot start the {what} thread: {reason}")]
+    Thread { what: &'static str, reason: String },
+    #[error("stepping time by hand needs an engine made with Engine::manual")]
+    NotManual,
+    #[error("cannot install signal handlers: {0}")]
+    Signals(String),
+    #[error("MIDI input: {0}")]
+    Input(String),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How far ahead of now the sequencer schedules.
+    pub lookahead: Nanos,
+    /// Starting tempo (quarter notes per minute).
+    pub bpm: f64,
+    /// Capacity of the event ring to the player.
+    pub ring_capacity: usize,
+    /// Send a program change when a note's program differs from what its channel last got.
+    pub program_changes: bool,
+    /// Ask for real-time scheduling for the player thread (works as root or with rtprio rights).
+    pub realtime: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lookahead: DEFAULT_LOOKAHEAD,
+            bpm: crate::time::DEFAULT_BPM,
+            ring_capacity: 1 << 14,
+            program_changes: true,
+            realtime: true,
+        }
+    }
+}
+
+/// Makes the score of each coming cycle of a loop. Called on a worker thread of its own (never
+/// the sequencer's), one cycle ahead, so it may take up to a cycle's time (a model generating).
+pub trait Producer: Send {
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, String>;
+}
+
+impl<F: FnMut(&CycleRequest) -> Result<Score, String> + Send> Producer for F {
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, String> {
+        self(req)
+    }
+}
+
+/// What a loop plays each cycle.
+pub enum LoopSource {
+    /// The same score every cycle.
+    Fixed(Score),
+    /// A new score each cycle, asked for one cycle ahead.
+    Producer(Box<dyn Producer>),
+}
+
+/// Where and when a loop or play starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlayOpts {
+    /// Output slot (0 = the first output the engine was started with).
+    pub port: u8,
+    pub at: At,
+}
+
+/// Threads of a running engine.
+struct Threads {
+    sequencer: Option<JoinHandle<()>>,
+    player: Option<JoinHandle<Vec<Box<dyn MidiOut>>>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// Everything of a manual engine, stepped by [`Engine::advance_to`].
+struct ManualCore {
+    seq: Sequencer,
+    player: Player,
+    commands: Receiver<Command>,
+    returned: rtrb::Consumer<Box<dyn MidiOut>>,
+    producers: Vec<(String, u64, Receiver<CycleRequest>, Box<dyn Producer>)>,
+    clock: FakeClock,
+}
+
+enum Mode {
+    Threads(Mutex<Threads>),
+    Manual(Box<Mutex<ManualCore>>),
+}
+
+/// An output slot as the engine knows it.
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    reconnect: Option<String>,
+    vanished: bool,
+}
+
+/// The play engine. `Send + Sync`: share it in an `Arc`.
+pub struct Engine {
+    commands: Mutex<Sender<Command>>,
+    reports_tx: Sender<Report>,
+    reports: Mutex<Receiver<Report>>,
+    shared: Arc<SeqShared>,
+    stats: Arc<Stats>,
+    clock: Arc<dyn Clock>,
+    mode: Mode,
+    generation: AtomicU64,
+    slots: Arc<Mutex<Vec<Option<Slot>>>>,
+    seen_late: Mutex<([u64; 4], [u64; MAX_PORTS])>,
+    closing: Arc<AtomicBool>,
+    lookahead: Nanos,
+}
+
+/// How often the sequencer wakes to refill, as a fraction of the lookahead.
+fn period(lookahead: Nanos) -> Nanos {
+    (lookahead / 4).clamp(MILLI, 50 * MILLI)
+}
+
+impl Engine {
+    /// Starts the sequencer and player threads on the monotonic clock.
+    pub fn start(outputs: Vec<Box<dyn MidiOut>>, config: Config) -> Result<Engine, PlayError> {
+        Engine::start_with_clock(outputs, config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// Starts the threads on `clock`.
+    pub fn start_with_clock(
+        outputs: Vec<Box<dyn MidiOut>>,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, PlayError> {
+        let slots = slots_of(&outputs)?;
+        let rings = Rings::new(config.ring_capacity);
+        let (cmd_tx, cmd_rx) = channel();
+        let (rep_tx, rep_rx) = channel();
+        let shared = Arc::new(SeqShared::default());
+        let stats = Arc::new(Stats::default());
+        let seq = Sequencer::new(
+            clock.now(),
+            config.lookahead,
+            config.bpm,
+            config.program_changes,
+            rings.events.0,
+            rings.control.0,
+            rep_tx.clone(),
+            shared.clone(),
+        );
+        let player = Player::new(rings.events.1, rings.control.1, rings.returned.0, outputs, stats.clone());
+        let pclock = clock.clone();
+        let realtime = config.realtime;
+        let player_thread = std::thread::Builder::new()
+            .name(PLAYER_THREAD.into())
+            .spawn(move || {
+                if realtime {
+                    make_realtime();
+                }
+                player.run(pclock)
+            })
+            .map_err(|e| PlayError::Thread { what: "player", reason: e.to_string() })?;
+        let sclock = clock.clone();
+        let mut returned = rings.returned.1;
+        let seq_thread = std::thread::Builder::new()
+            .name("cadenza-sequencer".into())
+            .spawn(move || sequencer_thread(seq, cmd_rx, &mut returned, sclock))
+            .map_err(|e| PlayError::Thread { what: "sequencer", reason: e.to_string() })?;
+        let slots = Arc::new(Mutex::new(slots));
+        let closing = Arc::new(AtomicBool::new(false));
+        let watcher = spawn_watcher(slots.clone(), cmd_tx.clone(), rep_tx.clone(), closing.clone());
+        Ok(Engine {
+            commands: Mutex::new(cmd_tx),
+            reports_tx: rep_tx,
+            reports: Mutex::new(rep_rx),
+            shared,
+            stats,
+            clock,
+            mode: Mode::Threads(Mutex::new(Threads {
+                sequencer: Some(seq_thread),
+                player: Some(player_thread),
+                watcher,
+            })),
+            generation: AtomicU64::new(1),
+            slots,
+            seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
+            closing,
+            lookahead: config.lookahead,
+        })
+    }
+
+    /// An engine with no threads, on a fake clock that only [`Engine::advance_to`] moves.
+    pub fn manual(outputs: Vec<Box<dyn MidiOut>>, config: Config, clock: FakeClock) -> Result<Engine, PlayError> {
+        let slots = slots_of(&outputs)?;
+        let rings = Rings::new(config.ring_capacity);
+        let (cmd_tx, cmd_rx) = channel();
+        let (rep_tx, rep_rx) = channel();
+        let shared = Arc::new(SeqShared::default());
+        let stats = Arc::new(Stats::default());
+        let seq = Sequencer::new(
+            clock.now(),
+            config.lookahead,
+            config.bpm,
+            config.program_changes,
+            rings.events.0,
+            rings.control.0,
+            rep_tx.clone(),
+            shared.clone(),
+        );
+        let player = Player::new(rings.events.1, rings.control.1, rings.returned.0, outputs, stats.clone());
+        let core = ManualCore {
+            seq,
+            player,
+            commands: cmd_rx,
+            returned: rings.returned.1,
+            producers: Vec::new(),
+            clock: clock.clone(),
+        };
+        Ok(Engine {
+            commands: Mutex::new(cmd_tx),
+            reports_tx: rep_tx,
+            reports: Mutex::new(rep_rx),
+            shared,
+            stats,
+            clock: Arc::new(clock),
+            mode: Mode::Manual(Box::new(Mutex::new(core))),
+            generation: AtomicU64::new(1),
+            slots: Arc::new(Mutex::new(slots)),
+            seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
+            closing: Arc::new(AtomicBool::new(false)),
+            lookahead: config.lookahead,
+        })
+    }
+
+    /// Engine clock now.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    fn send(&self, c: Command) -> Result<(), PlayError> {
+        let tx = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        tx.send(c).map_err(|_| PlayError::Stopped)
+    }
+
+    /// Plays `score` once on output 0 at the next bar.
+    pub fn play(&self, score: &Score) -> Result<(), PlayError> {
+        self.play_with(score, PlayOpts::default())
+    }
+
+    pub fn play_with(&self, score: &Score, opts: PlayOpts) -> Result<(), PlayError> {
+        self.check_slot(opts.port)?;
+        self.send(Command::Play { score: score.clone(), port: opts.port, at: opts.at })
+    }
+
+    fn check_slot(&self, port: u8) -> Result<(), PlayError> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        match slots.get(port as usize) {
+            Some(Some(_)) => Ok(()),
+            // An engine without outputs (batch runs, `--no-midi`) still schedules on slot 0.
+            _ if port == 0 => Ok(()),
+            _ => Err(PlayError::NoSuchSlot(port)),
+        }
+    }
+
+    /// Starts or replaces the loop `name`. A replacement starts at `opts.at` (the end of the
+    /// running cycle for [`At::NextCycle`]); the old one is cut there. For a producer, the first
+    /// cycle is made here, on the caller's thread, so a failure leaves the old loop playing and
+    /// comes back as the error.
+    pub fn set_loop(&self, name: &str, source: LoopSource, opts: PlayOpts) -> Result<(), PlayError> {
+        self.check_slot(opts.port)?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        match source {
+            LoopSource::Fixed(score) => {
+                if score.length == 0 && score.notes.is_empty() {
+                    return Err(PlayError::EmptyLoop { name: name.to_string() });
+                }
+                self.send(Command::SetLoop {
+                    name: name.to_string(),
+                    score,
+                    port: opts.port,
+                    at: opts.at,
+                    feeder: None,
+                    generation,
+                })
+            }
+            LoopSource::Producer(mut producer) => {
+                let req = CycleRequest { name: name.to_string(), cycle: 0, bpm: self.tempo() };
+                let first =
+                    producer.next(&req).map_err(|message| PlayError::Loop { name: name.to_string(), message })?;
+                if first.length == 0 && first.notes.is_empty() {
+                    return Err(PlayError::EmptyLoop { name: name.to_string() });
+                }
+                let (req_tx, req_rx) = channel::<CycleRequest>();
+                match &self.mode {
+                    Mode::Manual(core) => {
+                        let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+                        core.producers.retain(|(n, ..)| n != name);
+                        core.producers.push((name.to_string(), generation, req_rx, producer));
+                    }
+                    Mode::Threads(_) => {
+                        let tx = self.commands.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let reports = self.reports_tx.clone();
+                        let lname = name.to_string();
+                        std::thread::Builder::new()
+                            .name(format!("cadenza-loop-{name}"))
+                            .spawn(move || feeder_thread(lname, generation, producer, req_rx, tx, reports))
+                            .map_err(|e| PlayError::Thread { what: "loop", reason: e.to_string() })?;
+                    }
+                }
+                self.send(Command::SetLoop {
+                    name: name.to_string(),
+                    score: first,
+                    port: opts.port,
+                    at: opts.at,
+                    feeder: Some(req_tx),
+                    generation,
+                })
+            }
+        }
+    }
+
+    /// Stops loop `name` at `at` (its sounding notes end there).
+    pub fn stop_loop(&self, name: &str, at: At) -> Result<(), PlayError> {
+        self.send(Command::StopLoop { name: name.to_string(), at })
+    }
+
+    /// Stops every play and loop at `at`; [`At::Now`] is the same as [`Engine::panic`].
+    pub fn stop_all(&self, at: At) -> Result<(), PlayError> {
+        self.send(Command::StopAll { at })
+    }
+
+    /// Stops everything at once: queued events are dropped, every sounding note gets its
+    /// note-off, and CC 123 goes to each channel that was used.
+    pub fn panic(&self) -> Result<(), PlayError> {
+        self.send(Command::Panic)
+    }
+
+    /// Sets the tempo (10..=1000 bpm) from `at`; queued events keep their times.
+    pub fn set_tempo(&self, bpm: f64, at: At) -> Result<(), PlayError> {
+        if !(bpm.is_finite() && (10.0..=1000.0).contains(&bpm)) {
+            return Err(PlayError::BadTempo(bpm));
+        }
+        self.send(Command::Tempo { bpm, at })
+    }
+
+    /// The tempo at the scheduling horizon.
+    pub fn tempo(&self) -> f64 {
+        f64::from_bits(self.shared.bpm_bits.load(Ordering::Relaxed))
+    }
+
+    /// The global bar grid's meter from the next bar on.
+    pub fn set_meter(&self, meter: Meter) -> Result<(), PlayError> {
+        self.send(Command::Meter(meter))
+    }
+
+    /// Names of the loops playing (as of the sequencer's last round).
+    pub fn loops(&self) -> Vec<String> {
+        self.shared.loops.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Adds an output in the first free slot and returns the slot.
+    pub fn add_output(&self, out: Box<dyn MidiOut>) -> Result<u8, PlayError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let i = match slots.iter().position(|s| s.is_none()) {
+                Some(i) => i,
+                None if slots.len() < MAX_PORTS => {
+                    slots.push(None);
+                    slots.len() - 1
+                }
+                None => return Err(PlayError::NoSlot(MAX_PORTS)),
+            };
+            slots[i] = Some(slot_of(&*out));
+            i as u8
+        };
+        self.send(Command::SetOutput(slot, out))?;
+        Ok(slot)
+    }
+
+    /// Removes an output (its notes are turned off first).
+    pub fn remove_output(&self, slot: u8) -> Result<(), PlayError> {
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.get_mut(slot as usize) {
+                Some(s @ Some(_)) => *s = None,
+                _ => return Err(PlayError::NoSuchSlot(slot)),
+            }
+        }
+        self.send(Command::RemoveOutput(slot))
+    }
+
+    /// `(slot, name)` of each output.
+    pub fn outputs(&self) -> Vec<(u8, String)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i as u8, s.name.clone()))).collect()
+    }
+
+    /// Sends MIDI clock (24 ppqn, Start at the next bar) on output `port`; `None` sends Stop.
+    pub fn clock_out(&self, port: Option<u8>) -> Result<(), PlayError> {
+        if let Some(p) = port {
+            self.check_slot(p)?;
+        }
+        self.send(Command::ClockOut { port })
+    }
+
+    /// True when nothing is scheduled or queued (with `loops_too` false: no one-shot play is).
+    pub fn is_idle(&self, loops_too: bool) -> bool {
+        let consumed = self.stats.consumed.load(Ordering::Acquire);
+        if loops_too {
+            self.shared.tracks.load(Ordering::Acquire) == 0 && consumed >= self.shared.pushed.load(Ordering::Acquire)
+        } else {
+            self.shared.oneshots.load(Ordering::Acquire) == 0
+                && consumed >= self.shared.oneshot_mark.load(Ordering::Acquire)
+        }
+    }
+
+    /// Waits until [`Engine::is_idle`] or `cancel` is set; true when idle. A manual engine moves
+    /// its fake clock forward to get there (at most an hour of fake time).
+    pub fn wait_idle(&self, cancel: &AtomicBool, loops_too: bool) -> bool {
+        // A command just sent may not have reached the sequencer: give it one round first.
+        let settle = self.now() + period(self.lookahead) * 2;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = self.now();
+            if now >= settle && self.is_idle(loops_too) {
+                return true;
+            }
+            match &self.mode {
+                Mode::Manual(_) => {
+                    if now > settle + 3600 * super::clock::SECOND || self.advance_to(now + MILLI).is_err() {
+                        return false;
+                    }
+                }
+                Mode::Threads(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+
+    /// Moves a manual engine's fake clock to `t`, running the sequencer and player on the way:
+    /// each event is sent at exactly its due time.
+    pub fn advance_to(&self, t: Nanos) -> Result<(), PlayError> {
+        let Mode::Manual(core) = &self.mode else { return Err(PlayError::NotManual) };
+        let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+        let core = &mut *core;
+        let period = period(core.seq.lookahead());
+        let mut now = core.clock.now();
+        let mut next_fill = now;
+        loop {
+            while let Ok(c) = core.commands.try_recv() {
+                core.seq.handle(c);
+            }
+            if now >= next_fill {
+                core.seq.fill(now);
+                next_fill = now + period;
+                serve_producers(core, &self.reports_tx);
+            }
+            while core.returned.pop().is_ok() {}
+            let next_due = match core.player.poll(now) {
+                Step::Until(x) => x,
+                Step::Idle => Nanos::MAX,
+                Step::Shutdown => return Ok(()),
+            };
+            let next = next_due.min(next_fill);
+            if next > t {
+                if now < t {
+                    core.clock.set(t);
+                    now = t;
+                    continue;
+                }
+                return Ok(());
+            }
+            core.clock.set(next);
+            now = next;
+        }
+    }
+
+    /// Lateness so far (median, p99, max over every event sent).
+    pub fn jitter(&self) -> Jitter {
+        self.stats.jitter()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Messages for the user since the last call: loop errors, late cycles, vanished ports, and
+    /// lateness in escalating steps (only the highest step crossed is reported).
+    pub fn take_reports(&self) -> Vec<Report> {
+        let mut out: Vec<Report> = Vec::new();
+        if let Ok(rx) = self.reports.lock() {
+            while let Ok(r) = rx.try_recv() {
+                out.push(r);
+            }
+        }
+        let mut seen = self.seen_late.lock().unwrap_or_else(|p| p.into_inner());
+        let now: [u64; 4] = std::array::from_fn(|i| self.stats.late_over[i].load(Ordering::Relaxed));
+        if let Some(i) = (0..4).rev().find(|&i| now[i] > seen.0[i]) {
+            out.push(Report::Late {
+                step_ms: LATE_STEPS[i] / MILLI,
+                count: now[i] - seen.0[i],
+                max_ms: self.stats.max_late.load(Ordering::Relaxed) as f64 / MILLI as f64,
+            });
+        }
+        seen.0 = now;
+        for p in 0..MAX_PORTS {
+            let e = self.stats.send_errors[p].load(Ordering::Relaxed);
+            if e > seen.1[p] {
+                out.push(Report::SendErrors { port: p as u8, count: e - seen.1[p] });
+                seen.1[p] = e;
+            }
+        }
+        out
+    }
+
+    /// A handle that can silence the player from anywhere (signal handlers, panic hooks).
+    pub fn silencer(&self) -> Silencer {
+        Silencer {
+            stats: self.stats.clone(),
+            commands: Arc::new(Mutex::new(self.commands.lock().unwrap_or_else(|p| p.into_inner()).clone())),
+        }
+    }
+
+    /// On SIGTERM, SIGHUP or SIGQUIT: every sounding note off (and CC 123), then exit with
+    /// 128 + the signal. Ctrl-C (SIGINT) is left to the REPL, which stops the music itself.
+    pub fn install_exit_handlers(&self) -> Result<(), PlayError> {
+        use signal_hook::consts::{SIGHUP, SIGQUIT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGQUIT])
+            .map_err(|e| PlayError::Signals(e.to_string()))?;
+        let silencer = self.silencer();
+        std::thread::Builder::new()
+            .name("cadenza-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    silencer.silence(Duration::from_millis(500));
+                    // Some backends (JACK) deliver from their own callback a period later;
+                    // exiting at once would lose the note-offs just sent.
+                    std::thread::sleep(EXIT_GRACE);
+                    std::process::exit(128 + sig);
+                }
+            })
+            .map_err(|e| PlayError::Thread { what: "signal", reason: e.to_string() })?;
+        Ok(())
+    }
+
+    /// A panic in any thread turns every sounding note off (then the previous hook runs).
+    pub fn install_panic_hook(&self) {
+        let silencer = self.silencer();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // The player silences itself while unwinding (its Drop); waiting on it here would hang.
+            if std::thread::current().name() != Some(PLAYER_THREAD) {
+                silencer.silence(Duration::from_millis(200));
+            }
+            previous(info);
+        }));
+    }
+
+    /// Stops everything, turns every note off, ends the threads and hands the outputs back.
+    pub fn shutdown(&self) -> Vec<Box<dyn MidiOut>> {
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = self.send(Command::Shutdown);
+        match &self.mode {
+            Mode::Threads(t) => {
+                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = t.sequencer.take() {
+                    let _ = s.join();
+                }
+                if let Some(w) = t.watcher.take() {
+                    let _ = w.join();
+                }
+                t.player.take().and_then(|p| p.join().ok()).unwrap_or_default()
+            }
+            Mode::Manual(core) => {
+                let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+                let core = &mut *core;
+                while let Ok(c) = core.commands.try_recv() {
+                    core.seq.handle(c);
+                }
+                let now = core.clock.now();
+                core.player.poll(now);
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.closing.load(Ordering::Relaxed) {
+            self.shutdown();
+        }
+    }
+}
+
+/// How long to let outputs deliver the final note-offs before the process exits.
+pub const EXIT_GRACE: Duration = Duration::from_millis(100);
+
+/// Name of the real-time thread (the panic hook must not wait on it from inside it).
+pub const PLAYER_THREAD: &str = "cadenza-player";
+
+/// Silences the player from another thread: panic hooks, signal handlers.
+#[derive(Clone)]
+pub struct Silencer {
+    stats: Arc<Stats>,
+    commands: Arc<Mutex<Sender<Command>>>,
+}
+
+impl Silencer {
+    /// Asks the player to turn every note off and stop playing what is queued, and the
+    /// sequencer to stop everything; waits up to `timeout` for the player. True when done.
+    pub fn silence(&self, timeout: Duration) -> bool {
+        let target = self.stats.silence_requests.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Ok(tx) = self.commands.try_lock() {
+            let _ = tx.send(Command::StopAll { at: At::Now });
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.stats.silenced.load(Ordering::Acquire) >= target || !self.stats.running.load(Ordering::Acquire) {
+                return self.stats.silenced.load(Ordering::Acquire) >= target;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        false
+    }
+}
+
+fn slot_of(out: &dyn MidiOut) -> Slot {
+    Slot { name: out.name().to_string(), reconnect: out.reconnect_name().map(str::to_string), vanished: false }
+}
+
+fn slots_of(outputs: &[Box<dyn MidiOut>]) -> Result<Vec<Option<Slot>>, PlayError> {
+    if outputs.len() > MAX_PORTS {
+        return Err(PlayError::NoSlot(MAX_PORTS));
+    }
+    Ok(outputs.iter().map(|o| Some(slot_of(&**o))).collect())
+}
+
+fn sequencer_thread(
+    mut seq: Sequencer,
+    commands: Receiver<Command>,
+    returned: &mut rtrb::Consumer<Box<dyn MidiOut>>,
+    clock: Arc<dyn Clock>,
+) {
+    let wait = Duration::from_nanos(period(seq.lookahead()));
+    loop {
+        match commands.recv_timeout(wait) {
+            Ok(c) => {
+                seq.handle(c);
+                while let Ok(c) = commands.try_recv() {
+                    seq.handle(c);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => seq.handle(Command::Shutdown),
+        }
+        // Outputs the player gave back are closed here, off the real-time thread.
+        while returned.pop().is_ok() {}
+        if seq.is_shutdown() {
+            break;
+        }
+        seq.fill(clock.now());
+    }
+}
+
+/// Runs a loop's producer one cycle ahead; ends when the loop is replaced or stopped (the
+/// sequencer drops the request channel).
+fn feeder_thread(
+    name: String,
+    generation: u64,
+    mut producer: Box<dyn Producer>,
+    requests: Receiver<CycleRequest>,
+    commands: Sender<Command>,
+    reports: Sender<Report>,
+) {
+    while let Ok(mut req) = requests.recv() {
+        // Behind by more than one cycle: only the latest request matters.
+        while let Ok(r) = requests.try_recv() {
+            req = r;
+        }
+        match producer.next(&req) {
+            Ok(score) => {
+                let c = Command::Cycle { name: name.clone(), generation, cycle: req.cycle, score };
+                if commands.send(c).is_err() {
+                    return;
+                }
+            }
+            Err(message) => {
+                let _ = reports.send(Report::LoopError { name: name.clone(), message });
+            }
+        }
+    }
+}
+
+fn serve_producers(core: &mut ManualCore, reports: &Sender<Report>) {
+    let mut made = Vec::new();
+    for (name, generation, rx, producer) in &mut core.producers {
+        while let Ok(req) = rx.try_recv() {
+            match producer.next(&req) {
+                Ok(score) => {
+                    made.push(Command::Cycle { name: name.clone(), generation: *generation, cycle: req.cycle, score })
+                }
+                Err(message) => {
+                    let _ = reports.send(Report::LoopError { name: name.clone(), message });
+                }
+            }
+        }
+    }
+    for c in made {
+        core.seq.handle(c);
+    }
+}
+
+/// Watches connected ports: reports one that vanished and reconnects when it returns.
+fn spawn_watcher(
+    slots: Arc<Mutex<Vec<Option<Slot>>>>,
+    commands: Sender<Command>,
+    reports: Sender<Report>,
+    closing: Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("cadenza-ports".into())
+        .spawn(move || {
+            let mut since = std::time::Instant::now();
+            // One client for listing, kept: opening one a second is heavy on JACK.
+            let mut lister: Option<midir::MidiOutput> = None;
+            while !closing.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if since.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                since = std::time::Instant::now();
+                let wanted: Vec<(usize, Slot)> = {
+                    let s = slots.lock().unwrap_or_else(|p| p.into_inner());
+                    s.iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| s.clone().filter(|s| s.reconnect.is_some()).map(|s| (i, s)))
+                        .collect()
+                };
+                if wanted.is_empty() {
+                    continue;
+                }
+                if lister.is_none() {
+                    lister = midir::MidiOutput::new("cadenza-watch").ok();
+                }
+                let Some(l) = &lister else { continue };
+                let names: Vec<String> = l.ports().iter().filter_map(|p| l.port_name(p).ok()).collect();
+                for (i, slot) in wanted {
+                    let Some(target) = slot.reconnect.clone() else { continue };
+                    let present = names.contains(&target);
+                    if !present && !slot.vanished {
+                        let _ = reports.send(Report::PortVanished { port: target.clone() });
+                        set_vanished(&slots, i, true);
+                    } else if present && slot.vanished {
+                        if let Ok(out) = crate::sink::out::MidirOut::connect(&target) {
+                            let _ = commands.send(Command::SetOutput(i as u8, Box::new(out)));
+                            let _ = reports.send(Report::PortBack { port: target.clone() });
+                            set_vanished(&slots, i, false);
+                        }
+                    }
+                }
+            }
+        })
+        .ok()
+}
+
+fn set_vanished(slots: &Mutex<Vec<Option<Slot>>>, i: usize, v: bool) {
+    let mut s = slots.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(Some(slot)) = s.get_mut(i) {
+        slot.vanished = v;
+    }
+}
+
+/// Asks Linux for real-time scheduling of the calling thread and tight timer slack. Without the
+/// rights this quietly keeps normal scheduling (the lateness counters will tell).
+pub fn make_realtime() -> bool {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread with a valid, initialised parameter struct.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
+        let param = libc::sched_param { sched_priority: 70 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}

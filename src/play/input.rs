@@ -1,0 +1,171 @@
+//! MIDI input: records what a musician plays into a Score (the prompt of call-and-response).
+
+use super::clock::Nanos;
+use super::engine::PlayError;
+use super::event::msg;
+use crate::score::{Note, Score};
+use crate::time::{TempoMap, Tick, PPQ};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One received message: arrival time (nanoseconds, any origin) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub at: Nanos,
+    pub bytes: Vec<u8>,
+}
+
+/// Turns received messages into a Score at `bpm`: note-ons paired with their note-offs per
+/// channel and pitch, times measured from `origin` (or the first note-on), optionally snapped to
+/// `grid` ticks. Notes still held at the end close at the last message.
+pub fn to_score(events: &[Received], bpm: f64, origin: Option<Nanos>, grid: Option<Tick>) -> Score {
+    let nanos_per_tick = 60e9 / bpm.max(1.0) / PPQ as f64;
+    let first_on = events.iter().find(|e| msg::as_note_on(&e.bytes).is_some()).map(|e| e.at);
+    let origin = origin.or(first_on).unwrap_or(0);
+    let tick = |at: Nanos| -> Tick {
+        let t = (at.saturating_sub(origin) as f64 / nanos_per_tick).round() as Tick;
+        match grid {
+            Some(g) if g > 0 => (t + g / 2) / g * g,
+            _ => t,
+        }
+    };
+    let mut open: HashMap<(u8, u8), (Tick, u8, u8)> = HashMap::new();
+    let mut programs = [0u8; 16];
+    let mut notes = Vec::new();
+    let close = |notes: &mut Vec<Note>, (start, vel, program): (Tick, u8, u8), end: Tick, ch: u8, pitch: u8| {
+        let dur = end.saturating_sub(start).max(grid.unwrap_or(1).max(1));
+        notes.push(Note { start, dur, pitch, velocity: vel, channel: ch, voice: 0, program });
+    };
+    for e in events {
+        let b = &e.bytes;
+        if b.len() == 2 && b[0] & 0xF0 == 0xC0 {
+            programs[(b[0] & 0x0F) as usize] = b[1] & 0x7F;
+        } else if let Some((ch, pitch)) = msg::as_note_on(b) {
+            let t = tick(e.at);
+            // A re-struck pitch without a note-off ends the previous one.
+            if let Some(o) = open.remove(&(ch, pitch)) {
+                close(&mut notes, o, t, ch, pitch);
+            }
+            open.insert((ch, pitch), (t, b[2], programs[ch as usize]));
+        } else if let Some((ch, pitch)) = msg::as_note_off(b) {
+            if let Some(o) = open.remove(&(ch, pitch)) {
+                close(&mut notes, o, tick(e.at), ch, pitch);
+            }
+        }
+    }
+    let end = events.last().map_or(0, |e| tick(e.at));
+    let mut rest: Vec<_> = open.into_iter().collect();
+    rest.sort_by_key(|(k, v)| (v.0, *k));
+    for ((ch, pitch), o) in rest {
+        close(&mut notes, o, end, ch, pitch);
+    }
+    let mut s = Score::new();
+    s.notes = notes;
+    s.meta.tempo = TempoMap::constant(bpm);
+    s.normalize();
+    s
+}
+
+/// Records a MIDI input port while open.
+pub struct InputRecorder {
+    _conn: midir::MidiInputConnection<()>,
+    name: String,
+    buf: Arc<Mutex<Vec<Received>>>,
+}
+
+impl InputRecorder {
+    /// Connects to input `port` (index, exact name or unique substring).
+    pub fn open(port: &str) -> Result<InputRecorder, PlayError> {
+        let input =
+            midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
+        let ports = input.ports();
+        let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
+        let i = crate::sink::out::pick_port(&names, port)?;
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let conn = input
+            .connect(&ports[i], "cadenza-in", move |us, bytes, _| push(&b, us, bytes), ())
+            .map_err(|e| PlayError::Input(format!("cannot connect to `{}`: {e}", names[i])))?;
+        Ok(InputRecorder { _conn: conn, name: names[i].clone(), buf })
+    }
+
+    /// Opens a virtual input port other programs (a keyboard's driver, a DAW) can play into.
+    #[cfg(unix)]
+    pub fn virtual_port(name: &str) -> Result<InputRecorder, PlayError> {
+        use midir::os::unix::VirtualInput;
+        let input =
+            midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = buf.clone();
+        let conn = input
+            .create_virtual(name, move |us, bytes, _| push(&b, us, bytes), ())
+            .map_err(|e| PlayError::Input(format!("cannot open virtual input `{name}`: {e}")))?;
+        Ok(InputRecorder { _conn: conn, name: name.to_string(), buf })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.buf.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// What was played so far as a Score at `bpm` (snapped to `grid` ticks if given), and
+    /// starts a new take.
+    pub fn take(&self, bpm: f64, grid: Option<Tick>) -> Score {
+        let events = match self.buf.lock() {
+            Ok(mut b) => std::mem::take(&mut *b),
+            Err(_) => Vec::new(),
+        };
+        to_score(&events, bpm, None, grid)
+    }
+}
+
+fn push(buf: &Mutex<Vec<Received>>, us: u64, bytes: &[u8]) {
+    // Clock pulses and active sensing would swamp a take.
+    if bytes.first().is_some_and(|b| *b >= 0xF8) {
+        return;
+    }
+    if let Ok(mut b) = buf.lock() {
+        b.push(Received { at: us * 1000, bytes: bytes.to_vec() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::play::clock::MILLI;
+
+    fn r(at_ms: u64, bytes: &[u8]) -> Received {
+        Received { at: at_ms * MILLI, bytes: bytes.to_vec() }
+    }
+
+    #[test]
+    fn pairs_notes_and_measures_from_the_first_note() {
+        // At 120 bpm a quarter is 500 ms = 480 ticks.
+        let ev = vec![
+            r(1000, &[0xC0, 24]),
+            r(1000, &[0x90, 60, 100]),
+            r(1250, &[0x90, 64, 90]),
+            r(1500, &[0x80, 60, 0]),
+            r(1740, &[0x90, 64, 0]),
+            r(1760, &[0x90, 67, 70]),
+            r(2000, &[0xF8]),
+        ];
+        let s = to_score(&ev, 120.0, None, None);
+        let got: Vec<(Tick, Tick, u8, u8, u8)> =
+            s.notes.iter().map(|n| (n.start, n.dur, n.pitch, n.velocity, n.program)).collect();
+        assert_eq!(got, vec![(0, 480, 60, 100, 24), (240, 470, 64, 90, 24), (730, 230, 67, 70, 24)]);
+        let q = to_score(&ev, 120.0, None, Some(120));
+        let got: Vec<(Tick, Tick)> = q.notes.iter().map(|n| (n.start, n.dur)).collect();
+        assert_eq!(got, vec![(0, 480), (240, 480), (720, 240)]);
+        assert_eq!(q.meta.tempo.bpm_at(0), 120.0);
+    }
+
+    #[test]
+    fn nothing_played_is_an_empty_score() {
+        assert!(to_score(&[], 100.0, None, None).notes.is_empty());
+    }
+}
