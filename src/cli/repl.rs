@@ -1,9 +1,81 @@
-//! `cadenza (the REPL)`.
+//! `cadenza` with no subcommand: the REPL, or `-e EXPR` to evaluate one expression and exit.
 
-/// Arguments of this command.
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use crate::script::{self, Options, Session};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`cadenza (the REPL)` is not built yet")
+/// Arguments of the top-level binary (no subcommand).
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// Evaluate EXPR, print its value and exit (after what it played has sounded).
+    #[arg(short = 'e', long = "eval", value_name = "EXPR")]
+    pub eval: Option<String>,
+    /// With -e: keep loops playing this long before exiting.
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub for_seconds: Option<f64>,
+    /// Model for gen() (a name in models/ or a directory).
+    #[arg(long, default_value = "folk")]
+    pub model: String,
+    /// MIDI output port (substring of its name, or its number); default: a virtual port `cadenza`.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Open no MIDI port (music is scheduled but sounds nowhere).
+    #[arg(long)]
+    pub no_midi: bool,
+    /// vi key bindings in the REPL.
+    #[arg(long)]
+    pub vi: bool,
+    /// History file (default: $CADENZA_HISTORY, else the XDG data dir).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<std::path::PathBuf>,
+}
+
+/// Session options from the shared flags.
+pub fn options(model: &str, port: Option<String>, no_midi: bool, output: script::Output) -> Options {
+    let mut o = Options::new(output);
+    o.model = model.to_string();
+    o.port = port;
+    o.no_midi = no_midi;
+    o.exit_handlers = true;
+    o
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Some(expr) = args.eval else {
+        let options = options(&args.model, args.port, args.no_midi, script::stdout_output());
+        return crate::repl::run(crate::repl::ReplConfig { vi: args.vi, history: args.history, options });
+    };
+    let mut session = Session::new(options(&args.model, args.port, args.no_midi, script::stdout_output()));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, session.cancel_flag());
+    let _sigint2 = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
+    let _sigterm = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
+    let result = session.eval(&expr);
+    let status = match &result {
+        Ok(v) => {
+            if let Some(d) = session.describe(v) {
+                println!("{d}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    };
+    if status.is_ok() {
+        finish(&session, args.for_seconds, &cancel);
+    }
+    session.shutdown();
+    status
+}
+
+/// Waits until the music the script started has sounded: loops play until the script stops
+/// them, or for `for_seconds` and are then stopped at the end of their cycle. `cancel` (Ctrl-C,
+/// SIGTERM) ends the wait early; the caller then shuts down with every note off.
+pub fn finish(session: &Session, for_seconds: Option<f64>, cancel: &AtomicBool) {
+    if let Some(secs) = for_seconds {
+        session.ctx().stage.sleep(secs.max(0.0), cancel);
+        session.ctx().stage.stop_all();
+    }
+    if !cancel.load(Ordering::Relaxed) {
+        session.wait_idle(cancel, true);
+    }
 }

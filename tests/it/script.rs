@@ -1,1 +1,744 @@
-//! Integration tests: script.
+//! Integration tests: script and REPL. The Rhai API through `Session`, and the real binary driven
+//! in a pseudo-terminal (tmux) the way a person types at it.
+
+use cadenza::play::FakeClock;
+use cadenza::score::Score;
+use cadenza::script::{buffer_output, Options, ScriptError, Session};
+use cadenza::sink::out::{Recorder, RecorderHandle};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn session() -> (Session, Arc<Mutex<Vec<String>>>) {
+    let (out, buf) = buffer_output();
+    let mut o = Options::new(out);
+    o.no_midi = true;
+    (Session::new(o), buf)
+}
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API through a Session
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn functions_defined_on_one_line_are_callable_on_the_next() {
+    let (mut s, _) = session();
+    let _ = s.eval("fn up(x) { x + 1 }").unwrap();
+    let _ = s.eval("let n = up(1);").unwrap();
+    assert_eq!(s.eval("up(n)").unwrap().as_int().unwrap(), 3);
+    // A later definition replaces the earlier one.
+    let _ = s.eval("fn up(x) { x + 10 }").unwrap();
+    assert_eq!(s.eval("up(n)").unwrap().as_int().unwrap(), 12);
+}
+
+#[test]
+fn a_failing_line_reports_the_position_and_changes_nothing() {
+    let (mut s, _) = session();
+    let _ = s.eval("let kept = 1;").unwrap();
+    let e = s.eval("let kept = 2;\nlet x = kept +* 3;").unwrap_err();
+    assert!(matches!(e, ScriptError::Parse { line: 2, .. }), "{e:?}");
+    // Parse errors run nothing: `kept` is still 1.
+    assert_eq!(s.eval("kept").unwrap().as_int().unwrap(), 1);
+    let text = e.to_string();
+    assert!(text.starts_with("2: let x = kept +* 3;\n"), "{text}");
+}
+
+#[test]
+fn print_goes_to_the_session_output() {
+    let (mut s, buf) = session();
+    let _ = s.eval(r#"print("hello " + 40 + 2)"#).unwrap();
+    assert_eq!(buf.lock().unwrap().as_slice(), ["hello 402"]);
+}
+
+const KESH: &str = "X:1\nT:Kesh\nM:6/8\nL:1/8\nK:G\nGAG GAB|ABA ABd|edd gdd|edB dBA|";
+
+fn score_of(v: rhai::Dynamic) -> Score {
+    v.try_cast::<Score>().expect("a Score")
+}
+
+#[test]
+fn score_methods_equal_the_score_operations() {
+    let (mut s, _) = session();
+    let _ = s.eval(&format!("let t = abc({KESH:?});")).unwrap();
+    let t = cadenza::dsl::parse(KESH).unwrap();
+    assert_eq!(score_of(s.eval("t").unwrap()), t);
+    assert_eq!(score_of(s.eval("t.transpose(-3)").unwrap()), t.transpose(-3).unwrap());
+    assert_eq!(score_of(s.eval("t.slice(1, 3)").unwrap()), t.slice_bars(1, 3).unwrap());
+    assert_eq!(score_of(s.eval("t.concat(t.transpose(2))").unwrap()), t.concat(&t.transpose(2).unwrap()));
+    assert_eq!(score_of(s.eval("t + t").unwrap()), t.concat(&t));
+    assert_eq!(score_of(s.eval("concat([t, t, t])").unwrap()), t.concat(&t).concat(&t));
+    assert_eq!(score_of(s.eval("t.repeat(3)").unwrap()), t.repeat(3));
+    assert_eq!(score_of(s.eval("t * 2").unwrap()), t.repeat(2));
+    assert_eq!(score_of(s.eval("t.stack(t.transpose(7))").unwrap()), t.merge(&t.transpose(7).unwrap()));
+    assert_eq!(score_of(s.eval("t.quantize(8)").unwrap()), t.quantize(240).unwrap());
+    assert_eq!(s.eval("t.bars").unwrap().as_int().unwrap(), 4);
+    assert_eq!(s.eval("t.len").unwrap().as_int().unwrap(), t.notes.len() as i64);
+    assert_eq!(s.eval("t.key").unwrap().into_string().unwrap(), "G");
+    assert_eq!(s.eval("t.meter").unwrap().into_string().unwrap(), "6/8");
+    assert_eq!(s.eval("t.notes[0].name").unwrap().into_string().unwrap(), "G4");
+    let fiddle = score_of(s.eval(r#"t.instrument("fiddle").channel(3)"#).unwrap());
+    assert!(fiddle.notes.iter().all(|n| n.program == 110 && n.channel == 2));
+    // Errors from score operations name the problem.
+    let e = s.eval("t.transpose(100)").unwrap_err().to_string();
+    assert!(e.contains("out of MIDI"), "{e}");
+    let e = s.eval("t.slice(3, 1)").unwrap_err().to_string();
+    assert!(e.contains("empty or reversed"), "{e}");
+    // The REPL shows a score as one line.
+    let v = s.eval("t").unwrap();
+    assert_eq!(s.describe(&v).unwrap(), "Score(4 bars, 24 notes, K:G M:6/8, \"Kesh\", G4..G5)");
+}
+
+#[test]
+fn a_dsl_error_inside_abc_points_into_the_tune_and_at_the_call() {
+    let (mut s, _) = session();
+    let e = s.eval("let bad = abc(\"K:G\\nGAB c#d|\");").unwrap_err();
+    let text = e.to_string();
+    // The script line with a caret at the call ...
+    assert!(text.starts_with("let bad = abc("), "{text}");
+    assert_eq!(e.position(), Some((1, 11)), "{text}");
+    // ... and the DSL's own line/column and caret inside the tune.
+    assert!(text.contains("line 2"), "{text}");
+    // The variable was not created.
+    assert!(s.eval("bad").is_err());
+}
+
+#[test]
+fn files_round_trip_through_save_and_load() {
+    let (mut s, _) = session();
+    let dir = tempfile::tempdir().unwrap();
+    let abc_path = dir.path().join("k.abc");
+    let _ = s.eval(&format!("let t = abc({KESH:?}); save(t, {:?});", abc_path.display().to_string())).unwrap();
+    let back = score_of(s.eval(&format!("load({:?})", abc_path.display().to_string())).unwrap());
+    let t = cadenza::dsl::parse(KESH).unwrap();
+    assert_eq!(back.notes, t.notes);
+    // abc() given a path reads the file.
+    let again = score_of(s.eval(&format!("abc({:?})", abc_path.display().to_string())).unwrap());
+    assert_eq!(again.notes, t.notes);
+    let e = s.eval(r#"save(t, "/tmp/x.wav")"#).unwrap_err().to_string();
+    assert!(e.contains("unknown file type `.wav`"), "{e}");
+}
+
+#[test]
+fn show_prints_abc_and_a_piano_roll() {
+    let (mut s, buf) = session();
+    let _ = s.eval("show(abc(\"K:C\\nL:1/4\\nCEGc|\"))").unwrap();
+    let out = buf.lock().unwrap().join("\n");
+    let roll = score_of(s.eval("abc(\"K:C\\nL:1/4\\nCEGc|\")").unwrap());
+    assert!(out.starts_with(cadenza::dsl::print(&roll).trim_end()), "{out}");
+    assert!(out.contains("█"), "{out}");
+    let plain = cadenza::sink::pianoroll::render(&roll, &cadenza::sink::pianoroll::Style::plain());
+    assert_eq!(s.eval("roll(abc(\"K:C\\nL:1/4\\nCEGc|\"))").unwrap().into_string().unwrap(), plain);
+    assert!(plain.lines().any(|l| l.starts_with("  C4 |#")), "{plain}");
+}
+
+#[test]
+fn gen_rejects_unknown_options_by_name() {
+    let (mut s, _) = session();
+    let e = s.eval("gen(empty(), #{bars: 2, temprature: 0.5})").unwrap_err().to_string();
+    assert!(e.contains("unknown option `temprature`"), "{e}");
+    let e = s.eval(r#"gen(empty(), #{range: "C6..C4"})"#).unwrap_err().to_string();
+    assert!(e.contains("reversed"), "{e}");
+}
+
+/// A session on a fake clock (`sleep` moves it) whose music goes to a recorder.
+fn recording_session() -> (Session, Arc<Mutex<Vec<String>>>, RecorderHandle) {
+    let (out, buf) = buffer_output();
+    let mut o = Options::new(out);
+    o.no_midi = true;
+    let (rec, handle) = Recorder::new("recorder", 1 << 16);
+    o.outputs.push(Box::new(rec));
+    o.clock = Some(FakeClock::new(0));
+    (Session::new(o), buf, handle)
+}
+
+/// Note-ons as (time in ns, pitch).
+fn note_ons(h: &RecorderHandle) -> Vec<(u64, u8)> {
+    h.messages()
+        .iter()
+        .filter(|m| m.len == 3 && m.bytes[0] & 0xF0 == 0x90 && m.bytes[2] > 0)
+        .map(|m| (m.at, m.bytes[1]))
+        .collect()
+}
+
+/// Every note-on has its note-off by the end.
+fn balanced(h: &RecorderHandle) -> bool {
+    let mut sounding = std::collections::HashMap::<(u8, u8), i32>::new();
+    for m in h.messages() {
+        let b = m.bytes();
+        if b.len() == 3 && b[0] & 0xF0 == 0x90 && b[2] > 0 {
+            *sounding.entry((b[0] & 15, b[1])).or_default() += 1;
+        } else if b.len() == 3 && (b[0] & 0xF0 == 0x80 || (b[0] & 0xF0 == 0x90 && b[2] == 0)) {
+            *sounding.entry((b[0] & 15, b[1])).or_default() -= 1;
+        }
+    }
+    sounding.values().all(|&v| v <= 0)
+}
+
+const SCALE: [u8; 4] = [60, 62, 64, 65];
+/// 1000 bpm: a quarter note lasts 60 ms, a 4/4 bar 240 ms.
+const QUARTER_NS: u64 = 60_000_000;
+
+/// The transposition of each 4-note cycle in `ons`, checking each cycle is the scale moved.
+fn cycles(ons: &[(u64, u8)]) -> Vec<i32> {
+    ons.chunks_exact(4)
+        .map(|c| {
+            let d = c[0].1 as i32 - SCALE[0] as i32;
+            let want: Vec<u8> = SCALE.iter().map(|p| (*p as i32 + d) as u8).collect();
+            assert_eq!(c.iter().map(|x| x.1).collect::<Vec<_>>(), want, "a cycle is the scale transposed");
+            d
+        })
+        .collect()
+}
+
+#[test]
+fn loops_rerun_their_body_each_cycle_and_survive_bad_edits() {
+    let (mut s, buf, rec) = recording_session();
+    let _ = s.eval("tempo(1000); let t = abc(\"K:C\\nL:1/4\\nCDEF|\");").unwrap();
+    let _ = s.eval("loop(\"a\", |i| t.transpose(i % 5))").unwrap();
+    let _ = s.eval("sleep(2.0)").unwrap();
+    let ons = note_ons(&rec);
+    assert!(ons.len() >= 24, "{ons:?}");
+    // The body ran for every cycle with i = 0, 1, 2 ...; the cycles follow without a gap, every
+    // onset one quarter (60 ms) after the last.
+    let d = cycles(&ons);
+    assert_eq!(d, (0..d.len() as i32).map(|i| i % 5).collect::<Vec<_>>());
+    assert!(ons.windows(2).all(|w| w[1].0 - w[0].0 == QUARTER_NS), "{ons:?}");
+    assert_eq!(s.eval("loops()").unwrap().into_array().unwrap().len(), 1);
+
+    // A new body that fails is reported to the line and changes nothing.
+    let e = s.eval("loop(\"a\", |i| t.transpose(1000))").unwrap_err().to_string();
+    assert!(e.contains("out of MIDI"), "{e}");
+    let _ = s.eval("sleep(1.0)").unwrap();
+    let ons = note_ons(&rec);
+    let d = cycles(&ons);
+    assert_eq!(d, (0..d.len() as i32).map(|i| i % 5).collect::<Vec<_>>(), "the old body plays on");
+
+    // A good new body replaces the old one at the end of a cycle, and time runs on evenly.
+    let before = ons.len();
+    let _ = s.eval("loop(\"a\", |i| t.transpose(12))").unwrap();
+    assert!(buf.lock().unwrap().iter().any(|l| l.contains("loop `a` replaced")));
+    let _ = s.eval("sleep(1.0)").unwrap();
+    let ons = note_ons(&rec);
+    assert!(ons.windows(2).all(|w| w[1].0 - w[0].0 == QUARTER_NS), "{ons:?}");
+    let d = cycles(&ons);
+    let first_new = d.iter().position(|&x| x == 12).expect("the new body plays");
+    assert!(first_new * 4 >= before - 8, "the switch waits at most for the cycle prepared ahead");
+    assert!(d[first_new..].iter().all(|&x| x == 12));
+
+    // A body that starts failing later is reported, and its last good cycle plays on.
+    // (Closures share captured variables: `calls` counts runs across cycles.)
+    let _ = s
+        .eval("let calls = 0; loop(\"a\", |i| { calls += 1; if calls > 2 { throw \"boom\" } t.transpose(7) })")
+        .unwrap();
+    let _ = s.eval("sleep(1.5)").unwrap();
+    assert!(buf.lock().unwrap().iter().any(|l| l.contains("boom")), "{:?}", buf.lock().unwrap());
+    let d = cycles(&note_ons(&rec));
+    let first7 = d.iter().position(|&x| x == 7).expect("the third body plays");
+    assert!(d[first7..].len() >= 4 && d[first7..].iter().all(|&x| x == 7), "{d:?}");
+
+    // stop() ends it at the end of its cycle; every note gets its note-off.
+    let _ = s.eval("stop(\"a\"); sleep(1.0)").unwrap();
+    let n = note_ons(&rec).len();
+    let _ = s.eval("sleep(1.0)").unwrap();
+    assert_eq!(note_ons(&rec).len(), n, "nothing plays after stop");
+    assert_eq!(n % 4, 0, "the last cycle played whole");
+    assert_eq!(s.eval("loops()").unwrap().into_array().unwrap().len(), 0);
+    assert!(balanced(&rec));
+}
+
+/// Regression: a loop defined and played within one entry (a whole script run by `cadenza
+/// run`) could not find its closure on later cycles, because the session published the entry's
+/// functions only after the entry had finished.
+#[test]
+fn a_loop_started_and_played_in_one_entry_finds_its_closure() {
+    let (mut s, buf, rec) = recording_session();
+    let _ = s
+        .eval("tempo(1000);\nlet t = abc(\"K:C\\nL:1/4\\nCDEF|\");\nloop(\"a\", |i| t.transpose(i % 5));\nsleep(1.5);")
+        .unwrap();
+    let d = cycles(&note_ons(&rec));
+    assert!(d.len() >= 5, "{d:?}");
+    assert_eq!(d, (0..d.len() as i32).map(|i| i % 5).collect::<Vec<_>>(), "{:?}", buf.lock().unwrap());
+    assert!(buf.lock().unwrap().is_empty(), "{:?}", buf.lock().unwrap());
+}
+
+#[test]
+fn play_sounds_once_and_wait_returns_after_it() {
+    let (mut s, _, rec) = recording_session();
+    let _ = s.eval("tempo(1000); play(abc(\"K:C\\nL:1/4\\nCDEF|\")); wait();").unwrap();
+    let ons = note_ons(&rec);
+    assert_eq!(ons.iter().map(|o| o.1).collect::<Vec<_>>(), SCALE);
+    assert!(ons.windows(2).all(|w| w[1].0 - w[0].0 == QUARTER_NS));
+    // Shutting down (what `cadenza run` and Ctrl-D do) leaves no note sounding.
+    s.shutdown();
+    assert!(balanced(&rec), "{:?}", rec.messages().iter().map(|m| m.to_string()).collect::<Vec<_>>());
+}
+
+/// A small GPT-2 with random weights over the REMI encoding, written as a model folder named
+/// `folk` (config.json, vocab.json, model.safetensors): enough to drive `gen` end to end without
+/// the trained bundled model. Built once per test binary.
+fn test_model() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        use cadenza::model::{train, Config, GptConfig};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("folk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let enc = cadenza::tokens::build("remi", &cadenza::tokens::CondSpec::default(), &[]).unwrap();
+        enc.vocab().save(&dir.join("vocab.json")).unwrap();
+        let cfg = Config::Gpt2(GptConfig {
+            vocab_size: enc.vocab().len(),
+            n_positions: 512,
+            n_embd: 32,
+            n_layer: 1,
+            n_head: 2,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: "gelu_new".into(),
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            embd_pdrop: 0.0,
+            attn_pdrop: 0.0,
+            resid_pdrop: 0.0,
+        });
+        std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+        train::Net::new(&cfg, vb).unwrap();
+        train::init_params(&varmap, &cfg, 7).unwrap();
+        varmap.save(dir.join("model.safetensors")).unwrap();
+        tmp
+    });
+    Box::leak(dir.path().join("folk").into_boxed_path())
+}
+
+/// A session whose model is the test model, on a fake clock with a recorder.
+fn model_session() -> (Session, Arc<Mutex<Vec<String>>>, RecorderHandle) {
+    let (out, buf) = buffer_output();
+    let mut o = Options::new(out);
+    o.no_midi = true;
+    o.model = test_model().display().to_string();
+    let (rec, handle) = Recorder::new("recorder", 1 << 16);
+    o.outputs.push(Box::new(rec));
+    o.clock = Some(FakeClock::new(0));
+    (Session::new(o), buf, handle)
+}
+
+#[test]
+fn gen_continues_a_prompt_repeatably_within_its_constraints() {
+    let (mut s, _, _) = model_session();
+    let _ = s.eval(&format!("let t = abc({KESH:?});")).unwrap();
+    let a = score_of(s.eval("gen(t, #{bars: 2, seed: 5, temperature: 0.9})").unwrap());
+    let b = score_of(s.eval("gen(t, #{bars: 2, seed: 5, temperature: 0.9})").unwrap());
+    assert_eq!(a, b, "the same seed gives the same take");
+    assert!(!a.notes.is_empty());
+    // Only the continuation comes back, starting at 0, two 6/8 bars long.
+    assert_eq!(a.length, 2 * 1440, "{a:?}");
+    assert_eq!(a.meta.gen.seed, Some(5));
+    // Key and range constraints hold on every note.
+    let c = score_of(s.eval(r#"gen(t, #{bars: 2, seed: 9, key: "D", range: "C4..C5"})"#).unwrap());
+    let d_major = [1u8, 2, 4, 6, 7, 9, 11];
+    assert!(c.notes.iter().all(|n| d_major.contains(&(n.pitch % 12)) && (60..=72).contains(&n.pitch)), "{c:?}");
+    // Likelihood comes back as numbers per note and per bar.
+    let ll = s.eval("score_ll(t)").unwrap().try_cast::<rhai::Map>().unwrap();
+    let total = ll["total"].as_float().unwrap();
+    let per_note = ll["per_note"].as_float().unwrap();
+    assert!(total < 0.0 && per_note < 0.0, "{ll:?}");
+    assert_eq!(ll["bars"].clone().into_array().unwrap().len(), 4);
+    // An unknown style lists the known ones.
+    let e = s.eval(r#"gen(t, #{style: "klezmer"})"#).unwrap_err().to_string();
+    assert!(e.contains("irish"), "{e}");
+    assert!(s.eval("styles()").unwrap().into_array().unwrap().iter().any(|x| x.to_string() == "irish"));
+}
+
+#[test]
+fn a_loop_that_generates_plays_a_new_take_each_cycle() {
+    let (mut s, _, rec) = model_session();
+    let _ =
+        s.eval(&format!("tempo(600); let t = abc({KESH:?}); loop(\"g\", |i| gen(t, #{{bars: 1, seed: i}}))")).unwrap();
+    let _ = s.eval("sleep(4.0); stop(); wait()").unwrap();
+    s.shutdown();
+    assert!(note_ons(&rec).len() > 4);
+    assert!(balanced(&rec));
+}
+
+/// True when the bundled `folk` model loads.
+fn have_folk() -> bool {
+    cadenza::gen::Generator::load("folk").is_ok()
+}
+
+#[test]
+fn every_help_example_runs() {
+    use cadenza::script::help::{EXAMPLE_SETUP, TOPICS};
+    let mut ran = 0;
+    for t in TOPICS {
+        // `model("folk")` names the bundled model; the others run on the test model.
+        if t.name == "model" && !have_folk() {
+            eprintln!("help example of `model` not run: the bundled folk model is not there");
+            continue;
+        }
+        let (mut s, _, _) = model_session();
+        let _ = s.eval(EXAMPLE_SETUP).unwrap();
+        if let Err(e) = s.eval(t.example) {
+            panic!("the example of `{}` fails:\n{}\n{e}", t.name, t.example);
+        }
+        ran += 1;
+    }
+    assert!(ran >= TOPICS.len() - 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example scripts, each run as `cadenza run` runs it, into a recorder on a fake clock
+// ---------------------------------------------------------------------------------------------
+
+fn run_script(name: &str, args: &[&str]) -> (Session, Arc<Mutex<Vec<String>>>, RecorderHandle) {
+    let (mut s, buf, rec) = model_session();
+    s.set_var("ARGS", args.iter().map(|a| rhai::Dynamic::from(a.to_string())).collect::<rhai::Array>().into());
+    let path = crate_dir().join("scripts").join(name);
+    if let Err(e) = cadenza::cli::run::run_file(&mut s, &path) {
+        panic!("{name} failed:\n{e}\noutput:\n{}", buf.lock().unwrap().join("\n"));
+    }
+    // What `cadenza run` does next: wait for the music, then every note off.
+    cadenza::cli::repl::finish(&s, None, &std::sync::atomic::AtomicBool::new(false));
+    s.shutdown();
+    (s, buf, rec)
+}
+
+#[test]
+fn script_first_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, buf, rec) = run_script("first_session.rhai", &[&dir.path().display().to_string()]);
+    let out = buf.lock().unwrap().join("\n");
+    assert!(out.contains("Score(16 bars"), "{out}");
+    assert!(out.contains("the model answered with"), "{out}");
+    // Both files hold the two-bar start (12 notes, G A G G A B | A B A A B d) and the answer.
+    let start = [67u8, 69, 67, 67, 69, 71, 69, 71, 69, 69, 71, 74];
+    let mid = cadenza::sink::midi_file::read(dir.path().join("first_session.mid")).unwrap();
+    let abc = cadenza::sink::abc::read(dir.path().join("first_session.abc"), None).unwrap();
+    for s in [&mid, &abc] {
+        assert_eq!(s.notes[..12].iter().map(|n| n.pitch).collect::<Vec<_>>(), start);
+        assert!(s.notes.len() > 12);
+    }
+    // Two plays sounded: the two-bar start (12 notes), then start and answer.
+    assert!(note_ons(&rec).len() > 12 + 12);
+    assert!(balanced(&rec));
+}
+
+#[test]
+fn script_temperature_sweep_writes_a_csv_of_likelihoods() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    let _ = run_script("temperature_sweep.rhai", &[&csv.display().to_string()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "temperature,seed,notes,total_ll,ll_per_note");
+    assert_eq!(lines.len(), 1 + 5 * 3);
+    for l in &lines[1..] {
+        let f: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f.len(), 5);
+        assert!(f[3] < 0.0 && f[4] < 0.0 && f[4] >= f[3], "{l}");
+    }
+}
+
+#[test]
+fn script_style_comparison_writes_a_midi_file_per_style() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, buf, _) = run_script("style_comparison.rhai", &[&dir.path().display().to_string()]);
+    let styles = cadenza::tokens::CondSpec::default().styles;
+    for st in &styles {
+        let s = cadenza::sink::midi_file::read(dir.path().join(format!("style_{st}.mid"))).unwrap();
+        assert!(s.notes.len() > 8, "{st}");
+    }
+    assert_eq!(buf.lock().unwrap().iter().filter(|l| l.contains("nats/note")).count(), styles.len());
+}
+
+#[test]
+fn script_live_set_plays_loops_and_stops_them() {
+    let (_, buf, rec) = run_script("live_set.rhai", &[]);
+    let msgs = rec.messages();
+    let on = |ch: u8| msgs.iter().filter(|m| m.len == 3 && m.bytes[0] == 0x90 | ch && m.bytes[2] > 0).count();
+    assert!(on(0) > 16, "the tune loop played: {:?}", buf.lock().unwrap());
+    assert!(on(1) >= 4, "the bass loop played on channel 2");
+    // The bass stopped before the tune: its last note-on is earlier.
+    let last =
+        |ch: u8| msgs.iter().filter(|m| m.len == 3 && m.bytes[0] == 0x90 | ch && m.bytes[2] > 0).map(|m| m.at).max();
+    assert!(last(1) < last(0));
+    assert!(balanced(&rec));
+    // No cycle failed along the way.
+    let out = buf.lock().unwrap();
+    assert!(!out.iter().any(|l| l.contains("last good cycle") || l.contains("not ready")), "{out:?}");
+}
+
+#[test]
+fn cadenza_run_reports_the_position_of_an_error_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.rhai");
+    std::fs::write(&path, "let a = 1;\nlet b = 2;\nlet c = a + nope;\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cadenza")).args(["run", "--no-midi"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:13: error", path.display())), "{err}");
+    assert!(err.contains("3: let c = a + nope;"), "{err}");
+    // A good script exits 0 and prints what it prints; -e prints the value.
+    std::fs::write(&path, "print(`${ARGS[0]} ${ARGS.len()}`);").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cadenza"))
+        .args(["run", "--no-midi"])
+        .arg(&path)
+        .args(["x", "y"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x 2");
+    let out = Command::new(env!("CARGO_BIN_EXE_cadenza")).args(["--no-midi", "-e", "6 * 7"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // Loops started by -e play for --for seconds, then stop at the end of their cycle.
+    let out = Command::new(env!("CARGO_BIN_EXE_cadenza"))
+        .args(["--no-midi", "--for", "0.3", "-e", "tempo(1000); loop(\"a\", |i| abc(\"K:C\\nCDEF|\"))"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary in a pseudo-terminal
+// ---------------------------------------------------------------------------------------------
+
+/// A tmux session running one command, on a private server socket.
+struct Tmux {
+    name: String,
+}
+
+const SOCKET: &str = "cadenza-it";
+
+fn tmux_available() -> bool {
+    Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success())
+}
+
+impl Tmux {
+    fn start(name: &str, args: &[&str], env: &[(&str, &Path)]) -> Tmux {
+        let bin = env!("CARGO_BIN_EXE_cadenza");
+        let mut cmd = String::new();
+        for (k, v) in env {
+            cmd.push_str(&format!("{k}='{}' ", v.display()));
+        }
+        cmd.push_str(&format!("exec '{bin}'"));
+        for a in args {
+            cmd.push_str(&format!(" '{a}'"));
+        }
+        let _ = Command::new("tmux").args(["-L", SOCKET, "kill-session", "-t", name]).output();
+        let st = Command::new("tmux")
+            .args(["-L", SOCKET, "-f", "/dev/null", "new-session", "-d", "-s", name, "-x", "120", "-y", "40"])
+            .arg(format!("cd '{}' && {cmd}", crate_dir().display()))
+            .status()
+            .expect("tmux starts");
+        assert!(st.success());
+        let _ = Command::new("tmux").args(["-L", SOCKET, "set-option", "-t", name, "remain-on-exit", "on"]).status();
+        Tmux { name: name.to_string() }
+    }
+
+    /// Types `text` one character at a time, as a person does. (Characters arriving in one
+    /// burst are shown late by rustyline 15 while an external printer exists: upstream
+    /// kkawakam/rustyline#976; bracketed paste is not affected.)
+    fn send_text(&self, text: &str) {
+        for c in text.chars() {
+            // A lone `;` separates tmux commands; escaped, it is typed.
+            let key = if c == ';' { "\\;".to_string() } else { c.to_string() };
+            let st =
+                Command::new("tmux").args(["-L", SOCKET, "send-keys", "-t", &self.name, "-l", "--", &key]).status();
+            assert!(st.is_ok_and(|s| s.success()));
+            std::thread::sleep(Duration::from_millis(8));
+        }
+    }
+
+    fn key(&self, key: &str) {
+        let st = Command::new("tmux").args(["-L", SOCKET, "send-keys", "-t", &self.name, key]).status();
+        assert!(st.is_ok_and(|s| s.success()));
+    }
+
+    fn line(&self, text: &str) {
+        self.send_text(text);
+        self.key("Enter");
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", SOCKET, "capture-pane", "-p", "-t", &self.name, "-S", "-200"])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn dead(&self) -> bool {
+        let out = Command::new("tmux")
+            .args(["-L", SOCKET, "display-message", "-p", "-t", &self.name, "#{pane_dead}"])
+            .output()
+            .expect("display-message");
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    /// Waits until `cond(screen)` holds; panics with the screen after a generous timeout (a
+    /// failure bound, not a timing assertion).
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            if Instant::now() > end {
+                panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for an empty prompt (tmux drops the space after it).
+    fn wait_prompt(&self) -> String {
+        self.wait_for("the prompt", |s| s.lines().any(|l| l.trim_end() == "♪"))
+    }
+
+    fn wait_text(&self, text: &str) -> String {
+        self.wait_for(text, |s| s.contains(text))
+    }
+
+    /// Waits for `text` to appear `n` times on the screen.
+    fn wait_count(&self, text: &str, n: usize) -> String {
+        self.wait_for(&format!("{n} x {text}"), |s| s.matches(text).count() >= n)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", SOCKET, "kill-session", "-t", &self.name]).output();
+    }
+}
+
+macro_rules! require_tmux {
+    () => {
+        if !tmux_available() {
+            eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
+            return;
+        }
+    };
+}
+
+#[test]
+fn repl_evaluates_completes_continues_and_points_at_errors() {
+    require_tmux!();
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("history.txt");
+    let model = test_model().display().to_string();
+    let t = Tmux::start("repl-basics", &["--no-midi", "--model", &model], &[("CADENZA_HISTORY", &hist)]);
+    t.wait_prompt();
+    // The prompt comes at once; the model reports from the background when it has loaded.
+    t.wait_text("model `folk` ready");
+
+    // A value is printed after `=>`.
+    t.line("let answer = 6 * 7");
+    t.line("answer");
+    t.wait_text("=> 42");
+
+    // Tab completes a variable and an API function.
+    t.send_text("answ");
+    t.key("Tab");
+    t.wait_text("♪ answer");
+    t.send_text(" + 1");
+    t.key("Enter");
+    t.wait_text("=> 43");
+    t.send_text("transp");
+    t.key("Tab");
+    t.wait_text("♪ transpose");
+    t.key("C-u");
+
+    // An open brace continues on the next line; the function then stays defined.
+    t.line("fn dbl(x) {");
+    t.line("  x * 2");
+    t.line("}");
+    t.line("dbl(21) + 0");
+    t.wait_count("=> 42", 2);
+    t.line("dbl(50)");
+    t.wait_text("=> 100");
+
+    // Two empty lines submit an unfinished entry, which then reports its error.
+    t.line("let broken = (1 +");
+    t.key("Enter");
+    t.key("Enter");
+    t.wait_text("^ Script is incomplete");
+
+    // A runtime error shows the line with a caret under the bad name.
+    t.line("let y = 1 + nope");
+    let screen = t.wait_text("Variable not found: nope");
+    let lines: Vec<&str> = screen.lines().collect();
+    let i = lines.iter().position(|l| l.contains("^ Variable not found: nope")).unwrap();
+    assert_eq!(lines[i - 1], "let y = 1 + nope");
+    assert_eq!(lines[i].find('^'), lines[i - 1].find("nope"), "{screen}");
+
+    // Colon commands.
+    t.line(":help transpose");
+    t.wait_text("example: let up = tune.transpose(5)");
+    t.line(":loops");
+    t.wait_text("no loops running");
+    t.line(":nonsense");
+    t.wait_text("unknown command `:nonsense`");
+
+    // History: Up recalls the previous entry.
+    t.line("40 + 4");
+    t.wait_text("=> 44");
+    t.key("Up");
+    t.key("Enter");
+    t.wait_count("=> 44", 2);
+
+    // Ctrl-C during a running line cancels it and the REPL goes on.
+    t.line("let n = 0; while true { n += 1 }");
+    std::thread::sleep(Duration::from_millis(300));
+    t.key("C-c");
+    t.wait_text("cancelled; the music plays on.");
+    t.line("n > 0");
+    t.wait_text("=> true");
+
+    // Ctrl-C during a generation cancels it; the REPL goes on.
+    t.line("let long = gen(#{bars: 100000})");
+    std::thread::sleep(Duration::from_millis(500));
+    t.key("C-c");
+    t.wait_count("cancelled; the music plays on.", 2);
+    t.line("is_def_var(\"long\")");
+    t.wait_text("=> false");
+
+    // Ctrl-D exits with every note off, and the history was written.
+    t.key("C-d");
+    t.wait_text("all notes off. bye.");
+    t.wait_for("exit", |_| t.dead());
+    let saved = std::fs::read_to_string(&hist).unwrap();
+    assert!(saved.contains("let answer = 6 * 7"), "{saved}");
+    assert!(saved.contains("fn dbl(x) {"), "{saved}");
+}
+
+#[test]
+fn history_survives_a_restart_and_quit_exits() {
+    require_tmux!();
+    let dir = tempfile::tempdir().unwrap();
+    let hist = dir.path().join("h.txt");
+    {
+        let t = Tmux::start("repl-hist-1", &["--no-midi"], &[("CADENZA_HISTORY", &hist)]);
+        t.wait_prompt();
+        t.line("1000 + 7");
+        t.wait_text("=> 1007");
+        t.line(":quit");
+        t.wait_for("exit", |_| t.dead());
+    }
+    let t = Tmux::start("repl-hist-2", &["--no-midi"], &[("CADENZA_HISTORY", &hist)]);
+    t.wait_prompt();
+    t.key("Up");
+    t.wait_text("♪ :quit");
+    t.key("Up");
+    t.wait_text("♪ 1000 + 7");
+    t.key("Enter");
+    t.wait_text("=> 1007");
+    t.line(":quit");
+    t.wait_for("exit", |_| t.dead());
+}

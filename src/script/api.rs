@@ -1,0 +1,626 @@
+//! The functions and the `Score` type a script sees; each wraps one call into a lower layer.
+
+use super::stage::GenOpts;
+use super::Ctx;
+use crate::score::Score;
+use crate::time::{Tick, PPQ};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, NativeCallContext, INT};
+use std::sync::{Arc, Weak};
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+/// A runtime error carrying `msg`; rhai adds the position of the call.
+fn err<T>(msg: impl std::fmt::Display) -> Res<T> {
+    Err(msg.to_string().into())
+}
+
+fn ctx_of(w: &Weak<Ctx>) -> Res<Arc<Ctx>> {
+    match w.upgrade() {
+        Some(c) => Ok(c),
+        None => err("the session has ended"),
+    }
+}
+
+/// The GM program for an instrument name: exact, else the first name containing it.
+/// (The DSL's `%%instrument` table, so a script and a tune agree on every name.)
+pub fn gm_program(name: &str) -> Option<u8> {
+    use crate::dsl::instruments::{program, GM_NAMES};
+    let n = name.trim().to_lowercase().replace(['_', '-'], " ");
+    program(name).or_else(|| {
+        (!n.is_empty()).then(|| GM_NAMES.iter().position(|g| g.contains(n.as_str()))).flatten().map(|p| p as u8)
+    })
+}
+
+/// Instrument names for completion: the short aliases, then the General MIDI names.
+pub fn instrument_names() -> Vec<String> {
+    use crate::dsl::instruments::{ALIASES, GM_NAMES};
+    ALIASES.iter().map(|(a, _)| a.to_string()).chain(GM_NAMES.iter().map(|g| g.to_string())).collect()
+}
+
+/// One line describing a score, as the REPL shows it and `print` writes it.
+pub fn summary(s: &Score) -> String {
+    let mut out = format!("Score({} bars, {} notes", s.bar_count(), s.notes.len());
+    out.push_str(&format!(", K:{} M:{}", s.key(), s.meter()));
+    if let Some(t) = &s.meta.title {
+        out.push_str(&format!(", \"{t}\""));
+    }
+    if let Some(st) = &s.meta.style {
+        out.push_str(&format!(", style {st}"));
+    }
+    if !s.notes.is_empty() {
+        let lo = s.notes.iter().map(|n| n.pitch).min().unwrap_or(0);
+        let hi = s.notes.iter().map(|n| n.pitch).max().unwrap_or(0);
+        out.push_str(&format!(", {}..{}", pitch_name(lo), pitch_name(hi)));
+    }
+    out.push(')');
+    out
+}
+
+/// Scientific pitch name (`C4` = 60, sharps).
+pub fn pitch_name(p: u8) -> String {
+    const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+    format!("{}{}", NAMES[p as usize % 12], p as i32 / 12 - 1)
+}
+
+/// Parses `C4`, `f#3`, `Bb5` or a MIDI number written as text.
+pub fn parse_pitch(s: &str) -> Option<u8> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return u8::try_from(n).ok().filter(|p| *p <= 127);
+    }
+    let mut chars = s.chars();
+    let letter = chars.next()?.to_ascii_uppercase();
+    let base: i32 = match letter {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => return None,
+    };
+    let rest: String = chars.collect();
+    let (alter, octave) = if let Some(r) = rest.strip_prefix('#') {
+        (1, r)
+    } else if let Some(r) = rest.strip_prefix('b') {
+        (-1, r)
+    } else {
+        (0, rest.as_str())
+    };
+    let octave: i32 = octave.parse().ok()?;
+    let p = (octave + 1) * 12 + base + alter;
+    u8::try_from(p).ok().filter(|p| *p <= 127)
+}
+
+/// How the REPL prints a result.
+pub fn describe(v: &Dynamic) -> String {
+    if let Some(s) = v.clone().try_cast::<Score>() {
+        return summary(&s);
+    }
+    if v.is_string() {
+        return format!("{v:?}");
+    }
+    if v.is_array() {
+        if let Some(a) = v.clone().try_cast::<Array>() {
+            let items: Vec<String> = a.iter().map(describe).collect();
+            return format!("[{}]", items.join(", "));
+        }
+    }
+    if v.is_map() {
+        if let Some(m) = v.clone().try_cast::<Map>() {
+            let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {}", describe(v))).collect();
+            return format!("#{{{}}}", items.join(", "));
+        }
+    }
+    v.to_string()
+}
+
+fn to_u32(v: INT, what: &str) -> Res<u32> {
+    u32::try_from(v).or_else(|_| err(format!("{what} must be between 0 and {}, not {v}", u32::MAX)))
+}
+
+fn note_map(n: &crate::score::Note) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("start".into(), (n.start as INT).into());
+    m.insert("dur".into(), (n.dur as INT).into());
+    m.insert("pitch".into(), (n.pitch as INT).into());
+    m.insert("name".into(), pitch_name(n.pitch).into());
+    m.insert("velocity".into(), (n.velocity as INT).into());
+    m.insert("channel".into(), (n.channel as INT).into());
+    m.insert("voice".into(), (n.voice as INT).into());
+    m.insert("program".into(), (n.program as INT).into());
+    m.into()
+}
+
+/// Reads an integer field of a map that may have been written as a float.
+fn map_int(m: &Map, key: &str) -> Res<Option<i64>> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => {
+            if let Ok(i) = v.as_int() {
+                Ok(Some(i))
+            } else if let Ok(f) = v.as_float() {
+                Ok(Some(f.round() as i64))
+            } else {
+                err(format!("`{key}` must be a number, not {}", v.type_name()))
+            }
+        }
+    }
+}
+
+fn map_float(m: &Map, key: &str) -> Res<Option<f64>> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => {
+            if let Ok(f) = v.as_float() {
+                Ok(Some(f))
+            } else if let Ok(i) = v.as_int() {
+                Ok(Some(i as f64))
+            } else {
+                err(format!("`{key}` must be a number, not {}", v.type_name()))
+            }
+        }
+    }
+}
+
+fn map_str(m: &Map, key: &str) -> Res<Option<String>> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) if v.is_string() => Ok(Some(v.to_string())),
+        Some(v) => err(format!("`{key}` must be a string, not {}", v.type_name())),
+    }
+}
+
+/// Reads a pitch given as a number or a name (`"C4"`).
+fn dyn_pitch(v: &Dynamic, key: &str) -> Res<u8> {
+    if let Ok(i) = v.as_int() {
+        return u8::try_from(i)
+            .ok()
+            .filter(|p| *p <= 127)
+            .map_or_else(|| err(format!("`{key}`: {i} is not a MIDI pitch")), Ok);
+    }
+    if v.is_string() {
+        let s = v.to_string();
+        return parse_pitch(&s).map_or_else(|| err(format!("`{key}`: `{s}` is not a pitch (write C4, F#3, 60)")), Ok);
+    }
+    err(format!("`{key}` must be a pitch (number or name like \"C4\")"))
+}
+
+/// The options map of `gen`, checked: unknown keys are errors, so a typo is not ignored.
+pub fn gen_opts(m: &Map) -> Res<GenOpts> {
+    const KNOWN: &[&str] = &[
+        "bars",
+        "notes",
+        "tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+        "style",
+        "key",
+        "range",
+        "model",
+        "repetition_penalty",
+        "composer",
+        "instrument",
+        "meter",
+    ];
+    for k in m.keys() {
+        if !KNOWN.contains(&k.as_str()) {
+            return err(format!("gen: unknown option `{k}` (known: {})", KNOWN.join(", ")));
+        }
+    }
+    let range = match m.get("range") {
+        None => None,
+        Some(v) if v.is_unit() => None,
+        Some(v) => {
+            if let Some(a) = v.clone().try_cast::<Array>() {
+                if a.len() != 2 {
+                    return err("gen: `range` must be [low, high]");
+                }
+                Some((dyn_pitch(&a[0], "range")?, dyn_pitch(&a[1], "range")?))
+            } else if v.is_string() {
+                let s = v.to_string();
+                let Some((lo, hi)) = s.split_once("..") else {
+                    return err(format!("gen: `range` \"{s}\" must look like \"C4..C6\""));
+                };
+                Some((dyn_pitch(&lo.into(), "range")?, dyn_pitch(&hi.into(), "range")?))
+            } else {
+                return err("gen: `range` must be [low, high] or \"C4..C6\"");
+            }
+        }
+    };
+    if let Some((lo, hi)) = range {
+        if lo > hi {
+            return err(format!("gen: range {}..{} is reversed", pitch_name(lo), pitch_name(hi)));
+        }
+    }
+    let pos = |key: &str, v: Option<i64>| -> Res<Option<u32>> {
+        match v {
+            Some(x) if x < 0 || x > u32::MAX as i64 => err(format!("gen: `{key}` must be positive, not {x}")),
+            Some(x) => Ok(Some(x as u32)),
+            None => Ok(None),
+        }
+    };
+    Ok(GenOpts {
+        bars: pos("bars", map_int(m, "bars")?)?,
+        notes: pos("notes", map_int(m, "notes")?)?,
+        tokens: pos("tokens", map_int(m, "tokens")?)?,
+        temperature: map_float(m, "temperature")?,
+        top_k: pos("top_k", map_int(m, "top_k")?)?,
+        top_p: map_float(m, "top_p")?,
+        seed: map_int(m, "seed")?.map(|s| s as u64),
+        style: map_str(m, "style")?,
+        composer: map_str(m, "composer")?,
+        instrument: map_str(m, "instrument")?,
+        key: map_str(m, "key")?,
+        meter: map_str(m, "meter")?,
+        range,
+        model: map_str(m, "model")?,
+        repetition_penalty: map_float(m, "repetition_penalty")?,
+    })
+}
+
+/// Registers the `Score` type and every API function on `engine`.
+pub fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
+    register_score(engine);
+    register_music(engine, Arc::downgrade(ctx));
+}
+
+fn register_score(engine: &mut Engine) {
+    engine.register_type_with_name::<Score>("Score");
+    engine.register_fn("to_string", |s: &mut Score| summary(s));
+    engine.register_fn("to_debug", |s: &mut Score| summary(s));
+    engine.register_fn("transpose", |s: &mut Score, semitones: INT| -> Res<Score> {
+        let st = i32::try_from(semitones).or_else(|_| err(format!("transpose by {semitones}?")))?;
+        s.transpose(st).or_else(err)
+    });
+    engine.register_fn("slice", |s: &mut Score, from: INT, to: INT| -> Res<Score> {
+        s.slice_bars(to_u32(from, "first bar")?, to_u32(to, "end bar")?).or_else(err)
+    });
+    engine.register_fn("concat", |a: &mut Score, b: Score| a.concat(&b));
+    engine.register_fn("concat", |list: Array| -> Res<Score> {
+        let mut out: Option<Score> = None;
+        for v in list {
+            let Some(s) = v.clone().try_cast::<Score>() else {
+                return err(format!("concat: expected scores, found {}", v.type_name()));
+            };
+            out = Some(match out {
+                None => s,
+                Some(o) => o.concat(&s),
+            });
+        }
+        Ok(out.unwrap_or_default())
+    });
+    engine.register_fn("+", |a: Score, b: Score| a.concat(&b));
+    engine.register_fn("repeat", |s: &mut Score, n: INT| -> Res<Score> { Ok(s.repeat(to_u32(n, "repeat count")?)) });
+    engine.register_fn("*", |s: Score, n: INT| -> Res<Score> { Ok(s.repeat(to_u32(n, "repeat count")?)) });
+    engine.register_fn("stack", |a: &mut Score, b: Score| a.merge(&b));
+    engine.register_fn("stack", |list: Array| -> Res<Score> {
+        let mut out: Option<Score> = None;
+        for v in list {
+            let Some(s) = v.clone().try_cast::<Score>() else {
+                return err(format!("stack: expected scores, found {}", v.type_name()));
+            };
+            out = Some(match out {
+                None => s,
+                Some(o) => o.merge(&s),
+            });
+        }
+        Ok(out.unwrap_or_default())
+    });
+    engine.register_fn("quantize", |s: &mut Score, division: INT| -> Res<Score> {
+        // `division` as in note values: 8 = eighth notes, 16 = sixteenths.
+        if division <= 0 || (4 * PPQ as INT) % division != 0 {
+            return err(format!("quantize: {division} must divide a whole note (1, 2, 4, 8, 16, 32, 3, 6, 12 ...)"));
+        }
+        s.quantize(4 * PPQ as Tick / division as Tick).or_else(err)
+    });
+    engine.register_fn("stretch", |s: &mut Score, factor: f64| -> Res<Score> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return err(format!("stretch: factor {factor} must be positive"));
+        }
+        // A rational close to the factor keeps tick arithmetic exact.
+        let den = 1000u64;
+        let num = (factor * den as f64).round().max(1.0) as u64;
+        s.stretch(num, den).or_else(err)
+    });
+    engine.register_fn("channel", |s: &mut Score, ch: INT| -> Res<Score> {
+        if !(1..=16).contains(&ch) {
+            return err(format!("channel {ch} must be 1..=16"));
+        }
+        let mut out = s.clone();
+        for n in &mut out.notes {
+            n.channel = (ch - 1) as u8;
+        }
+        for v in &mut out.voices {
+            v.channel = (ch - 1) as u8;
+        }
+        Ok(out)
+    });
+    engine.register_fn("program", |s: &mut Score, p: INT| -> Res<Score> {
+        if !(0..=127).contains(&p) {
+            return err(format!("program {p} must be 0..=127 (General MIDI)"));
+        }
+        let mut out = s.clone();
+        for n in &mut out.notes {
+            n.program = p as u8;
+        }
+        for v in &mut out.voices {
+            v.program = p as u8;
+        }
+        out.meta.program = Some(p as u8);
+        Ok(out)
+    });
+    engine.register_fn("instrument", |s: &mut Score, name: &str| -> Res<Score> {
+        let Some(p) = gm_program(name) else {
+            return err(format!(
+                "instrument `{name}` is not a General MIDI name (try violin, flute, acoustic grand piano)"
+            ));
+        };
+        let mut out = s.clone();
+        for n in &mut out.notes {
+            n.program = p;
+        }
+        for v in &mut out.voices {
+            v.program = p;
+        }
+        out.meta.program = Some(p);
+        out.meta.instrument = Some(crate::dsl::instruments::name(p).to_string());
+        Ok(out)
+    });
+    engine.register_fn("velocity", |s: &mut Score, v: INT| -> Res<Score> {
+        if !(1..=127).contains(&v) {
+            return err(format!("velocity {v} must be 1..=127"));
+        }
+        let mut out = s.clone();
+        for n in &mut out.notes {
+            n.velocity = v as u8;
+        }
+        Ok(out)
+    });
+    engine.register_fn("with_style", |s: &mut Score, style: &str| {
+        let mut out = s.clone();
+        out.meta.style = Some(style.to_string());
+        out
+    });
+    engine.register_fn("len", |s: &mut Score| s.notes.len() as INT);
+    engine.register_get("len", |s: &mut Score| s.notes.len() as INT);
+    engine.register_get("bars", |s: &mut Score| s.bar_count() as INT);
+    engine.register_get("length", |s: &mut Score| s.length as INT);
+    engine.register_get("beats", |s: &mut Score| s.beats());
+    engine.register_get("key", |s: &mut Score| s.key().to_string());
+    engine.register_get("meter", |s: &mut Score| s.meter().to_string());
+    engine.register_get("title", |s: &mut Score| s.meta.title.clone().map_or(Dynamic::UNIT, Dynamic::from));
+    engine.register_get("style", |s: &mut Score| s.meta.style.clone().map_or(Dynamic::UNIT, Dynamic::from));
+    engine.register_get("bpm", |s: &mut Score| s.meta.tempo.bpm_at(0));
+    engine.register_get("notes", |s: &mut Score| s.notes.iter().map(note_map).collect::<Array>());
+    engine.register_get("pitches", |s: &mut Score| {
+        s.notes.iter().map(|n| Dynamic::from(n.pitch as INT)).collect::<Array>()
+    });
+    engine.register_fn("==", |a: Score, b: Score| a == b);
+    engine.register_fn("!=", |a: Score, b: Score| a != b);
+    engine.register_fn("note_name", |p: INT| -> Res<String> {
+        u8::try_from(p)
+            .ok()
+            .filter(|p| *p <= 127)
+            .map(pitch_name)
+            .map_or_else(|| err(format!("{p} is not a MIDI pitch")), Ok)
+    });
+    engine.register_fn("empty", || Score::new());
+}
+
+fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
+    // --- text and files ------------------------------------------------------------------
+    let c = w.clone();
+    engine.register_fn("abc", move |text: &str| -> Res<Score> { ctx_of(&c)?.stage.abc(text).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("load", move |path: &str| -> Res<Score> { ctx_of(&c)?.stage.load(path).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("abc_text", move |s: Score| -> Res<String> { ctx_of(&c)?.stage.abc_text(&s).or_else(err) });
+    let c = w.clone();
+    engine
+        .register_fn("save", move |s: Score, path: &str| -> Res<()> { ctx_of(&c)?.stage.save(&s, path).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("show", move |s: Score| -> Res<()> {
+        let ctx = ctx_of(&c)?;
+        ctx.print(ctx.stage.abc_text(&s).or_else(err)?.trim_end());
+        ctx.print(crate::sink::pianoroll::render(&s, &crate::sink::pianoroll::Style::terminal()).trim_end());
+        Ok(())
+    });
+    engine.register_fn("roll", |s: Score| crate::sink::pianoroll::render(&s, &crate::sink::pianoroll::Style::plain()));
+
+    // --- models and generation -------------------------------------------------------------
+    let c = w.clone();
+    engine.register_fn("model", move |name: &str| -> Res<String> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.set_model(name, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("model", move || -> Res<String> { Ok(ctx_of(&c)?.stage.model_name()) });
+    let c = w.clone();
+    engine.register_fn("models", move || -> Res<Array> {
+        Ok(ctx_of(&c)?.stage.models().into_iter().map(Dynamic::from).collect())
+    });
+    let c = w.clone();
+    engine.register_fn("style", move |name: &str| -> Res<String> { ctx_of(&c)?.stage.set_style(name).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("style", move || -> Res<Dynamic> {
+        Ok(ctx_of(&c)?.stage.style().map_or(Dynamic::UNIT, Dynamic::from))
+    });
+    let c = w.clone();
+    engine.register_fn("styles", move || -> Res<Array> {
+        let cancel = line_cancel();
+        let styles = ctx_of(&c)?.stage.styles_blocking(&cancel).or_else(|e| fail(e, &cancel))?;
+        Ok(styles.into_iter().map(Dynamic::from).collect())
+    });
+    let c = w.clone();
+    engine.register_fn("gen", move |prompt: Score, opts: Map| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.generate(Some(&prompt), &gen_opts(&opts)?, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("gen", move |prompt: Score| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.generate(Some(&prompt), &GenOpts::default(), &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("gen", move |opts: Map| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.generate(None, &gen_opts(&opts)?, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("score_ll", move |s: Score| -> Res<Map> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.likelihood(&s, None, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("score_ll", move |s: Score, model: &str| -> Res<Map> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.likelihood(&s, Some(model), &cancel).or_else(|e| fail(e, &cancel))
+    });
+
+    // --- playing ---------------------------------------------------------------------------
+    let c = w.clone();
+    engine.register_fn("play", move |s: Score| -> Res<()> { ctx_of(&c)?.stage.play(&s).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("tempo", move |bpm: f64| -> Res<f64> { ctx_of(&c)?.stage.set_tempo(bpm).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("tempo", move |bpm: INT| -> Res<f64> { ctx_of(&c)?.stage.set_tempo(bpm as f64).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("tempo", move || -> Res<f64> { Ok(ctx_of(&c)?.stage.tempo()) });
+    let c = w.clone();
+    engine.register_fn("ports", move || -> Res<Array> {
+        let ctx = ctx_of(&c)?;
+        match ctx.stage.ports() {
+            Ok(p) => Ok(p.into_iter().map(Dynamic::from).collect()),
+            // No MIDI system (a server, CI): there are simply no ports; say why once.
+            Err(e) => {
+                ctx.print(&format!("no MIDI ports: {e}"));
+                Ok(Array::new())
+            }
+        }
+    });
+    let c = w.clone();
+    engine.register_fn("out", move |name: &str| -> Res<String> { ctx_of(&c)?.stage.out(name).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("panic", move || -> Res<()> {
+        ctx_of(&c)?.stage.panic();
+        Ok(())
+    });
+    let c = w.clone();
+    engine.register_fn("wait", move || -> Res<()> {
+        let ctx = ctx_of(&c)?;
+        let cancel = line_cancel();
+        if !ctx.stage.wait_idle(&cancel, false) && cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return fail(String::new(), &cancel);
+        }
+        Ok(())
+    });
+    let c = w.clone();
+    engine.register_fn("sleep", move |seconds: f64| -> Res<()> {
+        let ctx = ctx_of(&c)?;
+        sleep_cancellable(&ctx, seconds)
+    });
+    let c = w.clone();
+    engine.register_fn("sleep", move |seconds: INT| -> Res<()> {
+        let ctx = ctx_of(&c)?;
+        sleep_cancellable(&ctx, seconds as f64)
+    });
+
+    // --- loops -----------------------------------------------------------------------------
+    for name in ["Loop", "live_loop"] {
+        let c = w.clone();
+        engine.register_fn(name, move |nc: NativeCallContext, name: ImmutableString, body: FnPtr| -> Res<()> {
+            let ctx = ctx_of(&c)?;
+            super::loops::define(&ctx, &nc, name.as_str(), body)
+        });
+    }
+    let c = w.clone();
+    engine.register_fn("stop", move |name: &str| -> Res<bool> { Ok(ctx_of(&c)?.stage.stop_loop(name)) });
+    let c = w.clone();
+    engine.register_fn("stop", move || -> Res<()> {
+        let ctx = ctx_of(&c)?;
+        ctx.stage.stop_all();
+        Ok(())
+    });
+    let c = w.clone();
+    engine.register_fn("loops", move || -> Res<Array> {
+        Ok(ctx_of(&c)?.stage.loops.names().into_iter().map(Dynamic::from).collect())
+    });
+
+    // --- files ---------------------------------------------------------------------------
+    engine.register_fn("write_text", |path: &str, text: &str| -> Res<()> {
+        std::fs::write(path, text).or_else(|e| err(format!("write_text {path}: {e}")))
+    });
+    engine.register_fn("read_text", |path: &str| -> Res<String> {
+        std::fs::read_to_string(path).or_else(|e| err(format!("read_text {path}: {e}")))
+    });
+
+    // --- help ------------------------------------------------------------------------------
+    engine.register_fn("help", || super::help::overview());
+    engine.register_fn("help", |name: &str| super::help::topic(name).unwrap_or_else(|| super::help::unknown(name)));
+}
+
+/// The cancel flag of the code running on this thread (a fresh, never-raised one outside a run).
+fn line_cancel() -> Arc<std::sync::atomic::AtomicBool> {
+    super::current_cancel().unwrap_or_default()
+}
+
+/// An error from a call that can be cancelled: a raised flag means Ctrl-C (or a stopped loop),
+/// which the session reports as a cancellation rather than an error.
+fn fail<T>(msg: String, cancel: &std::sync::atomic::AtomicBool) -> Res<T> {
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into());
+    }
+    err(msg)
+}
+
+/// Sleeps while the music plays; Ctrl-C ends the wait.
+fn sleep_cancellable(ctx: &Ctx, seconds: f64) -> Res<()> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return err(format!("sleep: {seconds} seconds?"));
+    }
+    let cancel = line_cancel();
+    ctx.stage.sleep(seconds, &cancel);
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return fail(String::new(), &cancel);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pitch_names_round_trip() {
+        assert_eq!(pitch_name(60), "C4");
+        assert_eq!(pitch_name(69), "A4");
+        assert_eq!(pitch_name(61), "C#4");
+        assert_eq!(parse_pitch("A4"), Some(69));
+        assert_eq!(parse_pitch("c4"), Some(60));
+        assert_eq!(parse_pitch("Bb3"), Some(58));
+        assert_eq!(parse_pitch("F#5"), Some(78));
+        assert_eq!(parse_pitch("72"), Some(72));
+        assert_eq!(parse_pitch("H2"), None);
+        assert_eq!(parse_pitch("G9"), Some(127));
+        assert_eq!(parse_pitch("A9"), None);
+        for p in 0..=127u8 {
+            assert_eq!(parse_pitch(&pitch_name(p)), Some(p));
+        }
+        // General MIDI numbering (program numbers from the GM 1 sound set, 0-based).
+        assert_eq!(gm_program("violin"), Some(40));
+        assert_eq!(gm_program("flute"), Some(73));
+        assert_eq!(gm_program("acoustic grand piano"), Some(0));
+        assert_eq!(gm_program("fiddle"), Some(110));
+        assert_eq!(gm_program("gunshot"), Some(127));
+        assert_eq!(gm_program("Tenor_Sax"), Some(66));
+        assert_eq!(gm_program("grand"), Some(0));
+        assert_eq!(gm_program("kazoo"), None);
+    }
+}

@@ -1,0 +1,375 @@
+//! Help text for every API function, each with an example (`:help fn`, `help("fn")`).
+//!
+//! Every example here is run by a test, so the help never drifts from the API.
+
+/// One function's help.
+pub struct Topic {
+    pub name: &'static str,
+    pub signature: &'static str,
+    pub about: &'static str,
+    pub example: &'static str,
+}
+
+/// Setup shared by the examples: a tune called `tune`.
+pub const EXAMPLE_SETUP: &str = r#"let tune = abc("X:1\nT:Scale\nM:4/4\nL:1/8\nK:D\nDEFG ABcd|dcBA GFED|]");"#;
+
+pub const TOPICS: &[Topic] = &[
+    Topic {
+        name: "abc",
+        signature: "abc(text) -> Score",
+        about: "Parses ABC-like text (or reads an .abc file when given a path) into a Score. Use `...` quotes for \
+                several lines.",
+        example: r#"let t = abc("K:G\nL:1/8\nGABc dedB|");"#,
+    },
+    Topic {
+        name: "load",
+        signature: "load(path) -> Score",
+        about: "Reads a score from a file: .abc, .mid/.midi, .xml/.musicxml/.mxl.",
+        example: r#"save(tune, "/tmp/cadenza-help.mid"); let t = load("/tmp/cadenza-help.mid");"#,
+    },
+    Topic {
+        name: "save",
+        signature: "save(score, path)",
+        about: "Writes a score as a MIDI file (.mid) or ABC text (.abc), by extension.",
+        example: r#"save(tune, "/tmp/cadenza-help.abc");"#,
+    },
+    Topic {
+        name: "show",
+        signature: "show(score)",
+        about: "Prints the score as ABC text and as a piano roll in the terminal.",
+        example: "show(tune);",
+    },
+    Topic {
+        name: "roll",
+        signature: "roll(score) -> string",
+        about: "The piano roll as plain text (ASCII, no colour).",
+        example: "print(roll(tune));",
+    },
+    Topic {
+        name: "abc_text",
+        signature: "abc_text(score) -> string",
+        about: "The score printed back as ABC text.",
+        example: "let text = abc_text(tune);",
+    },
+    Topic {
+        name: "gen",
+        signature: "gen(score, #{bars, temperature, top_k, top_p, seed, style, key, range, notes, model}) -> Score",
+        about: "Continues the prompt with the current model and returns only the new music. `bars` (default 4) or \
+                `notes` set the length; `key: \"Dmix\"` keeps every note in a key, `range: \"C4..C6\"` in a pitch \
+                range; `seed` makes it repeatable. `gen(#{...})` starts from nothing. Ctrl-C cancels.",
+        example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",
+    },
+    Topic {
+        name: "score_ll",
+        signature: "score_ll(score [, model]) -> #{total, per_note, notes, bars}",
+        about: "Log-likelihood of a score under the model: total (natural log), per note, and the surprise \
+                (negative log-likelihood per note) of each bar.",
+        example: "let ll = score_ll(tune); print(ll.per_note);",
+    },
+    Topic {
+        name: "model",
+        signature: "model([name]) -> string",
+        about: "Chooses the model `gen` uses (a name from :models or a directory); with no argument, the current one.",
+        example: r#"model("folk");"#,
+    },
+    Topic {
+        name: "models",
+        signature: "models() -> array",
+        about: "Names of the models that can be loaded.",
+        example: "print(models());",
+    },
+    Topic {
+        name: "style",
+        signature: "style([name]) -> string",
+        about: "Sets the default style `gen` conditions on (see styles()); with no argument, the current one.",
+        example: r#"style("irish");"#,
+    },
+    Topic {
+        name: "styles",
+        signature: "styles() -> array",
+        about: "Styles the current model knows.",
+        example: "print(styles());",
+    },
+    Topic {
+        name: "play",
+        signature: "play(score)",
+        about: "Plays a score once on the current output from the next bar line (of the bar grid loops \
+                share); returns at once. wait() waits until it has sounded.",
+        example: "play(tune);",
+    },
+    Topic {
+        name: "tempo",
+        signature: "tempo([bpm]) -> float",
+        about: "Sets the playing tempo in quarter notes per minute (loops follow at their next bar); with no \
+                argument, the current one.",
+        example: "tempo(132);",
+    },
+    Topic {
+        name: "ports",
+        signature: "ports() -> array",
+        about: "Names of the MIDI output ports.",
+        example: "print(ports());",
+    },
+    Topic {
+        name: "out",
+        signature: "out(name) -> string",
+        about: "Sends the music to the MIDI port whose name contains `name` (or its number); returns its full name.",
+        example: r#"// out("FLUID"); out("0");"#,
+    },
+    Topic {
+        name: "loop",
+        signature: "loop(name, |i| score)",
+        about: "A named loop: the closure runs every cycle (i = 0, 1, 2 ...) and what it returns is played. \
+                Defining it again replaces it at the next cycle; if the new body fails, the old one keeps \
+                playing. `live_loop` is the same function.",
+        example: r#"loop("melody", |i| tune.transpose(i % 3));"#,
+    },
+    Topic {
+        name: "live_loop",
+        signature: "live_loop(name, |i| score)",
+        about: "Another name for loop().",
+        example: r#"live_loop("bass", |i| tune.transpose(-12));"#,
+    },
+    Topic {
+        name: "stop",
+        signature: "stop([name]) ",
+        about: "Stops one loop at the end of its cycle; with no argument, every loop (and what play() \
+                started) at the end of their cycles. panic() stops everything at once.",
+        example: r#"stop("melody"); stop();"#,
+    },
+    Topic {
+        name: "loops",
+        signature: "loops() -> array",
+        about: "Names of the running loops.",
+        example: "print(loops());",
+    },
+    Topic {
+        name: "panic",
+        signature: "panic()",
+        about: "Stops everything now and turns every note off.",
+        example: "panic();",
+    },
+    Topic {
+        name: "wait",
+        signature: "wait()",
+        about: "Waits until what play() started has sounded (Ctrl-C ends the wait).",
+        example: "wait();",
+    },
+    Topic {
+        name: "sleep",
+        signature: "sleep(seconds)",
+        about: "Waits while loops play (Ctrl-C ends the wait).",
+        example: "sleep(0.01);",
+    },
+    Topic {
+        name: "transpose",
+        signature: "score.transpose(semitones) -> Score",
+        about: "Moves every note (not drums) and the key by semitones.",
+        example: "let up = tune.transpose(5);",
+    },
+    Topic {
+        name: "slice",
+        signature: "score.slice(from_bar, to_bar) -> Score",
+        about: "Bars from..to (0-based, end excluded), starting at 0.",
+        example: "let first = tune.slice(0, 1);",
+    },
+    Topic {
+        name: "concat",
+        signature: "score.concat(other) -> Score   (also a + b, concat([a, b, c]))",
+        about: "One score after the other.",
+        example: "let both = tune.concat(tune.transpose(2)); let same = tune + tune;",
+    },
+    Topic {
+        name: "repeat",
+        signature: "score.repeat(n) -> Score   (also score * n)",
+        about: "The score n times in a row.",
+        example: "let twice = tune.repeat(2);",
+    },
+    Topic {
+        name: "stack",
+        signature: "score.stack(other) -> Score   (also stack([a, b, c]))",
+        about: "Plays scores at the same time, as separate voices.",
+        example: "let chordal = tune.stack(tune.transpose(4));",
+    },
+    Topic {
+        name: "quantize",
+        signature: "score.quantize(division) -> Score",
+        about: "Snaps onsets and ends to a grid: 8 = eighth notes, 16 = sixteenths, 12 = eighth triplets.",
+        example: "let q = tune.quantize(8);",
+    },
+    Topic {
+        name: "stretch",
+        signature: "score.stretch(factor) -> Score",
+        about: "Scales durations: 2.0 is twice as long (half speed), 0.5 twice as fast.",
+        example: "let slow = tune.stretch(2.0);",
+    },
+    Topic {
+        name: "channel",
+        signature: "score.channel(n) -> Score",
+        about: "Moves every note to MIDI channel n (1-16; 10 is drums).",
+        example: "let bass = tune.transpose(-24).channel(2);",
+    },
+    Topic {
+        name: "instrument",
+        signature: "score.instrument(name) -> Score",
+        about: "Sets the General MIDI instrument by name (violin, flute, ...) or number.",
+        example: r#"let fiddle = tune.instrument("violin");"#,
+    },
+    Topic {
+        name: "program",
+        signature: "score.program(n) -> Score",
+        about: "Sets the General MIDI program number (0-127).",
+        example: "let organ = tune.program(19);",
+    },
+    Topic {
+        name: "velocity",
+        signature: "score.velocity(v) -> Score",
+        about: "Sets every note's velocity (1-127).",
+        example: "let soft = tune.velocity(40);",
+    },
+    Topic {
+        name: "with_style",
+        signature: "score.with_style(name) -> Score",
+        about: "The same music tagged with a style, which gen() then conditions on.",
+        example: r#"let prompt = tune.with_style("irish");"#,
+    },
+    Topic {
+        name: "note_name",
+        signature: "note_name(pitch) -> string",
+        about: "The name of a MIDI pitch (60 is C4).",
+        example: "print(note_name(69));",
+    },
+    Topic {
+        name: "empty",
+        signature: "empty() -> Score",
+        about: "A score with no notes.",
+        example: "let nothing = empty();",
+    },
+    Topic {
+        name: "write_text",
+        signature: "write_text(path, text)",
+        about: "Writes text to a file (a CSV of results, say).",
+        example: r#"write_text("/tmp/cadenza-help.csv", "a,b\n1,2\n");"#,
+    },
+    Topic {
+        name: "read_text",
+        signature: "read_text(path) -> string",
+        about: "Reads a text file.",
+        example: r#"let t = read_text("Cargo.toml");"#,
+    },
+    Topic {
+        name: "help",
+        signature: "help([name]) -> string",
+        about: "This help as text.",
+        example: r#"print(help("gen"));"#,
+    },
+];
+
+/// Method and property names on Score (for completion and highlighting).
+pub const METHODS: &[&str] = &[
+    "transpose",
+    "slice",
+    "concat",
+    "repeat",
+    "stack",
+    "quantize",
+    "stretch",
+    "channel",
+    "instrument",
+    "program",
+    "velocity",
+    "with_style",
+    "len",
+    "bars",
+    "length",
+    "beats",
+    "key",
+    "meter",
+    "title",
+    "style",
+    "bpm",
+    "notes",
+    "pitches",
+];
+
+/// The list of functions with one line each.
+pub fn overview() -> String {
+    let mut out = String::from("functions (`:help NAME` for one, with an example):\n");
+    for t in TOPICS {
+        out.push_str(&format!("  {:<60} {}\n", t.signature, first_sentence(t.about)));
+    }
+    out.push_str("score properties: .bars .len .length .beats .key .meter .title .style .bpm .notes .pitches\n");
+    out
+}
+
+fn first_sentence(s: &str) -> &str {
+    match s.find(". ") {
+        Some(i) => &s[..=i],
+        None => s,
+    }
+}
+
+/// Help for one function.
+pub fn topic(name: &str) -> Option<String> {
+    TOPICS.iter().find(|t| t.name == name).map(|t| format!("{}\n  {}\n  example: {}", t.signature, t.about, t.example))
+}
+
+/// The message for a name with no help, suggesting close names.
+pub fn unknown(name: &str) -> String {
+    let close: Vec<&str> =
+        TOPICS.iter().map(|t| t.name).filter(|n| n.contains(name) || name.contains(n) || edit1(n, name)).collect();
+    if close.is_empty() {
+        format!("no help for `{name}`; :help lists every function")
+    } else {
+        format!("no help for `{name}`; did you mean {}?", close.join(", "))
+    }
+}
+
+/// True when `a` and `b` differ by at most one edit (a typo).
+fn edit1(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let (mut i, mut j, mut edits) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        edits += 1;
+        if a.len() > b.len() {
+            i += 1;
+        } else if b.len() > a.len() {
+            j += 1;
+        } else {
+            i += 1;
+            j += 1;
+        }
+    }
+    edits + (a.len() - i) + (b.len() - j) <= 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_has_an_example_and_unique_name() {
+        let mut names: Vec<&str> = TOPICS.iter().map(|t| t.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+        for t in TOPICS {
+            assert!(
+                !t.example.is_empty() && t.signature.starts_with(&t.name.replace("score.", ""))
+                    || t.signature.contains(t.name)
+            );
+        }
+        assert!(topic("gen").unwrap().contains("example: "));
+        assert!(unknown("transpos").contains("transpose"));
+        assert!(unknown("zzz").contains(":help"));
+    }
+}

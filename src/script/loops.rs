@@ -1,0 +1,166 @@
+//! Named live loops: a body re-run every cycle, replaced in place, the last good version kept.
+//!
+//! The play engine asks a loop's [`Producer`] for each coming cycle one cycle ahead, on a worker
+//! thread of its own. Ours runs the Rhai body there under the loop limits and the loop's own
+//! cancel flag, with the session's current function library (so redefining a function changes
+//! what a running loop plays). Redefining a loop runs the new body at once, in the line that
+//! redefines it: a body that fails is reported there and never replaces the one playing. A body
+//! that fails on a later cycle is reported, and the engine keeps playing its last good cycle.
+
+use super::{Ctx, LOOP_LIMITS};
+use crate::play::{CycleRequest, Producer};
+use crate::score::Score;
+use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext, INT};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// What the session knows about one loop (the engine knows how it sounds).
+struct LoopInfo {
+    /// Cycles made by every version of this loop so far; a new version counts on from here.
+    made: AtomicU64,
+    /// The last cycle made without error.
+    last_good: Mutex<Score>,
+    /// Cancels the body of the version playing now (set when it is stopped or replaced).
+    cancel: Mutex<Arc<AtomicBool>>,
+}
+
+/// The loops a session started, by name.
+#[derive(Default)]
+pub struct Loops {
+    loops: Mutex<BTreeMap<String, Arc<LoopInfo>>>,
+}
+
+impl Loops {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<LoopInfo>>> {
+        self.loops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// One line per loop for `:loops`.
+    pub fn describe(&self) -> Vec<String> {
+        self.map()
+            .iter()
+            .map(|(name, l)| {
+                let last = l.last_good.lock().map(|s| super::api::summary(&s)).unwrap_or_default();
+                format!("{name}: {} cycles made, last {last}", l.made.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
+    /// Forgets `name` and cancels its body; true when it was running.
+    pub fn forget(&self, name: &str) -> bool {
+        match self.map().remove(name) {
+            Some(l) => {
+                l.cancel.lock().unwrap_or_else(|p| p.into_inner()).store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets every loop.
+    pub fn forget_all(&self) {
+        for (_, l) in std::mem::take(&mut *self.map()) {
+            l.cancel.lock().unwrap_or_else(|p| p.into_inner()).store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A cycle from what a body returned: a Score, or unit for one silent bar.
+fn to_cycle(v: Dynamic) -> Result<Score, Box<EvalAltResult>> {
+    if v.is_unit() {
+        let mut s = Score::new();
+        s.length = s.meter().bar_ticks();
+        return Ok(s);
+    }
+    let type_name = v.type_name().to_string();
+    match v.try_cast::<Score>() {
+        Some(s) if s.length == 0 => {
+            Err("a loop body returned a score of length 0; return a bar of rest instead".into())
+        }
+        Some(s) => Ok(s),
+        None => Err(format!("a loop body must return a Score, not {type_name}").into()),
+    }
+}
+
+/// The engine's producer for one version of a loop.
+struct BodyProducer {
+    ctx: Weak<Ctx>,
+    info: Arc<LoopInfo>,
+    body: FnPtr,
+    /// The first cycle, already made by `define` (so its errors went to the line).
+    first: Option<Score>,
+    /// Cycle number of this version's cycle 0.
+    base: u64,
+    cancel: Arc<AtomicBool>,
+    /// The entry that defined the body, for carets in errors of later cycles.
+    source: String,
+}
+
+impl Producer for BodyProducer {
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, String> {
+        let score = match self.first.take() {
+            Some(s) => s,
+            None => {
+                let ctx = self.ctx.upgrade().ok_or("the session has ended")?;
+                let engine = ctx.engine().ok_or("the session has ended")?;
+                let lib = ctx.lib.lock().map(|l| l.clone()).unwrap_or_default();
+                let i = self.base + req.cycle;
+                let r = super::guarded(self.cancel.clone(), LOOP_LIMITS, || {
+                    self.body.call::<Dynamic>(&engine, &lib, (i as INT,)).and_then(to_cycle)
+                });
+                match r {
+                    Ok(s) => s,
+                    Err(_) if self.cancel.load(Ordering::Relaxed) => return Err("stopped".into()),
+                    Err(e) => return Err(format!("cycle {i}:\n{}", super::eval_error(&self.source, *e))),
+                }
+            }
+        };
+        self.info.made.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.info.last_good.lock() {
+            *g = score.clone();
+        }
+        Ok(score)
+    }
+}
+
+/// `loop(name, body)`: starts a loop, or replaces the body of the one with that name at the
+/// end of its current cycle.
+pub fn define(ctx: &Arc<Ctx>, nc: &NativeCallContext, name: &str, body: FnPtr) -> Result<(), Box<EvalAltResult>> {
+    let existing = ctx.stage.loops.map().get(name).cloned();
+    let base = existing.as_ref().map_or(0, |l| l.made.load(Ordering::Relaxed));
+    // Run the new body now, in this line: its errors belong to the person typing it, and the
+    // version playing is not touched.
+    let first = body.call_within_context::<Dynamic>(nc, (base as INT,)).and_then(to_cycle)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let info = match &existing {
+        Some(l) => l.clone(),
+        None => Arc::new(LoopInfo {
+            made: AtomicU64::new(0),
+            last_good: Mutex::new(first.clone()),
+            cancel: Mutex::new(cancel.clone()),
+        }),
+    };
+    let producer = BodyProducer {
+        ctx: Arc::downgrade(ctx),
+        info: info.clone(),
+        body,
+        first: Some(first),
+        base,
+        cancel: cancel.clone(),
+        source: ctx.current_source(),
+    };
+    ctx.stage.set_loop(name, Box::new(producer)).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+    // The old version's body may be running for a cycle that will not play: cancel it.
+    let old = std::mem::replace(&mut *info.cancel.lock().unwrap_or_else(|p| p.into_inner()), cancel);
+    if existing.is_some() {
+        old.store(true, Ordering::SeqCst);
+        ctx.print(&format!("loop `{name}` replaced; the new version starts at the end of this cycle"));
+    }
+    ctx.stage.loops.map().insert(name.to_string(), info);
+    Ok(())
+}

@@ -1,0 +1,562 @@
+//! The music side of a session: current model and style, generation, files, ports, playing, loops.
+
+use super::loops::Loops;
+use super::Options;
+use crate::gen::{Generator, Length, Request, Sampling};
+use crate::play::{At, Engine, FakeClock, PlayOpts, Producer};
+use crate::score::Score;
+use crate::sink::out::MidiOut;
+use rhai::Map;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The lowercase extension of `path` (empty when none).
+fn extension(path: &str) -> String {
+    std::path::Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+}
+
+/// The `gen` options a script passed (absent fields take the session's defaults).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenOpts {
+    pub bars: Option<u32>,
+    pub notes: Option<u32>,
+    pub tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+    pub style: Option<String>,
+    pub composer: Option<String>,
+    pub instrument: Option<String>,
+    pub key: Option<String>,
+    pub meter: Option<String>,
+    pub range: Option<(u8, u8)>,
+    pub model: Option<String>,
+    pub repetition_penalty: Option<f64>,
+}
+
+struct Settings {
+    model: String,
+    style: Option<String>,
+    bpm: f64,
+}
+
+/// Everything a session plays and generates with.
+pub struct Stage {
+    settings: Mutex<Settings>,
+    pub loops: Loops,
+    no_midi: bool,
+    models: Models,
+    output: super::Output,
+    port_names: Mutex<Vec<String>>,
+    /// The play engine, started on first use (a session that only edits scores opens no port).
+    engine: Mutex<Option<Arc<Engine>>>,
+    /// Outputs to start the engine with besides the MIDI port (recorders in tests).
+    extra_outputs: Mutex<Vec<Box<dyn MidiOut>>>,
+    /// Run the engine on this fake clock (`sleep` and `wait` move it): tests, offline renders.
+    fake_clock: Option<FakeClock>,
+    port: Option<String>,
+    /// Output slot `play` and new loops use (`out` changes it).
+    slot: Mutex<u8>,
+    closing: Arc<AtomicBool>,
+    exit_handlers: bool,
+}
+
+/// Loaded models by name. A model loads once; callers asking while it loads wait for it.
+#[derive(Default)]
+struct Models {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    value: Mutex<Option<Result<Arc<Generator>, String>>>,
+    ready: Condvar,
+}
+
+impl Stage {
+    pub fn new(options: &mut Options) -> Stage {
+        Stage {
+            settings: Mutex::new(Settings { model: options.model.clone(), style: None, bpm: crate::time::DEFAULT_BPM }),
+            loops: Loops::default(),
+            no_midi: options.no_midi,
+            models: Models::default(),
+            output: options.output.clone(),
+            port_names: Mutex::new(Vec::new()),
+            engine: Mutex::new(None),
+            extra_outputs: Mutex::new(std::mem::take(&mut options.outputs)),
+            fake_clock: options.clock.clone(),
+            port: options.port.clone(),
+            slot: Mutex::new(0),
+            closing: Arc::new(AtomicBool::new(false)),
+            exit_handlers: options.exit_handlers,
+        }
+    }
+
+    fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts loading the session's model on a background thread (the REPL prompt appears at
+    /// once; a `gen` typed meanwhile waits for it).
+    pub fn preload_model(self: &Arc<Self>) {
+        let stage = self.clone();
+        let name = self.model_name();
+        let _ = std::thread::Builder::new().name("cadenza-model-load".into()).spawn(move || {
+            let start = std::time::Instant::now();
+            match stage.generator(Some(&name), &AtomicBool::new(false)) {
+                Ok(g) => (stage.output)(&format!(
+                    "model `{}` ready ({} styles) in {:.1} s",
+                    g.name(),
+                    g.styles().len(),
+                    start.elapsed().as_secs_f64()
+                )),
+                Err(e) => (stage.output)(&format!("model `{name}` did not load: {e}")),
+            }
+        });
+    }
+
+    /// The generator for `name` (the current model when `None`), loading it on first use.
+    /// Waiting for a load in progress ends early when `cancel` is raised.
+    pub fn generator(&self, name: Option<&str>, cancel: &AtomicBool) -> Result<Arc<Generator>, String> {
+        let name = name.map(str::to_string).unwrap_or_else(|| self.model_name());
+        let (slot, loader) = {
+            let mut slots = self.models.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.get(&name) {
+                Some(s) => (s.clone(), false),
+                None => {
+                    let s = Arc::new(Slot::default());
+                    slots.insert(name.clone(), s.clone());
+                    (s, true)
+                }
+            }
+        };
+        if loader {
+            let result = Generator::load(&name).map(Arc::new).map_err(|e| e.to_string());
+            if result.is_err() {
+                // A failed load is not remembered: the files may appear (or be fixed) later.
+                self.models.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            }
+            *slot.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
+            slot.ready.notify_all();
+            return result;
+        }
+        let mut v = slot.value.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = v.as_ref() {
+                return r.clone();
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(format!("cancelled while model `{name}` was loading"));
+            }
+            v = slot.ready.wait_timeout(v, Duration::from_millis(20)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Makes a generator built in code available under `name` (tests, embedding programs).
+    pub fn add_model(&self, name: &str, g: Arc<Generator>) {
+        let slot = Arc::new(Slot::default());
+        *slot.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(g));
+        self.models.slots.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), slot);
+    }
+
+    /// The current model if it is already loaded (never blocks: for completion).
+    fn loaded_generator(&self) -> Option<Arc<Generator>> {
+        let name = self.model_name();
+        let slots = self.models.slots.lock().ok()?;
+        let slot = slots.get(&name)?.clone();
+        drop(slots);
+        let v = slot.value.try_lock().ok()?;
+        v.as_ref()?.as_ref().ok().cloned()
+    }
+
+    /// `abc(text)`: the first tune of `text`, or of the file when `text` is a path to one.
+    pub fn abc(&self, text: &str) -> Result<Score, String> {
+        let t = text.trim();
+        if !t.contains('\n') && (t.ends_with(".abc") || t.ends_with(".txt")) && std::path::Path::new(t).is_file() {
+            return self.load(t);
+        }
+        crate::dsl::parse(text).map_err(|e| format!("abc: {e}"))
+    }
+
+    pub fn abc_text(&self, s: &Score) -> Result<String, String> {
+        Ok(crate::dsl::print(s))
+    }
+
+    /// Reads a score by the file's extension.
+    pub fn load(&self, path: &str) -> Result<Score, String> {
+        match extension(path).as_str() {
+            "abc" | "txt" => crate::sink::abc::read(path, None).map_err(|e| e.to_string()),
+            "mid" | "midi" | "smf" => crate::sink::midi_file::read(path).map_err(|e| e.to_string()),
+            "xml" | "musicxml" | "mxl" => crate::sink::musicxml::read(path).map_err(|e| e.to_string()),
+            other => Err(format!("load {path}: unknown file type `.{other}` (use .abc, .mid, .xml, .mxl)")),
+        }
+    }
+
+    /// Writes a score by the file's extension.
+    pub fn save(&self, s: &Score, path: &str) -> Result<(), String> {
+        match extension(path).as_str() {
+            "abc" => crate::sink::abc::write(s, path).map_err(|e| e.to_string()),
+            "mid" | "midi" => crate::sink::midi_file::write(s, path).map_err(|e| e.to_string()),
+            other => Err(format!("save {path}: unknown file type `.{other}` (use .mid or .abc)")),
+        }
+    }
+
+    /// Makes `name` the model for `gen`, loading it now so a bad name fails here.
+    pub fn set_model(&self, name: &str, cancel: &AtomicBool) -> Result<String, String> {
+        let g = self.generator(Some(name), cancel)?;
+        self.settings().model = name.to_string();
+        Ok(g.name().to_string())
+    }
+
+    pub fn model_name(&self) -> String {
+        self.settings().model.clone()
+    }
+
+    /// Models found under the model folders.
+    pub fn models(&self) -> Vec<String> {
+        crate::gen::list_models().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Sets the default style; checked against the current model when it is loaded.
+    pub fn set_style(&self, name: &str) -> Result<String, String> {
+        if let Some(g) = self.loaded_generator() {
+            if !g.styles().iter().any(|s| s.eq_ignore_ascii_case(name)) {
+                return Err(format!(
+                    "style `{name}` is unknown to model `{}`; known: {}",
+                    g.name(),
+                    if g.styles().is_empty() { "(none)".to_string() } else { g.styles().join(", ") }
+                ));
+            }
+        }
+        self.settings().style = Some(name.to_string());
+        Ok(name.to_string())
+    }
+
+    pub fn style(&self) -> Option<String> {
+        self.settings().style.clone()
+    }
+
+    /// Styles of the current model (waits for it to load).
+    pub fn styles_blocking(&self, cancel: &AtomicBool) -> Result<Vec<String>, String> {
+        Ok(self.generator(None, cancel)?.styles().to_vec())
+    }
+
+    /// Styles of the current model if it is loaded (never blocks: for completion).
+    pub fn styles(&self) -> Vec<String> {
+        self.loaded_generator().map(|g| g.styles().to_vec()).unwrap_or_default()
+    }
+
+    /// `gen(prompt, opts)`: the continuation only (starting at tick 0), with the settings that
+    /// made it recorded in its meta so it can be made again.
+    pub fn generate(&self, prompt: Option<&Score>, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, String> {
+        let g = self.generator(opts.model.as_deref(), cancel)?;
+        let request = self.request(&g, prompt, opts)?;
+        let prompt_len = request.prompt.length;
+        let session = g.session(&request, 1, cancel, &mut |_| {}).map_err(|e| format!("gen: {e}"))?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err("cancelled".into());
+        }
+        let take = session.takes().pop().ok_or("gen: the model returned no take")?;
+        let end = take.score.length.max(prompt_len);
+        let mut out = take.score.slice_ticks(prompt_len, end);
+        out.notes = take
+            .notes
+            .iter()
+            .filter(|n| n.start >= prompt_len)
+            .map(|n| crate::score::Note { start: n.start - prompt_len, ..*n })
+            .collect();
+        out.normalize();
+        if let Length::Bars(b) = request.length {
+            // Exactly the bars asked for (a loop's cycle must keep its length): a last bar
+            // that ends in a rest is filled out, notes ringing past the end are cut there.
+            let end = b as u64 * out.meter().bar_ticks();
+            out.length = out.length.max(end);
+            out = out.slice_ticks(0, end);
+        }
+        out.meta.gen = crate::score::GenSettings {
+            model: Some(g.name().to_string()),
+            temperature: Some(request.sampling.temperature),
+            top_k: Some(request.sampling.top_k as u32),
+            top_p: Some(request.sampling.top_p),
+            seed: Some(request.seed),
+            bars: match request.length {
+                Length::Bars(b) => Some(b),
+                _ => None,
+            },
+        };
+        Ok(out)
+    }
+
+    /// Builds the generation request from the options and the session's defaults.
+    fn request(&self, g: &Generator, prompt: Option<&Score>, opts: &GenOpts) -> Result<Request, String> {
+        let mut prompt = prompt.cloned().unwrap_or_default();
+        let key = match &opts.key {
+            Some(k) => Some(
+                crate::dsl::fields::key_value(k)
+                    .map_err(|e| format!("gen: key `{k}`: expected {} at character {}", e.expected, e.at + 1))?,
+            ),
+            None => None,
+        };
+        let meter = match &opts.meter {
+            Some(m) => Some(
+                crate::dsl::fields::meter_value(m)
+                    .map_err(|e| format!("gen: meter `{m}`: expected {} at character {}", e.expected, e.at + 1))?,
+            ),
+            None => None,
+        };
+        if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
+            prompt.meta.tempo = crate::time::TempoMap::constant(self.tempo());
+        }
+        let length = match (opts.bars, opts.notes, opts.tokens) {
+            (Some(b), _, _) => Length::Bars(b),
+            (None, Some(n), _) => Length::Notes(n as usize),
+            (None, None, Some(t)) => Length::Tokens(t as usize),
+            (None, None, None) => Length::Bars(4),
+        };
+        let mut request = Request::new(prompt, length);
+        let d = Sampling::default();
+        request.sampling = Sampling {
+            temperature: opts.temperature.unwrap_or(d.temperature),
+            top_k: opts.top_k.map_or(d.top_k, |k| k as usize),
+            top_p: opts.top_p.unwrap_or(d.top_p),
+            repetition_penalty: opts.repetition_penalty.unwrap_or(d.repetition_penalty),
+            ..d
+        };
+        // The session's style applies only to models conditioned on style.
+        let default_style = self.style().filter(|_| !g.styles().is_empty());
+        request.overrides.style = opts.style.clone().or(default_style);
+        request.overrides.instrument = opts.instrument.clone();
+        request.overrides.meter = meter;
+        if let Some(k) = &key {
+            request.constraints.pitch_classes = Some(k.pitch_classes());
+            request.overrides.key = Some(k.clone());
+        }
+        request.constraints.range = opts.range;
+        request.seed = opts.seed.unwrap_or_else(|| self.next_seed());
+        Ok(request)
+    }
+
+    /// A fresh seed when the script gives none (recorded in the take's meta).
+    fn next_seed(&self) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.finish() % 1_000_000
+    }
+
+    /// `score_ll(score)`: log-likelihood in nats, total and per note, and surprise per bar.
+    pub fn likelihood(&self, s: &Score, model: Option<&str>, cancel: &AtomicBool) -> Result<Map, String> {
+        let g = self.generator(model, cancel)?;
+        let ll = g.likelihood(s).map_err(|e| format!("score_ll: {e}"))?;
+        let mut m = Map::new();
+        m.insert("model".into(), g.name().to_string().into());
+        m.insert("total".into(), ll.total.into());
+        m.insert("per_note".into(), ll.per_note.into());
+        m.insert("notes".into(), (ll.notes as rhai::INT).into());
+        m.insert("tokens".into(), (ll.tokens as rhai::INT).into());
+        let bars: rhai::Array = ll
+            .bars
+            .iter()
+            .map(|b| {
+                let mut bm = Map::new();
+                bm.insert("bar".into(), (b.bar as rhai::INT).into());
+                bm.insert("notes".into(), (b.notes as rhai::INT).into());
+                bm.insert("nll".into(), b.nll.into());
+                bm.insert("surprise".into(), b.surprise.into());
+                rhai::Dynamic::from_map(bm)
+            })
+            .collect();
+        m.insert("bars".into(), bars.into());
+        Ok(m)
+    }
+
+    /// The play engine, started on first use with the MIDI port (or none with `--no-midi`).
+    pub fn engine(self: &Arc<Self>) -> Result<Arc<Engine>, String> {
+        let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(engine) = e.as_ref() {
+            return Ok(engine.clone());
+        }
+        if self.closing.load(Ordering::Relaxed) {
+            return Err("the session is shutting down".into());
+        }
+        let mut outputs: Vec<Box<dyn MidiOut>> = Vec::new();
+        if !self.no_midi {
+            let out = match &self.port {
+                Some(p) => crate::sink::out::MidirOut::connect(p),
+                None => crate::sink::out::MidirOut::virtual_port(crate::sink::out::CLIENT_NAME),
+            };
+            match out {
+                Ok(o) => {
+                    (self.output)(&format!("MIDI out: {}", o.name()));
+                    outputs.push(Box::new(o));
+                }
+                // No MIDI system here: the music is scheduled and sounds nowhere; say so once.
+                Err(err) => (self.output)(&format!("no MIDI output ({err}); playing silently")),
+            }
+        }
+        outputs.append(&mut self.extra_outputs.lock().unwrap_or_else(|p| p.into_inner()));
+        let config = crate::play::Config { bpm: self.tempo(), ..Default::default() };
+        let engine = match &self.fake_clock {
+            Some(clock) => Engine::manual(outputs, config, clock.clone()),
+            None => Engine::start(outputs, config),
+        }
+        .map_err(|e| e.to_string())?;
+        let engine = Arc::new(engine);
+        if self.fake_clock.is_none() {
+            spawn_reporter(Arc::downgrade(&engine), self.output.clone(), self.closing.clone());
+            if self.exit_handlers {
+                engine.install_panic_hook();
+                if let Err(err) = engine.install_exit_handlers() {
+                    (self.output)(&format!("warning: {err}"));
+                }
+            }
+        }
+        *e = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// The engine if it was started (stopping things must not start it).
+    fn started(&self) -> Option<Arc<Engine>> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn opts(&self, at: At) -> PlayOpts {
+        PlayOpts { port: *self.slot.lock().unwrap_or_else(|p| p.into_inner()), at }
+    }
+
+    /// `play(score)`: once, from the next bar line.
+    pub fn play(self: &Arc<Self>, s: &Score) -> Result<(), String> {
+        let e = self.engine()?;
+        e.play_with(s, self.opts(At::NextBar)).map_err(|e| format!("play: {e}"))?;
+        self.flush_reports(&e);
+        Ok(())
+    }
+
+    /// Starts or replaces a loop; the producer's first cycle is already made.
+    pub fn set_loop(self: &Arc<Self>, name: &str, producer: Box<dyn Producer>) -> Result<(), String> {
+        let e = self.engine()?;
+        e.set_loop(name, crate::play::LoopSource::Producer(producer), self.opts(At::NextCycle))
+            .map_err(|e| e.to_string())
+    }
+
+    /// `stop(name)`: the loop ends with its current cycle.
+    pub fn stop_loop(&self, name: &str) -> bool {
+        let known = self.loops.forget(name);
+        if let Some(e) = self.started() {
+            let _ = e.stop_loop(name, At::NextCycle);
+        }
+        known
+    }
+
+    /// `sleep(seconds)`: waits while the music plays; on a fake clock, moves it instead.
+    pub fn sleep(&self, seconds: f64, cancel: &AtomicBool) {
+        if let (Some(_), Some(e)) = (&self.fake_clock, self.started()) {
+            let _ = e.advance_to(e.now() + (seconds * 1e9) as u64);
+            self.flush_reports(&e);
+            return;
+        }
+        let end = std::time::Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 86_400.0));
+        while std::time::Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10).min(end.saturating_duration_since(std::time::Instant::now())));
+        }
+    }
+
+    /// Prints what the engine has to say (a fake-clock engine has no reporter thread).
+    fn flush_reports(&self, e: &Engine) {
+        if self.fake_clock.is_some() {
+            for r in e.take_reports() {
+                (self.output)(&r.to_string());
+            }
+        }
+    }
+
+    pub fn set_tempo(&self, bpm: f64) -> Result<f64, String> {
+        if !(bpm.is_finite() && (10.0..=1000.0).contains(&bpm)) {
+            return Err(format!("tempo {bpm} must be between 10 and 1000 bpm"));
+        }
+        if let Some(e) = self.started() {
+            e.set_tempo(bpm, At::NextBar).map_err(|e| e.to_string())?;
+        }
+        self.settings().bpm = bpm;
+        Ok(bpm)
+    }
+
+    pub fn tempo(&self) -> f64 {
+        self.settings().bpm
+    }
+
+    /// MIDI output ports the system offers now.
+    pub fn ports(&self) -> Result<Vec<String>, String> {
+        let names = crate::sink::out::list_ports().map_err(|e| e.to_string())?;
+        *self.port_names.lock().unwrap_or_else(|p| p.into_inner()) = names.clone();
+        Ok(names)
+    }
+
+    /// Port names as last listed (completion must not block on the MIDI system).
+    pub fn cached_ports(&self) -> Vec<String> {
+        self.port_names.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// `out(name)`: connects the port whose name contains `name` (or has that number) and sends
+    /// what is played from now on there.
+    pub fn out(self: &Arc<Self>, name: &str) -> Result<String, String> {
+        let e = self.engine()?;
+        let o = crate::sink::out::MidirOut::connect(name).map_err(|e| e.to_string())?;
+        let full = o.name().to_string();
+        let slot = e.add_output(Box::new(o)).map_err(|e| e.to_string())?;
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
+        Ok(full)
+    }
+
+    /// Stops every loop and every note now.
+    pub fn panic(&self) {
+        self.loops.forget_all();
+        if let Some(e) = self.started() {
+            let _ = e.panic();
+        }
+    }
+
+    /// `stop()`: every loop ends with its current cycle, plays at the next bar.
+    pub fn stop_all(&self) {
+        self.loops.forget_all();
+        if let Some(e) = self.started() {
+            let _ = e.stop_all(At::NextCycle);
+        }
+    }
+
+    /// Waits until what `play` started has sounded (and the loops too with `loops_too`), or
+    /// `cancel`. True when everything asked for has sounded.
+    pub fn wait_idle(&self, cancel: &AtomicBool, loops_too: bool) -> bool {
+        let Some(e) = self.started() else { return true };
+        let idle = e.wait_idle(cancel, loops_too);
+        self.flush_reports(&e);
+        idle
+    }
+
+    /// Stops everything, turns every note off and ends the engine's threads.
+    pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.loops.forget_all();
+        let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(e) = engine {
+            e.shutdown();
+        }
+    }
+}
+
+/// Prints the engine's reports (loop errors, late cycles, vanished ports, lateness) above the
+/// prompt as they come.
+fn spawn_reporter(engine: std::sync::Weak<Engine>, output: super::Output, closing: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new().name("cadenza-reports".into()).spawn(move || {
+        while !closing.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(e) = engine.upgrade() else { return };
+            for r in e.take_reports() {
+                output(&r.to_string());
+            }
+        }
+    });
+}
