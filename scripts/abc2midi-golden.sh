@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Builds the abc2midi comparison data for tests/it/midi.rs (abc2midi_agreement):
+#   tests/data/abc2midi/tunes.abc   ~300 public-domain folk tunes from the music21 corpus, picked
+#                                   with a fixed seed, renumbered X:1.. (source named in a comment)
+#   tests/data/abc2midi/notes.json  abc2midi's notes for each tune, flat: pitch, onset, duration,
+#                                   pitch, ... in ticks at 480 per quarter (= beats × 480), sorted
+#                                   by onset then pitch, read back from its MIDI file with mido
+#
+#   scripts/abc2midi-golden.sh [ABC_ROOT]       (needs abc2midi: apt-get install abcmidi; pip install mido)
+#
+# Flags that make abc2midi comparable with a plain score: -NGUI (chord symbols are not played as
+# accompaniment), `%%MIDI chordattack 0` (chord notes start together instead of 10 ticks apart),
+# and R: lines dropped from its copy (R:hornpipe makes abc2midi swing even pairs as a>b).
+# Everything else (grace notes taking a quarter of the next note, staccato, fermata) stays at
+# abc2midi's defaults, which cadenza's DSL follows; trills and rolls abc2midi expands into notes
+# and cadenza keeps as the written note, a known difference.
+set -euo pipefail
+root="${1:-corpus/music21/corpus}"
+out=tests/data/abc2midi
+command -v abc2midi >/dev/null || { echo "abc2midi not found: apt-get install abcmidi" >&2; exit 1; }
+mkdir -p "$out"
+python3 - "$root" "$out" <<'PY'
+import json, os, random, re, subprocess, sys, tempfile
+import mido
+
+root, out = sys.argv[1], sys.argv[2]
+SETS = ["essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs"]
+tunes = []
+for s in SETS:
+    for dp, _, fs in sorted(os.walk(os.path.join(root, s))):
+        for f in sorted(fs):
+            if not f.endswith(".abc"):
+                continue
+            text = open(os.path.join(dp, f), "rb").read().decode("latin-1")
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            # Tunes start at X: and end at a blank line (ABC 2.1).
+            for m in re.finditer(r"^X:[^\n]*\n(?:[^\n]*\S[^\n]*\n?)*", text, re.M):
+                body = m.group(0).rstrip("\n") + "\n"
+                if 200 <= len(body) <= 1500 and "\nK:" in body:
+                    x = m.group(0).split("\n", 1)[0][2:].strip()
+                    tunes.append((f"{s}/{os.path.relpath(os.path.join(dp, f), os.path.join(root, s))} X:{x}", body))
+rng = random.Random(20240521)
+picked = rng.sample(tunes, 340)
+
+version = subprocess.run(["abc2midi", "-ver"], capture_output=True, text=True).stdout.strip()
+abc_out, golden = [], []
+tmp = tempfile.mkdtemp()
+for source, body in picked:
+    if len(golden) == 300:
+        break
+    n = len(golden) + 1
+    lines = body.split("\n")
+    tune = "\n".join([f"X:{n}", f"% from the music21 corpus: {source}"] + lines[1:])
+    theirs = "\n".join([f"X:{n}", "%%MIDI chordattack 0"] + [l for l in lines[1:] if not l.startswith("R:")])
+    src, mid = os.path.join(tmp, "t.abc"), os.path.join(tmp, "t.mid")
+    open(src, "w").write(theirs)
+    if os.path.exists(mid):
+        os.remove(mid)
+    subprocess.run(["abc2midi", src, str(n), "-o", mid, "-NGUI", "-silent", "-quiet"], capture_output=True)
+    if not os.path.exists(mid):
+        continue
+    m = mido.MidiFile(mid)
+    notes = []
+    for track in m.tracks:
+        now, pending = 0, []
+        for e in track:
+            now += e.time
+            t = now * 480 // m.ticks_per_beat
+            if e.type == "note_on" and e.velocity > 0:
+                pending.append((e.channel, e.note, len(notes)))
+                notes.append([e.note, t, 0])
+            elif e.type in ("note_on", "note_off"):
+                for i, (c, p, idx) in enumerate(pending):
+                    if (c, p) == (e.channel, e.note):
+                        notes[idx][2] = t - notes[idx][1]
+                        del pending[i]
+                        break
+    if not notes:
+        continue
+    notes.sort(key=lambda n: (n[1], n[0], n[2]))
+    abc_out.append(tune.rstrip("\n") + "\n")
+    golden.append({"x": n, "notes": [v for note in notes for v in note]})
+
+open(os.path.join(out, "tunes.abc"), "w").write(
+    "% 300 folk tunes from the music21 corpus (public domain), picked by scripts/abc2midi-golden.sh\n\n"
+    + "\n".join(abc_out))
+json.dump({"abc2midi": version, "flags": "-NGUI, %%MIDI chordattack 0, R: dropped", "tunes": golden},
+          open(os.path.join(out, "notes.json"), "w"), separators=(",", ":"))
+print(f"{len(golden)} tunes, {sum(len(t['notes']) // 3 for t in golden)} notes; abc2midi {version}")
+PY
+ls -la "$out"
