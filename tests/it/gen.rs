@@ -579,13 +579,12 @@ impl LanguageModel for Uniform {
     fn new_state(&self, _batch: usize) -> Result<Box<dyn State>, ModelError> {
         Ok(Box::new(BigramState { len: 0 }))
     }
-    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
+    fn forward(&self, ids: &Tensor, _state: &mut dyn State) -> Result<Tensor, ModelError> {
         let (b, _) = ids.dims2()?;
         Ok(Tensor::zeros((b, self.vocab), candle_core::DType::F32, &self.device)?)
     }
-    fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
+    fn forward_all(&self, ids: &Tensor, _state: &mut dyn State) -> Result<Tensor, ModelError> {
         let (b, t) = ids.dims2()?;
-        let _ = state;
         Ok(Tensor::zeros((b, t, self.vocab), candle_core::DType::F32, &self.device)?)
     }
 }

@@ -621,6 +621,9 @@ impl Drop for Tmux {
 macro_rules! require_tmux {
     () => {
         if !tmux_available() {
+            // CI sets CADENZA_REQUIRE_TOOLS so that a missing tmux fails instead of passing
+            // silently; a developer's `cargo test` without tmux only skips these.
+            assert!(std::env::var_os("CADENZA_REQUIRE_TOOLS").is_none(), "tmux is required (apt-get install tmux)");
             eprintln!("SKIPPED: tmux is not installed (apt-get install tmux)");
             return;
         }
