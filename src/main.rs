@@ -1,6 +1,7 @@
 //! The `cadenza` binary: parses the command line and hands over to the library.
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// A terminal live-coding environment for neural symbolic music.
 #[derive(Parser, Debug)]
@@ -27,14 +28,36 @@ enum Command {
     Run(cadenza::cli::run::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Convert(a)) => cadenza::cli::convert::run(a),
         Some(Command::Train(a)) => cadenza::cli::train::run(a),
         Some(Command::Generate(a)) => cadenza::cli::generate::run(a),
         Some(Command::Score(a)) => cadenza::cli::likelihood::run(a),
         Some(Command::Run(a)) => cadenza::cli::run::run(a),
         None => cadenza::cli::repl::run(cli.repl),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// The error and those causes its message does not already quote. Our error types print their
+/// source inside their own message (a DSL error's caret must stay under its line), so anyhow's
+/// default report would print the same caret twice.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str("\ncaused by: ");
+            out.push_str(&c);
+        }
+    }
+    out
 }

@@ -264,6 +264,7 @@ pub struct Voice {
 /// Generation settings a prompt can carry in `%%` directives. Later layers read them; the score
 /// only keeps them so they travel with the music (and print back).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct GenSettings {
     pub model: Option<String>,
     pub temperature: Option<f64>,
@@ -271,6 +272,79 @@ pub struct GenSettings {
     pub top_p: Option<f64>,
     pub seed: Option<u64>,
     pub bars: Option<u32>,
+    /// `%%repetition_penalty 1.2` (1 = off).
+    pub repetition_penalty: Option<f64>,
+    /// Hard constraint `%%range C4 C6`: lowest and highest MIDI pitch, inclusive.
+    pub range: Option<(u8, u8)>,
+    /// Hard constraint `%%scale D dorian` or `%%scale 0 2 4 7 9`: allowed pitch classes
+    /// (0 = C .. 11 = B), sorted and without repeats.
+    pub pitch_classes: Option<Vec<u8>>,
+    /// Hard constraint `%%scale key`: keep to the key the prompt is in where generation starts.
+    pub in_key: bool,
+    /// Hard constraint `%%polyphony N`: at most N notes sounding at once.
+    pub max_polyphony: Option<u32>,
+    /// Hard constraint `%%whole_bars`: bars add up to the meter.
+    pub whole_bars: bool,
+}
+
+/// Scientific pitch name (`C4` = 60, sharps).
+pub fn pitch_name(p: u8) -> String {
+    const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
+    format!("{}{}", NAMES[p as usize % 12], p as i32 / 12 - 1)
+}
+
+/// Parses `C4`, `f#3`, `Bb5` or a MIDI number written as text.
+pub fn parse_pitch(s: &str) -> Option<u8> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return u8::try_from(n).ok().filter(|p| *p <= 127);
+    }
+    let mut chars = s.chars();
+    let letter = chars.next()?.to_ascii_uppercase();
+    let base: i32 = match letter {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => return None,
+    };
+    let rest: String = chars.collect();
+    let (alter, octave) = if let Some(r) = rest.strip_prefix('#') {
+        (1, r)
+    } else if let Some(r) = rest.strip_prefix('b') {
+        (-1, r)
+    } else {
+        (0, rest.as_str())
+    };
+    let octave: i32 = octave.parse().ok()?;
+    let p = (octave + 1) * 12 + base + alter;
+    u8::try_from(p).ok().filter(|p| *p <= 127)
+}
+
+/// Parses a pitch range written `C4..C6`, `C4-C6`, `C4 C6` or `55..84` (inclusive, low first).
+pub fn parse_pitch_range(s: &str) -> Result<(u8, u8), String> {
+    let s = s.trim();
+    let parts: Vec<&str> = if let Some((a, b)) = s.split_once("..") {
+        vec![a, b]
+    } else if s.contains(char::is_whitespace) {
+        s.split_whitespace().collect()
+    } else {
+        s.splitn(2, '-').collect()
+    };
+    let [lo, hi] = parts.as_slice() else {
+        return Err(format!("range `{s}` must be two pitches, like `C4..C6` or `55..84`"));
+    };
+    let pitch = |p: &str| {
+        parse_pitch(p).ok_or_else(|| format!("range `{s}`: `{}` is not a pitch (write C4, F#3, 60)", p.trim()))
+    };
+    let (lo, hi) = (pitch(lo)?, pitch(hi)?);
+    if lo > hi {
+        return Err(format!("range `{s}` is reversed: {} is above {}", pitch_name(lo), pitch_name(hi)));
+    }
+    Ok((lo, hi))
 }
 
 /// Everything about a score that is not a note.

@@ -1,6 +1,6 @@
 //! `cadenza generate`: continue a prompt with a model and write MIDI or ABC (or a folder of takes).
 
-use crate::gen::{Constraints, Generator, Length, Overrides, Request, Sampling, Take};
+use crate::gen::{Generator, Length, Overrides, Request, Take};
 use crate::score::Score;
 use anyhow::{bail, Context};
 use std::io::Write;
@@ -60,7 +60,10 @@ pub struct Args {
     /// Allowed pitch classes, comma separated (0 = C .. 11 = B), e.g. `0,2,4,7,9`.
     #[arg(long, value_delimiter = ',')]
     pub pitch_classes: Option<Vec<u8>>,
-    /// Allowed MIDI pitch range, `LOW-HIGH` (e.g. `55-84`).
+    /// Keep to a scale: `D dorian`, `A minor pentatonic`, `0 2 4 7 9` or `key` (as `--in-key`).
+    #[arg(long)]
+    pub scale: Option<String>,
+    /// Allowed pitch range, MIDI numbers or names: `55-84`, `G3..C6`.
     #[arg(long)]
     pub range: Option<String>,
     /// Most notes sounding at once.
@@ -87,13 +90,6 @@ pub fn read_score(path: &Path) -> anyhow::Result<Score> {
     }
 }
 
-fn parse_range(s: &str) -> anyhow::Result<(u8, u8)> {
-    let (lo, hi) = s.split_once('-').with_context(|| format!("range `{s}` must look like LOW-HIGH, e.g. 55-84"))?;
-    let lo: u8 = lo.trim().parse().with_context(|| format!("range `{s}`: `{lo}` is not a MIDI pitch"))?;
-    let hi: u8 = hi.trim().parse().with_context(|| format!("range `{s}`: `{hi}` is not a MIDI pitch"))?;
-    Ok((lo, hi))
-}
-
 /// Builds the request the arguments describe (prompt `%%` settings fill what flags leave out).
 pub fn request(args: &Args) -> anyhow::Result<Request> {
     let prompt = match (&args.prompt, &args.abc) {
@@ -105,51 +101,54 @@ pub fn request(args: &Args) -> anyhow::Result<Request> {
         }
         (None, None) => Score::new(),
     };
-    let g = &prompt.meta.gen;
-    let mut overrides =
+    let mut req = Request::from_prompt(prompt, Length::Bars(8));
+    req.overrides =
         Overrides { style: args.style.clone(), instrument: args.instrument.clone(), ..Overrides::default() };
     if let Some(k) = &args.key {
-        overrides.key = Some(
+        req.overrides.key = Some(
             crate::dsl::fields::key_value(k)
                 .map_err(|e| anyhow::anyhow!("--key {k}: expected {} at character {}", e.expected, e.at + 1))?,
         );
     }
     if let Some(m) = &args.meter {
-        overrides.meter = Some(
+        req.overrides.meter = Some(
             crate::dsl::fields::meter_value(m)
                 .map_err(|e| anyhow::anyhow!("--meter {m}: expected {} at character {}", e.expected, e.at + 1))?,
         );
     }
-    let length = match (args.bars, args.notes, args.seconds, args.tokens) {
-        (Some(b), ..) => Length::Bars(b),
-        (_, Some(n), ..) => Length::Notes(n),
-        (_, _, Some(s), _) => Length::Seconds(s),
-        (_, _, _, Some(t)) => Length::Tokens(t),
-        _ => Length::Bars(g.bars.unwrap_or(8)),
-    };
-    let d = Sampling::default();
-    let sampling = Sampling {
-        temperature: args.temperature.or(g.temperature).unwrap_or(d.temperature),
-        top_k: args.top_k.or(g.top_k.map(|k| k as usize)).unwrap_or(d.top_k),
-        top_p: args.top_p.or(g.top_p).unwrap_or(d.top_p),
-        repetition_penalty: args.repetition_penalty.unwrap_or(d.repetition_penalty),
-        repetition_window: d.repetition_window,
-    };
-    let mut constraints = Constraints {
-        pitch_classes: args.pitch_classes.clone(),
-        range: args.range.as_deref().map(parse_range).transpose()?,
-        max_polyphony: args.max_polyphony,
-        whole_bars: args.whole_bars,
-        bars: None,
-    };
-    if args.in_key {
-        let key = overrides.key.clone().unwrap_or_else(|| prompt.key());
-        constraints.pitch_classes = Some(key.pitch_classes());
+    match (args.bars, args.notes, args.seconds, args.tokens) {
+        (Some(b), ..) => req.length = Length::Bars(b),
+        (_, Some(n), ..) => req.length = Length::Notes(n),
+        (_, _, Some(s), _) => req.length = Length::Seconds(s),
+        (_, _, _, Some(t)) => req.length = Length::Tokens(t),
+        _ => {}
     }
-    let seed = args.seed.or(g.seed).unwrap_or_else(|| {
+    let s = &mut req.sampling;
+    s.temperature = args.temperature.unwrap_or(s.temperature);
+    s.top_k = args.top_k.unwrap_or(s.top_k);
+    s.top_p = args.top_p.unwrap_or(s.top_p);
+    s.repetition_penalty = args.repetition_penalty.unwrap_or(s.repetition_penalty);
+    let c = &mut req.constraints;
+    if let Some(pcs) = &args.pitch_classes {
+        c.pitch_classes = Some(pcs.clone());
+    }
+    if let Some(v) = &args.scale {
+        match crate::dsl::fields::scale_value(v).map_err(|e| anyhow::anyhow!("--scale {v}: expected {}", e.expected))? {
+            crate::dsl::fields::ScaleValue::Key => c.in_key = true,
+            crate::dsl::fields::ScaleValue::PitchClasses(pcs) => c.pitch_classes = Some(pcs),
+        }
+    }
+    if let Some(r) = &args.range {
+        c.range = Some(crate::score::parse_pitch_range(r).map_err(|e| anyhow::anyhow!("--range: {e}"))?);
+    }
+    c.max_polyphony = args.max_polyphony.or(c.max_polyphony);
+    c.whole_bars |= args.whole_bars;
+    c.in_key |= args.in_key;
+    let from_prompt = req.prompt.meta.gen.seed;
+    req.seed = args.seed.or(from_prompt).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
     });
-    Ok(Request { prompt, overrides, sampling, length, constraints, seed })
+    Ok(req)
 }
 
 fn write_take(take: &Take, path: &Path) -> anyhow::Result<()> {

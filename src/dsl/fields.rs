@@ -109,6 +109,60 @@ pub fn key_value(v: &str) -> Result<Key, FieldError> {
     Ok(key)
 }
 
+/// What a `%%scale` directive (or `gen`'s `scale` option) asks generation to keep to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleValue {
+    /// `key`: the key the prompt is in where generation starts.
+    Key,
+    /// A set of pitch classes (0 = C .. 11 = B), sorted, without repeats.
+    PitchClasses(Vec<u8>),
+}
+
+/// scale_value = "key" | pitch_class , { [","] , pitch_class } | key_value , ["pentatonic"] :
+/// `key`, `0 2 4 7 9`, `0,2,4,7,9`, `D dorian`, `Ador`, `F#m`, `A minor pentatonic`,
+/// `G pentatonic`. A pentatonic scale is the minor one (1 b3 4 5 b7) on a minor-like mode, else
+/// the major one (1 2 3 5 6).
+pub fn scale_value(v: &str) -> Result<ScaleValue, FieldError> {
+    let v = v.trim();
+    const EXPECTED: &str = "a scale like `key`, `D dorian`, `A minor pentatonic` or `0 2 4 7 9`";
+    if v.is_empty() {
+        return err(0, EXPECTED);
+    }
+    if v == "key" {
+        return Ok(ScaleValue::Key);
+    }
+    if v.as_bytes()[0].is_ascii_digit() {
+        let mut pcs = Vec::new();
+        for (at, w) in words(&v.replace(',', " ")) {
+            match w.parse::<u8>() {
+                Ok(pc) if pc < 12 => pcs.push(pc),
+                _ => return err(at, "a pitch class from 0 (C) to 11 (B)"),
+            }
+        }
+        pcs.sort_unstable();
+        pcs.dedup();
+        return Ok(ScaleValue::PitchClasses(pcs));
+    }
+    let (key_text, pentatonic) = match v.strip_suffix("pentatonic") {
+        Some(k) => (k.trim_end(), true),
+        None => (v, false),
+    };
+    if key_text.is_empty() {
+        return err(0, EXPECTED);
+    }
+    let key = key_value(key_text).map_err(|_| FieldError { at: 0, expected: EXPECTED })?;
+    if key.none {
+        return err(0, EXPECTED);
+    }
+    if !pentatonic {
+        return Ok(ScaleValue::PitchClasses(key.pitch_classes()));
+    }
+    let steps: [u8; 5] = if key.mode.is_minor_like() { [0, 3, 5, 7, 10] } else { [0, 2, 4, 7, 9] };
+    let mut pcs: Vec<u8> = steps.iter().map(|s| (key.tonic_pc() + s) % 12).collect();
+    pcs.sort_unstable();
+    Ok(ScaleValue::PitchClasses(pcs))
+}
+
 /// Explicit accidentals after the key (`^f _b =c`); clef and transposition words are skipped.
 fn extras<'a>(mut key: Key, ws: impl Iterator<Item = (usize, &'a str)>) -> Result<Key, FieldError> {
     for (_, w) in ws {

@@ -18,7 +18,7 @@
 
 use super::ast::{self, BarKind, Item, RestKind, Tune};
 use super::diagnostics::DslError;
-use super::fields::{key_value, meter_value, tempo_value, unit_value, FieldError};
+use super::fields::{self, key_value, meter_value, tempo_value, unit_value, FieldError};
 use super::instruments;
 use crate::score::{Key, Meta, Note, Score, Voice, LETTER_SEMITONES};
 use crate::time::{bpm_to_micros, Meter, MeterSymbol, TempoMap, Tick, WHOLE};
@@ -610,6 +610,35 @@ impl<'s> Lowerer<'s> {
             "seed" => self.meta.gen.seed = Some(value.parse().map_err(|_| at("a whole number for the seed"))?),
             "bars" => self.meta.gen.bars = Some(value.parse().map_err(|_| at("a whole number of bars"))?),
             "model" => self.meta.gen.model = text(),
+            "repetition_penalty" => {
+                self.meta.gen.repetition_penalty = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| *p > 0.0)
+                        .ok_or_else(|| at("a repetition penalty like 1.2 (1 = off)"))?,
+                )
+            }
+            "range" => {
+                self.meta.gen.range = Some(
+                    crate::score::parse_pitch_range(value)
+                        .map_err(|_| at("a pitch range like `C4 C6`, `D4..B5` or `55 84`, low first"))?,
+                )
+            }
+            "scale" => match fields::scale_value(value).map_err(|e| at(e.expected))? {
+                fields::ScaleValue::Key => self.meta.gen.in_key = true,
+                fields::ScaleValue::PitchClasses(pcs) => self.meta.gen.pitch_classes = Some(pcs),
+            },
+            "polyphony" => {
+                self.meta.gen.max_polyphony = Some(
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| at("the most notes sounding at once, 1 or more"))?,
+                )
+            }
+            "whole_bars" => self.meta.gen.whole_bars = true,
             "MIDI" => self.midi_directive(value),
             _ => {}
         }

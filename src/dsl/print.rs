@@ -171,6 +171,25 @@ pub fn print(score: &Score) -> String {
     if let Some(v) = g.bars {
         let _ = writeln!(out, "%%bars {v}");
     }
+    if let Some(v) = g.repetition_penalty {
+        let _ = writeln!(out, "%%repetition_penalty {v}");
+    }
+    if let Some((lo, hi)) = g.range {
+        let _ = writeln!(out, "%%range {} {}", crate::score::pitch_name(lo), crate::score::pitch_name(hi));
+    }
+    if g.in_key {
+        out.push_str("%%scale key\n");
+    }
+    if let Some(pcs) = &g.pitch_classes {
+        let list: Vec<String> = pcs.iter().map(u8::to_string).collect();
+        let _ = writeln!(out, "%%scale {}", list.join(" "));
+    }
+    if let Some(v) = g.max_polyphony {
+        let _ = writeln!(out, "%%polyphony {v}");
+    }
+    if g.whole_bars {
+        out.push_str("%%whole_bars\n");
+    }
     let _ = writeln!(out, "M:{}", score.meter());
     out.push_str("L:1/8\n");
     if m.tempo != TempoMap::default() {

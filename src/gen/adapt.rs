@@ -19,7 +19,8 @@ pub fn effects(encoding: &dyn Encoding) -> Effects {
 fn effect_of(kind: &TokenKind, step: crate::time::Tick) -> Effect {
     match kind {
         TokenKind::Cond(c) if c.category == Category::Meter => Effect::MeterChange,
-        TokenKind::Pad | TokenKind::Bos | TokenKind::Cond(_) | TokenKind::Velocity(_) => Effect::Other,
+        TokenKind::Pad | TokenKind::Bos | TokenKind::Cond(_) => Effect::Other,
+        TokenKind::Velocity(_) => Effect::NoteLead,
         TokenKind::Eos => Effect::End,
         TokenKind::Bar => Effect::Bar,
         TokenKind::Position(t) => Effect::Position(*t),

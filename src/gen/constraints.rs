@@ -17,6 +17,9 @@ pub enum Effect {
     Other,
     /// Starts a note of this pitch at the current position (notewise note-on, REMI pitch).
     NoteOn(u8),
+    /// Must be followed by a note start (REMI velocity): allowed only where a note may start,
+    /// or a take could walk into a state where the grammar and the rules allow nothing.
+    NoteLead,
     /// Ends the sounding note of this pitch (notewise note-off).
     NoteOff(u8),
     /// Sets the duration of the note started last (REMI duration).
@@ -64,6 +67,9 @@ impl Effects {
 pub struct Constraints {
     /// Allowed pitch classes (0 = C .. 11 = B), e.g. from `Key::pitch_classes`.
     pub pitch_classes: Option<Vec<u8>>,
+    /// Keep to the key of the (conditioned) prompt where generation starts; resolved into
+    /// `pitch_classes` (intersected with them when both are set) when the job starts.
+    pub in_key: bool,
     /// Lowest and highest allowed MIDI pitch, inclusive.
     pub range: Option<(u8, u8)>,
     /// Most notes sounding at once (1 = monophonic).
@@ -209,7 +215,7 @@ impl Tracker {
         match effect {
             // Constrained takes never change meter (the mask forbids it); elsewhere bars are
             // not counted, so the tracker can ignore the change.
-            Effect::Other | Effect::MeterChange => {}
+            Effect::Other | Effect::MeterChange | Effect::NoteLead => {}
             Effect::NoteOn(p) => {
                 self.sounding.push(Sounding { pitch: *p, end: None });
                 self.pending = Some(self.sounding.len() - 1);
@@ -269,6 +275,9 @@ impl Tracker {
         let in_bar = self.bar_start.map(|b| self.pos.saturating_sub(b));
         let open = self.sounding.iter().any(|s| s.end.is_none());
         let at_end = self.end.is_some_and(|e| self.pos >= e);
+        let note_may_start = !at_end
+            && self.pending.is_none_or(|_| !effects.table.iter().any(|e| matches!(e, Effect::Duration(_))))
+            && r.max_polyphony.is_none_or(|m| self.sounding_at(self.pos) < m);
         for (id, ok) in allowed.iter_mut().enumerate() {
             if !*ok {
                 continue;
@@ -282,11 +291,7 @@ impl Tracker {
                 Effect::Other | Effect::NoteOff(_) => true,
                 // Bars are counted and checked in the request's meter.
                 Effect::MeterChange => !r.whole_bars && r.bars.is_none(),
-                Effect::NoteOn(_) => {
-                    !at_end
-                        && self.pending.is_none_or(|_| !effects.table.iter().any(|e| matches!(e, Effect::Duration(_))))
-                        && r.max_polyphony.is_none_or(|m| self.sounding_at(self.pos) < m)
-                }
+                Effect::NoteOn(_) | Effect::NoteLead => note_may_start,
                 Effect::Duration(d) => self.end.is_none_or(|end| self.pos + d <= end),
                 Effect::Advance(d) => {
                     let to = self.pos + d;
@@ -312,7 +317,11 @@ impl Tracker {
                 Effect::Position(t) => {
                     let b = self.bar_start.unwrap_or(self.pos - self.pos % self.bar_ticks);
                     let to = b + t;
-                    (!r.whole_bars || *t < self.bar_ticks) && to >= self.pos && self.end.is_none_or(|end| to < end)
+                    // A position is always followed by a note (REMI), so one must fit there.
+                    (!r.whole_bars || *t < self.bar_ticks)
+                        && to >= self.pos
+                        && self.end.is_none_or(|end| to < end)
+                        && r.max_polyphony.is_none_or(|m| self.sounding_at(to) < m)
                 }
                 Effect::Chord { step, .. } => !at_end && self.end.is_none_or(|end| self.pos + step <= end),
                 // With a bar count the model may end only at the limit or, where bars are

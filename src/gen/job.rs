@@ -90,13 +90,48 @@ impl Request {
         p
     }
 
-    /// Constraints with the length's bar count folded in.
+    /// Constraints with the length's bar count and the key (for `in_key`) folded in.
     fn effective_constraints(&self) -> Constraints {
         let mut c = self.constraints.clone();
         if let Length::Bars(n) = self.length {
             c.bars = Some(n);
         }
+        if c.in_key {
+            let p = self.conditioned_prompt();
+            let key = p.key_at(p.length);
+            let in_key = key.pitch_classes();
+            c.pitch_classes = Some(match c.pitch_classes.take() {
+                Some(pcs) => pcs.into_iter().filter(|pc| in_key.contains(pc)).collect(),
+                None => in_key,
+            });
+            c.in_key = false;
+        }
         c
+    }
+
+    /// A request continuing `prompt` with what its `%%` directives set (length, sampling,
+    /// constraints, seed; `default_length` when it names no `%%bars`). Callers then override
+    /// what their own flags or options set, so a prompt file alone reproduces a take.
+    pub fn from_prompt(prompt: Score, default_length: Length) -> Self {
+        let g = prompt.meta.gen.clone();
+        let d = Sampling::default();
+        let sampling = Sampling {
+            temperature: g.temperature.unwrap_or(d.temperature),
+            top_k: g.top_k.map_or(d.top_k, |k| k as usize),
+            top_p: g.top_p.unwrap_or(d.top_p),
+            repetition_penalty: g.repetition_penalty.unwrap_or(d.repetition_penalty),
+            ..d
+        };
+        let constraints = Constraints {
+            pitch_classes: g.pitch_classes.clone(),
+            in_key: g.in_key,
+            range: g.range,
+            max_polyphony: g.max_polyphony.map(|n| n as usize),
+            whole_bars: g.whole_bars,
+            bars: None,
+        };
+        let length = g.bars.map_or(default_length, Length::Bars);
+        Request { prompt, overrides: Overrides::default(), sampling, length, constraints, seed: g.seed.unwrap_or(0) }
     }
 
     fn validate(&self) -> Result<(), GenError> {
@@ -278,6 +313,14 @@ impl Session {
             Length::Bars(b) => Some(b),
             _ => None,
         };
+        meta.gen.repetition_penalty =
+            (request.sampling.repetition_penalty != 1.0).then_some(request.sampling.repetition_penalty);
+        let c = &request.constraints;
+        meta.gen.pitch_classes = c.pitch_classes.clone();
+        meta.gen.in_key = c.in_key;
+        meta.gen.range = c.range;
+        meta.gen.max_polyphony = c.max_polyphony.map(|n| n as u32);
+        meta.gen.whole_bars = c.whole_bars;
         let record_base = TakeRecord {
             model: gen.name().to_string(),
             model_hash: gen.model_hash().to_string(),

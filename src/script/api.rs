@@ -56,42 +56,7 @@ pub fn summary(s: &Score) -> String {
     out
 }
 
-/// Scientific pitch name (`C4` = 60, sharps).
-pub fn pitch_name(p: u8) -> String {
-    const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
-    format!("{}{}", NAMES[p as usize % 12], p as i32 / 12 - 1)
-}
-
-/// Parses `C4`, `f#3`, `Bb5` or a MIDI number written as text.
-pub fn parse_pitch(s: &str) -> Option<u8> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i64>() {
-        return u8::try_from(n).ok().filter(|p| *p <= 127);
-    }
-    let mut chars = s.chars();
-    let letter = chars.next()?.to_ascii_uppercase();
-    let base: i32 = match letter {
-        'C' => 0,
-        'D' => 2,
-        'E' => 4,
-        'F' => 5,
-        'G' => 7,
-        'A' => 9,
-        'B' => 11,
-        _ => return None,
-    };
-    let rest: String = chars.collect();
-    let (alter, octave) = if let Some(r) = rest.strip_prefix('#') {
-        (1, r)
-    } else if let Some(r) = rest.strip_prefix('b') {
-        (-1, r)
-    } else {
-        (0, rest.as_str())
-    };
-    let octave: i32 = octave.parse().ok()?;
-    let p = (octave + 1) * 12 + base + alter;
-    u8::try_from(p).ok().filter(|p| *p <= 127)
-}
+pub use crate::score::{parse_pitch, pitch_name};
 
 /// How the REPL prints a result.
 pub fn describe(v: &Dynamic) -> String {
@@ -190,6 +155,37 @@ fn dyn_pitch(v: &Dynamic, key: &str) -> Res<u8> {
     err(format!("`{key}` must be a pitch (number or name like \"C4\")"))
 }
 
+/// `scale`: a name (`"D dorian"`, `"A minor pentatonic"`) or an array of pitch classes.
+/// `scale: "key"` is `in_key: true` and leaves the pitch classes to the key.
+fn scale_opt(m: &Map) -> Res<Option<Vec<u8>>> {
+    let Some(v) = m.get("scale") else { return Ok(None) };
+    if let Some(a) = v.clone().try_cast::<Array>() {
+        let mut pcs = Vec::new();
+        for x in a {
+            match x.as_int() {
+                Ok(pc) if (0..12).contains(&pc) => pcs.push(pc as u8),
+                _ => return err(format!("gen: `scale` pitch classes run from 0 (C) to 11 (B), not {x}")),
+            }
+        }
+        pcs.sort_unstable();
+        pcs.dedup();
+        return Ok(Some(pcs));
+    }
+    let text = v.to_string();
+    match crate::dsl::fields::scale_value(&text) {
+        Ok(crate::dsl::fields::ScaleValue::Key) => Ok(None),
+        Ok(crate::dsl::fields::ScaleValue::PitchClasses(pcs)) => Ok(Some(pcs)),
+        Err(e) => err(format!("gen: `scale` \"{text}\": expected {}", e.expected)),
+    }
+}
+
+fn map_bool(m: &Map, key: &str) -> Res<Option<bool>> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).or_else(|_| err(format!("gen: `{key}` must be true or false"))),
+    }
+}
+
 /// The options map of `gen`, checked: unknown keys are errors, so a typo is not ignored.
 pub fn gen_opts(m: &Map) -> Res<GenOpts> {
     const KNOWN: &[&str] = &[
@@ -203,6 +199,10 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         "style",
         "key",
         "range",
+        "scale",
+        "in_key",
+        "max_polyphony",
+        "whole_bars",
         "model",
         "repetition_penalty",
         "composer",
@@ -260,6 +260,11 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         key: map_str(m, "key")?,
         meter: map_str(m, "meter")?,
         range,
+        pitch_classes: scale_opt(m)?,
+        in_key: map_bool(m, "in_key")?
+            .or(m.get("scale").is_some_and(|v| v.is_string() && v.to_string().trim() == "key").then_some(true)),
+        max_polyphony: pos("max_polyphony", map_int(m, "max_polyphony")?)?,
+        whole_bars: map_bool(m, "whole_bars")?,
         model: map_str(m, "model")?,
         repetition_penalty: map_float(m, "repetition_penalty")?,
     })

@@ -2,7 +2,7 @@
 
 use super::loops::Loops;
 use super::Options;
-use crate::gen::{Generator, Length, Request, Sampling};
+use crate::gen::{Generator, Length, Request};
 use crate::play::{At, Engine, FakeClock, PlayOpts, Producer};
 use crate::score::Score;
 use crate::sink::out::MidiOut;
@@ -33,6 +33,12 @@ pub struct GenOpts {
     pub key: Option<String>,
     pub meter: Option<String>,
     pub range: Option<(u8, u8)>,
+    /// `scale: "D dorian"` / `[0, 2, 4, 7, 9]`: allowed pitch classes.
+    pub pitch_classes: Option<Vec<u8>>,
+    /// Keep to the key; `None` = yes when `key` is given, else as the prompt's `%%scale` says.
+    pub in_key: Option<bool>,
+    pub max_polyphony: Option<u32>,
+    pub whole_bars: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
 }
@@ -276,17 +282,8 @@ impl Stage {
             out.length = out.length.max(end);
             out = out.slice_ticks(0, end);
         }
-        out.meta.gen = crate::score::GenSettings {
-            model: Some(g.name().to_string()),
-            temperature: Some(request.sampling.temperature),
-            top_k: Some(request.sampling.top_k as u32),
-            top_p: Some(request.sampling.top_p),
-            seed: Some(request.seed),
-            bars: match request.length {
-                Length::Bars(b) => Some(b),
-                _ => None,
-            },
-        };
+        // What made the take (sampling, constraints, seed) travels with it and prints back.
+        out.meta.gen = take.score.meta.gen.clone();
         Ok(out)
     }
 
@@ -310,31 +307,39 @@ impl Stage {
         if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
             prompt.meta.tempo = crate::time::TempoMap::constant(self.tempo());
         }
-        let length = match (opts.bars, opts.notes, opts.tokens) {
-            (Some(b), _, _) => Length::Bars(b),
-            (None, Some(n), _) => Length::Notes(n as usize),
-            (None, None, Some(t)) => Length::Tokens(t as usize),
-            (None, None, None) => Length::Bars(4),
-        };
-        let mut request = Request::new(prompt, length);
-        let d = Sampling::default();
-        request.sampling = Sampling {
-            temperature: opts.temperature.unwrap_or(d.temperature),
-            top_k: opts.top_k.map_or(d.top_k, |k| k as usize),
-            top_p: opts.top_p.unwrap_or(d.top_p),
-            repetition_penalty: opts.repetition_penalty.unwrap_or(d.repetition_penalty),
-            ..d
-        };
+        let mut request = Request::from_prompt(prompt, Length::Bars(4));
+        match (opts.bars, opts.notes, opts.tokens) {
+            (Some(b), _, _) => request.length = Length::Bars(b),
+            (None, Some(n), _) => request.length = Length::Notes(n as usize),
+            (None, None, Some(t)) => request.length = Length::Tokens(t as usize),
+            (None, None, None) => {}
+        }
+        let s = &mut request.sampling;
+        s.temperature = opts.temperature.unwrap_or(s.temperature);
+        s.top_k = opts.top_k.map_or(s.top_k, |k| k as usize);
+        s.top_p = opts.top_p.unwrap_or(s.top_p);
+        s.repetition_penalty = opts.repetition_penalty.unwrap_or(s.repetition_penalty);
         // The session's style applies only to models conditioned on style.
         let default_style = self.style().filter(|_| !g.styles().is_empty());
         request.overrides.style = opts.style.clone().or(default_style);
         request.overrides.instrument = opts.instrument.clone();
         request.overrides.meter = meter;
-        if let Some(k) = &key {
-            request.constraints.pitch_classes = Some(k.pitch_classes());
-            request.overrides.key = Some(k.clone());
+        let c = &mut request.constraints;
+        // `key: "Dmix"` conditions on the key and keeps every note in it, unless `in_key: false`.
+        c.in_key = opts.in_key.unwrap_or(key.is_some() || c.in_key);
+        request.overrides.key = key;
+        if opts.pitch_classes.is_some() {
+            c.pitch_classes = opts.pitch_classes.clone();
         }
-        request.constraints.range = opts.range;
+        if opts.range.is_some() {
+            c.range = opts.range;
+        }
+        if let Some(n) = opts.max_polyphony {
+            c.max_polyphony = Some(n as usize);
+        }
+        c.whole_bars = opts.whole_bars.unwrap_or(c.whole_bars);
+        // A prompt's `%%seed` is not used here: a take carries the seed that made it, and a loop
+        // that continues its last take would otherwise play the same answer every cycle.
         request.seed = opts.seed.unwrap_or_else(|| self.next_seed());
         Ok(request)
     }

@@ -23,36 +23,32 @@
 //! vocabulary use [`build`] (chordwise needs the training Scores to collect its chords) or the
 //! encodings' own `new(Config)`.
 //!
-//! # Grammar masks and constraints (for `gen`)
+//! # Grammar masks (for `gen`)
 //! Each id has a [`TokenKind`] (`encoding.kinds()[id]`): what it does to the music, so `gen`
 //! never parses token strings. Per step, with the decoder that has seen every id so far:
 //! ```ignore
 //! let mut allowed = vec![true; enc.vocab().len()];
-//! enc.mask(decoder.as_ref(), &constraints, &mut allowed); // grammar + hard constraints
+//! decoder.mask(&mut allowed); // the grammar
+//! // `gen::constraints::Tracker::mask` then clears what the user's hard rules forbid
 //! // sample among allowed ids, then:
 //! let notes = decoder.push(id);
 //! ```
-//! [`Decoder::mask`] alone gives the grammar (what may follow at all: in REMI a `Duration` must
+//! [`Decoder::mask`] gives the grammar (what may follow at all: in REMI a `Duration` must
 //! follow a `Pitch`, positions increase within a bar, nothing but `Bar` before the first bar).
-//! [`mask::Constraints`] adds the hard rules: allowed pitch classes, pitch range, maximum
-//! polyphony, time that stops at bar lines (`whole_bars`), and an `end` tick
-//! (`Constraints { .. }.bars_from(&decoder.state(), n)`: exactly n more bars, then only
-//! `<eos>`; a mask that allows nothing means the constraints contradict). Masks only clear entries, so several can be combined on one buffer; an id the mask
-//! allows is always accepted by `push` (never skipped). [`Decoder::state`] exposes the position,
-//! bar and sounding notes for anyone who wants their own rules.
+//! Masks only clear entries, so several can be combined on one buffer; an id the mask allows is
+//! always accepted by `push` (never skipped). The hard rules users set (key, range, polyphony,
+//! bar count) live in `gen::constraints`, which sees ids only through their [`TokenKind`].
 
 use crate::score::{Note, Score};
 use crate::time::Tick;
 
 pub mod chordwise;
 pub mod condition;
-pub mod mask;
 pub mod notewise;
 pub mod remi;
 pub mod vocab;
 
 pub use condition::{Category, CondSpec, CondTable, CondToken};
-pub use mask::Constraints;
 pub use vocab::Vocab;
 
 /// Errors from encoding or loading vocabularies.
@@ -177,14 +173,6 @@ pub trait Encoding: Send + Sync {
     }
     /// Ticks per grid step: every time this encoding writes is a multiple of it.
     fn step(&self) -> Tick;
-    /// Clears in `out` (one entry per id) every id that may not come next: the grammar given
-    /// the decoder's state, then the hard `constraints`. Entries already false stay false.
-    fn mask(&self, decoder: &dyn Decoder, constraints: &Constraints, out: &mut [bool]) {
-        decoder.mask(out);
-        if !constraints.is_empty() {
-            mask::apply(self.kinds(), self.step(), &decoder.state(), constraints, out);
-        }
-    }
 }
 
 /// Result of decoding: the score and how many ids were skipped as invalid.

@@ -630,6 +630,42 @@ fn real_encodings_obey_every_constraint_under_a_uniform_model() {
     }
 }
 
+/// A prompt file alone sets the length, sampling and hard constraints (`%%` directives), and
+/// the take carries them back so printing it reproduces the request.
+#[test]
+fn prompt_directives_set_the_request_and_travel_with_the_take() {
+    let text = "X:1\n%%bars 3\n%%seed 11\n%%temperature 1.5\n%%scale A minor pentatonic\n%%range A3 A5\n\
+                %%polyphony 1\n%%whole_bars\nM:3/4\nL:1/8\nK:Am\nA2 c2 e2|\n";
+    let prompt = cadenza::dsl::parse(text).unwrap();
+    let r = Request::from_prompt(prompt.clone(), Length::Bars(8));
+    assert_eq!((r.length, r.seed, r.sampling.temperature), (Length::Bars(3), 11, 1.5));
+    assert_eq!(r.constraints.pitch_classes, Some(vec![0, 2, 4, 7, 9]));
+    assert_eq!(
+        (r.constraints.range, r.constraints.max_polyphony, r.constraints.whole_bars),
+        (Some((57, 81)), Some(1), true)
+    );
+    let g = real_gen("remi");
+    for take in g.generate_batch(&r, 4).unwrap() {
+        let bar = Meter::new(3, 4).bar_ticks();
+        assert_eq!(take.score.length, prompt.length + 3 * bar);
+        for n in take.notes.iter().filter(|n| n.start >= prompt.length) {
+            assert!([0, 2, 4, 7, 9].contains(&(n.pitch % 12)) && (57..=81).contains(&n.pitch), "{n:?}");
+        }
+        assert!(sounding_at_most(&take.notes, 1));
+        let back = cadenza::dsl::parse(&cadenza::dsl::print(&take.score)).unwrap();
+        assert_eq!(back.meta.gen, take.score.meta.gen, "the settings print back");
+        assert_eq!(back.meta.gen.pitch_classes, Some(vec![0, 2, 4, 7, 9]));
+    }
+    // `%%scale key` keeps to the key the generation starts in (the prompt's, or the override's).
+    let mut r = Request::from_prompt(cadenza::dsl::parse("X:1\n%%scale key\nK:Bb\nB2d2|\n").unwrap(), Length::Bars(2));
+    r.overrides.key = Some(Key::new(1, 0, cadenza::score::Mode::Major));
+    assert!(r.constraints.in_key);
+    let d_major = Key::new(1, 0, cadenza::score::Mode::Major).pitch_classes();
+    for take in g.generate_batch(&r, 3).unwrap() {
+        assert!(take.notes.iter().filter(|n| n.start >= r.prompt.length).all(|n| d_major.contains(&(n.pitch % 12))));
+    }
+}
+
 // ---------------------------------------------------------------- the bundled folk model
 
 /// The committed folk model, if this checkout has it (it is trained in the background and

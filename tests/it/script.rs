@@ -343,6 +343,14 @@ fn gen_continues_a_prompt_repeatably_within_its_constraints() {
     let c = score_of(s.eval(r#"gen(t, #{bars: 2, seed: 9, key: "D", range: "C4..C5"})"#).unwrap());
     let d_major = [1u8, 2, 4, 6, 7, 9, 11];
     assert!(c.notes.iter().all(|n| d_major.contains(&(n.pitch % 12)) && (60..=72).contains(&n.pitch)), "{c:?}");
+    // A named scale, monophony and a prompt's own `%%range` hold too.
+    let e = score_of(s.eval(r#"gen(t, #{bars: 2, seed: 3, scale: "E minor pentatonic", max_polyphony: 1})"#).unwrap());
+    assert!(e.notes.iter().all(|n| [2u8, 4, 7, 9, 11].contains(&(n.pitch % 12))), "{e:?}");
+    let _ = s.eval(&format!("let r = abc({:?});", KESH.replace("K:", "%%range G4 G5\nK:"))).unwrap();
+    let f = score_of(s.eval("gen(r, #{bars: 2, seed: 4})").unwrap());
+    assert!(f.notes.iter().all(|n| (67..=79).contains(&n.pitch)), "{f:?}");
+    assert_eq!(f.meta.gen.range, Some((67, 79)), "the take records the range it kept to");
+    assert!(s.eval(r#"gen(t, #{scale: "H lydian"})"#).unwrap_err().to_string().contains("expected a scale"));
     // Likelihood comes back as numbers per note and per bar.
     let ll = s.eval("score_ll(t)").unwrap().try_cast::<rhai::Map>().unwrap();
     let total = ll["total"].as_float().unwrap();
