@@ -95,8 +95,10 @@ pub fn request(args: &Args) -> anyhow::Result<Request> {
     let prompt = match (&args.prompt, &args.abc) {
         (Some(p), _) => read_score(p)?,
         (None, Some(text)) => {
+            // Shells pass `\n` literally; ABC never writes it, so it means a line break here.
+            let text = text.replace("\\n", "\n");
             // A bare line of notes is a fine prompt: add the header ABC requires.
-            let text = if text.trim_start().starts_with("X:") { text.clone() } else { format!("X:1\n{text}\n") };
+            let text = if text.trim_start().starts_with("X:") { text } else { format!("X:1\n{text}\n") };
             crate::dsl::parse(&text).map_err(|e| anyhow::anyhow!("--abc: {e}"))?
         }
         (None, None) => Score::new(),
