@@ -513,6 +513,22 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
     let c = w.clone();
     engine.register_fn("out", move |name: &str| -> Res<String> { ctx_of(&c)?.stage.out(name).or_else(err) });
     let c = w.clone();
+    engine.register_fn("in_ports", move || -> Res<Array> {
+        Ok(ctx_of(&c)?.stage.input_ports().or_else(err)?.into_iter().map(Dynamic::from).collect())
+    });
+    let c = w.clone();
+    engine.register_fn("listen", move |port: &str| -> Res<String> { ctx_of(&c)?.stage.listen(port).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("listen", move || -> Res<String> { ctx_of(&c)?.stage.listen("").or_else(err) });
+    let c = w.clone();
+    engine.register_fn("heard", move || -> Res<Score> { ctx_of(&c)?.stage.heard().or_else(err) });
+    let c = w.clone();
+    engine.register_fn("send_clock", move |on: bool| -> Res<()> { ctx_of(&c)?.stage.send_clock(on).or_else(err) });
+    let c = w.clone();
+    engine.register_fn("follow_clock", move |port: &str| -> Res<()> {
+        ctx_of(&c)?.stage.follow_clock(port).or_else(err)
+    });
+    let c = w.clone();
     engine.register_fn("panic", move || -> Res<()> {
         ctx_of(&c)?.stage.panic();
         Ok(())

@@ -122,6 +122,40 @@ pub const TOPICS: &[Topic] = &[
         example: r#"// out("FLUID"); out("0");"#,
     },
     Topic {
+        name: "in_ports",
+        signature: "in_ports() -> array",
+        about: "Names of the MIDI input ports (keyboards, controllers, a DAW's outputs).",
+        example: "// print(in_ports());",
+    },
+    Topic {
+        name: "listen",
+        signature: "listen([port]) -> string",
+        about: "Records what is played on a MIDI input (name substring or number); with no argument opens a \
+                virtual input `cadenza-in` to connect a keyboard to. heard() collects what was played.",
+        example: r#"// listen("keyboard");"#,
+    },
+    Topic {
+        name: "heard",
+        signature: "heard() -> Score",
+        about: "What was played on the listened input since listen() or the last heard(), at the session \
+                tempo, snapped to sixteenths: call and response is `gen(heard(), #{bars: 2})`.",
+        example: r#"// loop("answer", |i| gen(heard(), #{bars: 2}));"#,
+    },
+    Topic {
+        name: "send_clock",
+        signature: "send_clock(on)",
+        about: "Sends MIDI clock (24 per quarter, Start at the next bar, Stop when turned off) on the current \
+                output, so a DAW or drum machine follows cadenza's tempo.",
+        example: "send_clock(true); send_clock(false);",
+    },
+    Topic {
+        name: "follow_clock",
+        signature: "follow_clock(port)",
+        about: "The tempo follows the MIDI clock arriving on an input (smoothed, updated once a beat); \
+                follow_clock(\"\") stops following.",
+        example: r#"// follow_clock("DAW"); follow_clock("");"#,
+    },
+    Topic {
         name: "loop",
         signature: "loop(name, |i| score)",
         about: "A named loop: the closure runs every cycle (i = 0, 1, 2 ...) and what it returns is played. \

@@ -66,6 +66,10 @@ pub struct Stage {
     port: Option<String>,
     /// Output slot `play` and new loops use (`out` changes it).
     slot: Mutex<u8>,
+    /// The MIDI input `listen` opened: what a player plays, for `heard()`.
+    input: Mutex<Option<crate::play::input::InputRecorder>>,
+    /// The incoming MIDI clock the tempo follows (`follow_clock`); dropping it disconnects.
+    follower: Mutex<Option<crate::play::clock_sync::FollowHandle>>,
     closing: Arc<AtomicBool>,
     exit_handlers: bool,
 }
@@ -96,6 +100,8 @@ impl Stage {
             fake_clock: options.clock.clone(),
             port: options.port.clone(),
             slot: Mutex::new(0),
+            input: Mutex::new(None),
+            follower: Mutex::new(None),
             closing: Arc::new(AtomicBool::new(false)),
             exit_handlers: options.exit_handlers,
         }
@@ -514,6 +520,67 @@ impl Stage {
         let slot = e.add_output(Box::new(o)).map_err(|e| e.to_string())?;
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
         Ok(full)
+    }
+
+    /// `listen(port)`: records what is played on a MIDI input (name substring or number; empty:
+    /// a virtual input named `cadenza-in` other programs connect to). Replaces the last one.
+    pub fn listen(&self, port: &str) -> Result<String, String> {
+        if self.no_midi {
+            return Err("listen: MIDI is off in this session (--no-midi)".into());
+        }
+        let rec = if port.is_empty() {
+            #[cfg(unix)]
+            {
+                crate::play::input::InputRecorder::virtual_port("cadenza-in")
+            }
+            #[cfg(not(unix))]
+            {
+                return Err("listen: virtual ports need ALSA or JACK; name an input port".into());
+            }
+        } else {
+            crate::play::input::InputRecorder::open(port)
+        }
+        .map_err(|e| format!("listen: {e}"))?;
+        let name = rec.name().to_string();
+        *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(rec);
+        Ok(name)
+    }
+
+    /// `heard()`: what was played since `listen` or the last `heard`, at the session tempo,
+    /// snapped to sixteenths, starting at 0; ready to be a prompt.
+    pub fn heard(&self) -> Result<Score, String> {
+        let input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        let rec = input.as_ref().ok_or("heard: nothing is listening; call listen(\"port\") first")?;
+        Ok(rec.take(self.tempo(), Some(crate::time::PPQ as crate::time::Tick / 4)))
+    }
+
+    /// `send_clock(on)`: MIDI clock (24 ppqn, Start at the next bar; Stop when off) on the
+    /// output `play` uses, so a DAW or drum machine follows cadenza.
+    pub fn send_clock(self: &Arc<Self>, on: bool) -> Result<(), String> {
+        let e = self.engine()?;
+        let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        e.clock_out(on.then_some(slot)).map_err(|e| format!("send_clock: {e}"))
+    }
+
+    /// `follow_clock(port)`: the session tempo follows the MIDI clock arriving on an input.
+    /// `follow_clock("")` stops following.
+    pub fn follow_clock(self: &Arc<Self>, port: &str) -> Result<(), String> {
+        let mut f = self.follower.lock().unwrap_or_else(|p| p.into_inner());
+        *f = None;
+        if port.is_empty() {
+            return Ok(());
+        }
+        if self.no_midi {
+            return Err("follow_clock: MIDI is off in this session (--no-midi)".into());
+        }
+        let e = self.engine()?;
+        *f = Some(crate::play::clock_sync::follow_clock(e, port).map_err(|e| format!("follow_clock: {e}"))?);
+        Ok(())
+    }
+
+    /// Names of the MIDI input ports.
+    pub fn input_ports(&self) -> Result<Vec<String>, String> {
+        crate::sink::out::list_input_ports().map_err(|e| e.to_string())
     }
 
     /// Stops every loop and every note now.
