@@ -341,6 +341,26 @@ pub fn overview() -> String {
     out
 }
 
+/// `text` broken at spaces into lines of at most `width` characters, each starting with `indent`
+/// (a terminal would otherwise break words in the middle).
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::from(indent);
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(indent);
+        }
+        if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out
+}
+
 fn first_sentence(s: &str) -> &str {
     match s.find(". ") {
         Some(i) => &s[..=i],
@@ -350,7 +370,10 @@ fn first_sentence(s: &str) -> &str {
 
 /// Help for one function.
 pub fn topic(name: &str) -> Option<String> {
-    TOPICS.iter().find(|t| t.name == name).map(|t| format!("{}\n  {}\n  example: {}", t.signature, t.about, t.example))
+    TOPICS
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| format!("{}\n{}\n  example: {}", t.signature, wrap(t.about, "  ", 96), t.example))
 }
 
 /// The message for a name with no help, suggesting close names.
@@ -410,5 +433,8 @@ mod tests {
         assert!(topic("gen").unwrap().contains("example: "));
         assert!(unknown("transpos").contains("transpose"));
         assert!(unknown("zzz").contains(":help"));
+        let w = wrap("one two three four five six", "  ", 12);
+        assert_eq!(w, "  one two\n  three four\n  five six");
+        assert!(topic("gen").unwrap().lines().all(|l| l.chars().count() <= 96 || l.starts_with("gen(") || l.contains("example")));
     }
 }
