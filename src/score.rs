@@ -287,6 +287,26 @@ pub struct GenSettings {
     pub whole_bars: bool,
 }
 
+impl GenSettings {
+    /// These settings, with what they leave unset taken from `fallback`.
+    pub fn or(&self, fallback: &GenSettings) -> GenSettings {
+        GenSettings {
+            model: self.model.clone().or_else(|| fallback.model.clone()),
+            temperature: self.temperature.or(fallback.temperature),
+            top_k: self.top_k.or(fallback.top_k),
+            top_p: self.top_p.or(fallback.top_p),
+            seed: self.seed.or(fallback.seed),
+            bars: self.bars.or(fallback.bars),
+            repetition_penalty: self.repetition_penalty.or(fallback.repetition_penalty),
+            range: self.range.or(fallback.range),
+            pitch_classes: self.pitch_classes.clone().or_else(|| fallback.pitch_classes.clone()),
+            in_key: self.in_key || fallback.in_key,
+            max_polyphony: self.max_polyphony.or(fallback.max_polyphony),
+            whole_bars: self.whole_bars || fallback.whole_bars,
+        }
+    }
+}
+
 /// Scientific pitch name (`C4` = 60, sharps).
 pub fn pitch_name(p: u8) -> String {
     const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];

@@ -1,7 +1,7 @@
 //! `cadenza generate`: continue a prompt with a model and write MIDI or ABC (or a folder of takes).
 
 use crate::gen::{Generator, Length, Overrides, Request, Take};
-use crate::score::Score;
+use crate::score::{GenSettings, Score};
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,9 +90,9 @@ pub fn read_score(path: &Path) -> anyhow::Result<Score> {
     }
 }
 
-/// Builds the request the arguments describe (prompt `%%` settings fill what flags leave out).
-pub fn request(args: &Args) -> anyhow::Result<Request> {
-    let prompt = match (&args.prompt, &args.abc) {
+/// The prompt the arguments give (`--prompt` file, `--abc` text, or nothing).
+pub fn prompt(args: &Args) -> anyhow::Result<Score> {
+    Ok(match (&args.prompt, &args.abc) {
         (Some(p), _) => read_score(p)?,
         (None, Some(text)) => {
             // Shells pass `\n` literally; ABC never writes it, so it means a line break here.
@@ -102,8 +102,13 @@ pub fn request(args: &Args) -> anyhow::Result<Request> {
             crate::dsl::parse(&text).map_err(|e| anyhow::anyhow!("--abc: {e}"))?
         }
         (None, None) => Score::new(),
-    };
-    let mut req = Request::from_prompt(prompt, Length::Bars(8));
+    })
+}
+
+/// Builds the request the arguments describe: flags first, then the prompt's `%%` settings,
+/// then the model's defaults.
+pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyhow::Result<Request> {
+    let mut req = Request::from_prompt(prompt, Length::Bars(8), model_defaults);
     req.overrides =
         Overrides { style: args.style.clone(), instrument: args.instrument.clone(), ..Overrides::default() };
     if let Some(k) = &args.key {
@@ -164,9 +169,10 @@ fn write_take(take: &Take, path: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let req = request(&args)?;
-    let model = args.model.clone().or(req.prompt.meta.gen.model.clone()).unwrap_or_else(|| "folk".to_string());
+    let prompt = prompt(&args)?;
+    let model = args.model.clone().or(prompt.meta.gen.model.clone()).unwrap_or_else(|| "folk".to_string());
     let gen = Generator::load(&model)?;
+    let req = request(&args, prompt, gen.defaults())?;
     if args.count == 0 {
         bail!("-n must be at least 1");
     }

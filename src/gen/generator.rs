@@ -5,8 +5,10 @@ use super::job::{Event, Job, Overrides, Request, Session, Take};
 use super::likelihood::{self, Likelihood};
 use super::GenError;
 use crate::model::LanguageModel;
+use crate::score::GenSettings;
 use crate::score::Score;
 use crate::tokens::{Encoding, Vocab};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -22,6 +24,36 @@ pub struct Generator {
     model_hash: String,
     styles: Vec<String>,
     instruments: Vec<String>,
+    /// What this model sounds best with when neither prompt nor caller says otherwise
+    /// (`generation_config.json`).
+    defaults: GenSettings,
+}
+
+/// `generation_config.json` beside a model: Hugging Face's file for sampling defaults, read
+/// with its field names, plus cadenza's `max_polyphony` (1 for melody models, whose corpus
+/// never sounds two notes at once). Absent fields leave cadenza's defaults.
+#[derive(Debug, Default, Deserialize)]
+struct GenerationConfig {
+    temperature: Option<f64>,
+    top_k: Option<u32>,
+    top_p: Option<f64>,
+    repetition_penalty: Option<f64>,
+    max_polyphony: Option<u32>,
+}
+
+fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
+    let path = dir.join("generation_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(GenSettings::default()) };
+    let c: GenerationConfig = serde_json::from_str(&text)
+        .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(GenSettings {
+        temperature: c.temperature,
+        top_k: c.top_k,
+        top_p: c.top_p,
+        repetition_penalty: c.repetition_penalty,
+        max_polyphony: c.max_polyphony,
+        ..GenSettings::default()
+    })
 }
 
 /// Where bundled models are looked for, in order: `$CADENZA_MODELS`, `./models`, and the
@@ -120,6 +152,7 @@ impl Generator {
         let model_hash = file_sha256(&dir.join("model.safetensors"))?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name_or_dir.to_string());
         let mut g = Generator::from_parts(&name, model, encoding, &model_hash);
+        g.defaults = read_generation_config(&dir)?;
         g.dir = dir;
         Ok(g)
     }
@@ -142,7 +175,13 @@ impl Generator {
             model_hash: model_hash.to_string(),
             styles,
             instruments,
+            defaults: GenSettings::default(),
         }
+    }
+
+    /// The settings this model generates with unless the prompt or the caller set them.
+    pub fn defaults(&self) -> &GenSettings {
+        &self.defaults
     }
 
     /// Replaces the token meanings (tests with a hand-made vocabulary).

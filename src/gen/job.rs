@@ -110,10 +110,11 @@ impl Request {
     }
 
     /// A request continuing `prompt` with what its `%%` directives set (length, sampling,
-    /// constraints, seed; `default_length` when it names no `%%bars`). Callers then override
-    /// what their own flags or options set, so a prompt file alone reproduces a take.
-    pub fn from_prompt(prompt: Score, default_length: Length) -> Self {
-        let g = prompt.meta.gen.clone();
+    /// constraints, seed), then what the model's `defaults` set, then `default_length` when
+    /// neither names a length. Callers then override what their own flags or options set, so a
+    /// prompt file alone reproduces a take.
+    pub fn from_prompt(prompt: Score, default_length: Length, defaults: &crate::score::GenSettings) -> Self {
+        let g = prompt.meta.gen.or(defaults);
         let d = Sampling::default();
         let sampling = Sampling {
             temperature: g.temperature.unwrap_or(d.temperature),

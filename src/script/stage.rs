@@ -313,7 +313,7 @@ impl Stage {
         if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
             prompt.meta.tempo = crate::time::TempoMap::constant(self.tempo());
         }
-        let mut request = Request::from_prompt(prompt, Length::Bars(4));
+        let mut request = Request::from_prompt(prompt, Length::Bars(4), g.defaults());
         match (opts.bars, opts.notes, opts.tokens) {
             (Some(b), _, _) => request.length = Length::Bars(b),
             (None, Some(n), _) => request.length = Length::Notes(n as usize),

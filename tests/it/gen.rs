@@ -637,8 +637,15 @@ fn prompt_directives_set_the_request_and_travel_with_the_take() {
     let text = "X:1\n%%bars 3\n%%seed 11\n%%temperature 1.5\n%%scale A minor pentatonic\n%%range A3 A5\n\
                 %%polyphony 1\n%%whole_bars\nM:3/4\nL:1/8\nK:Am\nA2 c2 e2|\n";
     let prompt = cadenza::dsl::parse(text).unwrap();
-    let r = Request::from_prompt(prompt.clone(), Length::Bars(8));
-    assert_eq!((r.length, r.seed, r.sampling.temperature), (Length::Bars(3), 11, 1.5));
+    // The model's defaults fill only what the prompt leaves unset.
+    let model_defaults = cadenza::score::GenSettings {
+        temperature: Some(0.8),
+        top_p: Some(0.9),
+        max_polyphony: Some(4),
+        ..Default::default()
+    };
+    let r = Request::from_prompt(prompt.clone(), Length::Bars(8), &model_defaults);
+    assert_eq!((r.length, r.seed, r.sampling.temperature, r.sampling.top_p), (Length::Bars(3), 11, 1.5, 0.9));
     assert_eq!(r.constraints.pitch_classes, Some(vec![0, 2, 4, 7, 9]));
     assert_eq!(
         (r.constraints.range, r.constraints.max_polyphony, r.constraints.whole_bars),
@@ -657,7 +664,11 @@ fn prompt_directives_set_the_request_and_travel_with_the_take() {
         assert_eq!(back.meta.gen.pitch_classes, Some(vec![0, 2, 4, 7, 9]));
     }
     // `%%scale key` keeps to the key the generation starts in (the prompt's, or the override's).
-    let mut r = Request::from_prompt(cadenza::dsl::parse("X:1\n%%scale key\nK:Bb\nB2d2|\n").unwrap(), Length::Bars(2));
+    let mut r = Request::from_prompt(
+        cadenza::dsl::parse("X:1\n%%scale key\nK:Bb\nB2d2|\n").unwrap(),
+        Length::Bars(2),
+        &Default::default(),
+    );
     r.overrides.key = Some(Key::new(1, 0, cadenza::score::Mode::Major));
     assert!(r.constraints.in_key);
     let d_major = Key::new(1, 0, cadenza::score::Mode::Major).pitch_classes();
