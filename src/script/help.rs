@@ -435,6 +435,9 @@ mod tests {
         assert!(unknown("zzz").contains(":help"));
         let w = wrap("one two three four five six", "  ", 12);
         assert_eq!(w, "  one two\n  three four\n  five six");
-        assert!(topic("gen").unwrap().lines().all(|l| l.chars().count() <= 96 || l.starts_with("gen(") || l.contains("example")));
+        assert!(topic("gen")
+            .unwrap()
+            .lines()
+            .all(|l| l.chars().count() <= 96 || l.starts_with("gen(") || l.contains("example")));
     }
 }
