@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// SIGTERM) ends the wait early; the caller then shuts down with every note off.
 pub fn finish(session: &Session, for_seconds: Option<f64>, cancel: &AtomicBool) {
     if let Some(secs) = for_seconds {
-        session.ctx().stage.sleep(secs.max(0.0), cancel);
+        session.ctx().stage.sleep_while_playing(secs.max(0.0), cancel);
         session.ctx().stage.stop_all();
     }
     if !cancel.load(Ordering::Relaxed) {

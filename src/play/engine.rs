@@ -140,6 +140,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     mode: Mode,
     generation: AtomicU64,
+    /// Commands sent to the sequencer (see `SeqShared::handled`).
+    sent: AtomicU64,
     slots: Arc<Mutex<Vec<Option<Slot>>>>,
     seen_late: Mutex<([u64; 4], [u64; MAX_PORTS])>,
     closing: Arc<AtomicBool>,
@@ -213,6 +215,7 @@ impl Engine {
                 watcher,
             })),
             generation: AtomicU64::new(1),
+            sent: AtomicU64::new(0),
             slots,
             seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
             closing,
@@ -256,6 +259,7 @@ impl Engine {
             clock: Arc::new(clock),
             mode: Mode::Manual(Box::new(Mutex::new(core))),
             generation: AtomicU64::new(1),
+            sent: AtomicU64::new(0),
             slots: Arc::new(Mutex::new(slots)),
             seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
             closing: Arc::new(AtomicBool::new(false)),
@@ -270,7 +274,9 @@ impl Engine {
 
     fn send(&self, c: Command) -> Result<(), PlayError> {
         let tx = self.commands.lock().unwrap_or_else(|p| p.into_inner());
-        tx.send(c).map_err(|_| PlayError::Stopped)
+        tx.send(c).map_err(|_| PlayError::Stopped)?;
+        self.sent.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     /// Plays `score` once on output 0 at the next bar.
@@ -436,6 +442,10 @@ impl Engine {
 
     /// True when nothing is scheduled or queued (with `loops_too` false: no one-shot play is).
     pub fn is_idle(&self, loops_too: bool) -> bool {
+        // A command still on its way (a play or loop just sent) is not silence.
+        if self.shared.handled.load(Ordering::Acquire) < self.sent.load(Ordering::Acquire) {
+            return false;
+        }
         let consumed = self.stats.consumed.load(Ordering::Acquire);
         if loops_too {
             self.shared.tracks.load(Ordering::Acquire) == 0 && consumed >= self.shared.pushed.load(Ordering::Acquire)

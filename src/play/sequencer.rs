@@ -44,6 +44,8 @@ pub struct CycleRequest {
 pub struct SeqShared {
     /// Events pushed into the ring so far.
     pub pushed: AtomicU64,
+    /// Commands the sequencer has carried out (compared with the engine's count of those sent).
+    pub handled: AtomicU64,
     /// Named loops and one-shot plays running or waiting to start.
     pub tracks: AtomicUsize,
     pub oneshots: AtomicUsize,
@@ -374,7 +376,15 @@ impl Sequencer {
     }
 
     /// Applies one command.
+    /// Carries out one command, then publishes the result and counts the command as handled, so
+    /// `Engine::is_idle` never mistakes a command still in the channel for silence.
     pub fn handle(&mut self, cmd: Command) {
+        self.apply(cmd);
+        self.publish();
+        self.shared.handled.fetch_add(1, Ordering::Release);
+    }
+
+    fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Play { score, port, at } => {
                 let cycle = prepare(&score);

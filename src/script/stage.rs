@@ -475,6 +475,21 @@ impl Stage {
         }
     }
 
+    /// Like `sleep`, but returns as soon as nothing plays any more (no loop, no pending note):
+    /// `--for 20` is a limit, not a wait after the music has ended.
+    pub fn sleep_while_playing(&self, seconds: f64, cancel: &AtomicBool) {
+        if self.fake_clock.is_some() {
+            return self.sleep(seconds, cancel);
+        }
+        let end = std::time::Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 86_400.0));
+        while std::time::Instant::now() < end && !cancel.load(Ordering::Relaxed) {
+            if self.started().is_none_or(|e| e.is_idle(true)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(std::time::Instant::now())));
+        }
+    }
+
     /// Prints what the engine has to say (a fake-clock engine has no reporter thread).
     fn flush_reports(&self, e: &Engine) {
         if self.fake_clock.is_some() {

@@ -69,6 +69,24 @@ fn a_tune_plays_in_order_on_the_real_clock() {
     assert_eq!(e.jitter().count, (s.notes.len() * 2) as u64);
 }
 
+/// Regression: `cadenza -e 'loop(...)' --for 3` exited at once because the engine looked idle
+/// while the loop command was still in the sequencer's channel.
+#[test]
+fn a_command_in_flight_is_not_silence() {
+    for _ in 0..50 {
+        let (rec, _h) = Recorder::new("rec", 1 << 10);
+        let e = Engine::start(vec![Box::new(rec)], fast()).unwrap();
+        let mut s = Score::new();
+        s.notes = vec![Note::new(0, 240, 60)];
+        s.length = 480;
+        e.set_loop("a", LoopSource::Fixed(s.clone()), PlayOpts { port: 0, at: At::NextBar }).unwrap();
+        assert!(!e.is_idle(true), "a loop just set counts as playing");
+        e.play_with(&s, PlayOpts { port: 0, at: At::NextBar }).unwrap();
+        assert!(!e.is_idle(false), "a score just played counts as playing");
+        e.shutdown();
+    }
+}
+
 #[test]
 fn loops_stop_cleanly_on_the_real_clock() {
     let (rec, h) = Recorder::new("rec", 1 << 14);
