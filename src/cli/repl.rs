@@ -10,18 +10,8 @@ pub struct Args {
     /// Evaluate EXPR, print its value and exit (after what it played has sounded).
     #[arg(short = 'e', long = "eval", value_name = "EXPR")]
     pub eval: Option<String>,
-    /// With -e: keep loops playing this long before exiting.
-    #[arg(long = "for", value_name = "SECONDS")]
-    pub for_seconds: Option<f64>,
-    /// Model for gen() (a name in models/ or a directory).
-    #[arg(long, default_value = "folk")]
-    pub model: String,
-    /// MIDI output port (substring of its name, or its number); default: a virtual port `cadenza`.
-    #[arg(long)]
-    pub port: Option<String>,
-    /// Open no MIDI port (music is scheduled but sounds nowhere).
-    #[arg(long)]
-    pub no_midi: bool,
+    #[command(flatten)]
+    pub session: SessionArgs,
     /// vi key bindings in the REPL.
     #[arg(long)]
     pub vi: bool,
@@ -30,22 +20,40 @@ pub struct Args {
     pub history: Option<std::path::PathBuf>,
 }
 
+/// What every way of running scripts (REPL, `-e`, `run`) shares: model, port, time limit.
+#[derive(clap::Args, Debug, Default)]
+pub struct SessionArgs {
+    /// Model for gen() until a script calls model() (a name in models/ or a directory).
+    #[arg(long, default_value = "folk")]
+    pub model: String,
+    /// MIDI output port (substring of its name, or its number); default: a virtual port `cadenza`.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Open no MIDI port (music is scheduled but sounds nowhere).
+    #[arg(long)]
+    pub no_midi: bool,
+    /// With -e or run: let loops play at most this long after the script ends, then stop them
+    /// at the end of their cycle (without it, until the script stops them).
+    #[arg(long = "for", value_name = "SECONDS")]
+    pub for_seconds: Option<f64>,
+}
+
 /// Session options from the shared flags.
-pub fn options(model: &str, port: Option<String>, no_midi: bool, output: script::Output) -> Options {
+pub fn options(args: &SessionArgs, output: script::Output) -> Options {
     let mut o = Options::new(output);
-    o.model = model.to_string();
-    o.port = port;
-    o.no_midi = no_midi;
+    o.model = args.model.clone();
+    o.port = args.port.clone();
+    o.no_midi = args.no_midi;
     o.exit_handlers = true;
     o
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(expr) = args.eval else {
-        let options = options(&args.model, args.port, args.no_midi, script::stdout_output());
+        let options = options(&args.session, script::stdout_output());
         return crate::repl::run(crate::repl::ReplConfig { vi: args.vi, history: args.history, options });
     };
-    let mut session = Session::new(options(&args.model, args.port, args.no_midi, script::stdout_output()));
+    let mut session = Session::new(options(&args.session, script::stdout_output()));
     let cancel = Arc::new(AtomicBool::new(false));
     let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, session.cancel_flag());
     let _sigint2 = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
@@ -61,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => Err(anyhow::anyhow!("{e}")),
     };
     if status.is_ok() {
-        finish(&session, args.for_seconds, &cancel);
+        finish(&session, args.session.for_seconds, &cancel);
     }
     session.shutdown();
     status

@@ -13,18 +13,8 @@ pub struct Args {
     /// Arguments for the script, as the array `ARGS`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
-    /// Keep loops playing this long after the script ends, then stop them.
-    #[arg(long = "for", value_name = "SECONDS")]
-    pub for_seconds: Option<f64>,
-    /// Model for gen() until the script calls model().
-    #[arg(long, default_value = "folk")]
-    pub model: String,
-    /// MIDI output port (substring of its name, or its number); default: a virtual port `cadenza`.
-    #[arg(long)]
-    pub port: Option<String>,
-    /// Open no MIDI port.
-    #[arg(long)]
-    pub no_midi: bool,
+    #[command(flatten)]
+    pub session: super::repl::SessionArgs,
 }
 
 /// Why a script run failed: the file and position come first, as compilers print them.
@@ -37,7 +27,7 @@ pub enum RunError {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let options = super::repl::options(&args.model, args.port.clone(), args.no_midi, script::stdout_output());
+    let options = super::repl::options(&args.session, script::stdout_output());
     let mut session = Session::new(options);
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops the script (and then the wait); SIGTERM ends the wait. Notes go off either way.
@@ -47,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     session.set_var("ARGS", args.args.iter().map(|a| rhai::Dynamic::from(a.clone())).collect::<rhai::Array>().into());
     let result = run_file(&mut session, &args.file);
     if result.is_ok() {
-        super::repl::finish(&session, args.for_seconds, &cancel);
+        super::repl::finish(&session, args.session.for_seconds, &cancel);
     }
     session.shutdown();
     result.map_err(Into::into)
