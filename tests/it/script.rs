@@ -379,13 +379,13 @@ fn a_loop_that_generates_plays_a_new_take_each_cycle() {
 #[test]
 fn clock_out_and_input_from_scripts() {
     let (mut s, _, rec) = recording_session();
-    s.eval("tempo(120); send_clock(true); sleep(2.0);").unwrap();
+    let _ = s.eval("tempo(120); send_clock(true); sleep(2.0);").unwrap();
     let bytes = rec.bytes();
     assert_eq!(bytes.iter().filter(|b| b.as_slice() == [0xFA]).count(), 1, "one Start");
     // 2 s at 120 bpm is 4 beats: up to 96 pulses, minus the wait for the bar line.
     let pulses = bytes.iter().filter(|b| b.as_slice() == [0xF8]).count();
     assert!((24..=97).contains(&pulses), "{pulses} clock pulses");
-    s.eval("send_clock(false); sleep(0.5);").unwrap();
+    let _ = s.eval("send_clock(false); sleep(0.5);").unwrap();
     assert!(rec.bytes().iter().any(|b| b.as_slice() == [0xFC]), "Stop after send_clock(false)");
     let err = s.eval("heard()").unwrap_err().to_string();
     assert!(err.contains("listen("), "{err}");
