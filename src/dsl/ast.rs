@@ -169,7 +169,10 @@ pub struct Field<'a> {
 }
 
 /// One thing in the tune body, in written order.
+// An explicit tag byte: without it the variant hides in a niche of `Bar`'s fields and every
+// `match` on an item (the lowering loop makes one per item) has to decode it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Item<'a> {
     Note(Note),
     Rest(Rest),

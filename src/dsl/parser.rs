@@ -7,7 +7,7 @@
 
 use super::ast::*;
 use super::diagnostics::DslError;
-use nom::bytes::complete::{tag, take_while, take_while1};
+use nom::bytes::complete::take_while1;
 use nom::character::complete::{char, digit1, one_of};
 use nom::combinator::opt;
 use nom::error::{ErrorKind, ParseError};
@@ -68,14 +68,60 @@ pub struct Parser<'a> {
 }
 
 /// Lines of `text` starting at byte `base`: (offset, line without `\n` / `\r\n`).
-fn lines_at(text: &str, base: usize) -> impl Iterator<Item = (usize, &str)> {
-    let mut at = base;
-    text.split_inclusive('\n').map(move |raw| {
-        let off = at;
-        at += raw.len();
-        let line = raw.strip_suffix('\n').unwrap_or(raw);
-        (off, line.strip_suffix('\r').unwrap_or(line))
-    })
+fn lines_at(text: &str, base: usize) -> Lines<'_> {
+    Lines { text, at: 0, base }
+}
+
+/// The iterator of [`lines_at`]. ABC lines are short (about 20 bytes), where `str::lines`
+/// spends more on setting up its search than on searching; this one looks at 8 bytes a step.
+struct Lines<'a> {
+    text: &'a str,
+    /// Start of the next line in `text`.
+    at: usize,
+    /// Offset of `text` in the source.
+    base: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a str);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        let b = self.text.as_bytes();
+        let start = self.at;
+        if start >= b.len() {
+            return None;
+        }
+        let end = find_newline(b, start);
+        self.at = end + 1;
+        let mut line = &self.text[start..end.min(b.len())];
+        if let Some(l) = line.strip_suffix('\r') {
+            line = l;
+        }
+        Some((self.base + start, line))
+    }
+}
+
+/// Index of the first `\n` in `b` at or after `from`, or `b.len()`.
+#[inline]
+fn find_newline(b: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let word = u64::from_le_bytes(b[i..i + 8].try_into().unwrap()) ^ (ONES * b'\n' as u64);
+        // The classic "has a zero byte" test; its lowest set bit marks the first zero byte
+        // exactly (higher ones may be false alarms, which `trailing_zeros` never reads).
+        let zero = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zero != 0 {
+            return i + (zero.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    i
 }
 
 /// `line` without its first two bytes when they are `a` and `b` (a two-byte compare; the
@@ -117,6 +163,48 @@ fn field_value(rest: &str) -> &str {
         }
     }
     rest[..end].trim()
+}
+
+/// The accidental `b` starts with, if any, and its length in bytes.
+#[inline]
+fn accidental_at(b: &[u8]) -> (usize, Option<Accidental>) {
+    match b {
+        [b'^', b'^', ..] => (2, Some(Accidental::DoubleSharp)),
+        [b'_', b'_', ..] => (2, Some(Accidental::DoubleFlat)),
+        [b'^', ..] => (1, Some(Accidental::Sharp)),
+        [b'_', ..] => (1, Some(Accidental::Flat)),
+        [b'=', ..] => (1, Some(Accidental::Natural)),
+        _ => (0, None),
+    }
+}
+
+/// The octave marks `b` starts with: their length and the octaves they move (clamped to ±10).
+#[inline]
+fn octave_marks(b: &[u8]) -> (usize, i8) {
+    let mut n = 0i32;
+    let mut k = 0;
+    while let Some(&c) = b.get(k) {
+        match c {
+            b'\'' => n += 1,
+            b',' => n -= 1,
+            _ => break,
+        }
+        k += 1;
+    }
+    (k, n.clamp(-10, 10) as i8)
+}
+
+/// The run of ASCII digits `b` starts with: its length and its value (`None` when it does not
+/// fit a `u32`, as `str::parse` would say).
+#[inline]
+fn digits(b: &[u8]) -> (usize, Option<u32>) {
+    let mut value = Some(0u32);
+    let mut k = 0;
+    while let Some(&c @ b'0'..=b'9') = b.get(k) {
+        value = value.and_then(|v| v.checked_mul(10)?.checked_add((c - b'0') as u32));
+        k += 1;
+    }
+    (k, value)
 }
 
 /// Leading decimal digits of `s` as a number (`X: 12 ` → 12).
@@ -213,8 +301,10 @@ impl<'a> Parser<'a> {
         body.clear();
         // Real tunes have about one item per three bytes; reserving avoids regrowth.
         body.reserve(text.len() / 3);
+        // Room for a typical header (X T M L K and a few more) without regrowth.
+        let header = Vec::with_capacity(12);
         let mut tune =
-            Tune { x: slice.x.unwrap_or(0), span: Span::new(slice.start, slice.end), body, ..Tune::default() };
+            Tune { x: slice.x.unwrap_or(0), span: Span::new(slice.start, slice.end), header, body, ..Tune::default() };
         let mut in_body = false;
         for (off, line) in lines_at(text, slice.start) {
             if let Some(d) = strip2(line, b'%', b'%') {
@@ -355,90 +445,82 @@ impl<'a> Parser<'a> {
     pub fn note(&self, i: &'a str) -> PResult<'a, Note> {
         let start = i;
         let (i, pitch) = self.pitch(i)?;
-        let (i, length) = self.length(i)?;
-        let (i, tie) = opt(char('-'))(i)?;
-        Ok((i, Note { pitch, length, tie: tie.is_some(), span: self.span(start, i) }))
+        // Most notes have no length: skip the call for those.
+        let (i, length) = match i.as_bytes().first() {
+            Some(b'0'..=b'9' | b'/') => self.length(i)?,
+            _ => (i, Length::ONE),
+        };
+        let (i, tie) = match i.as_bytes().first() {
+            Some(b'-') => (&i[1..], true),
+            _ => (i, false),
+        };
+        Ok((i, Note { pitch, length, tie, span: self.span(start, i) }))
     }
 
     /// pitch = accidental? letter octave
+    // Notes are most of every tune, so the note rules read bytes directly instead of composing
+    // nom combinators: each combinator layer cost a result wrap and a re-check of the input.
+    #[inline]
     pub fn pitch(&self, i: &'a str) -> PResult<'a, Pitch> {
-        let (i, accidental) = opt(|i| self.accidental(i))(i)?;
-        let Some(&b) = i.as_bytes().first() else { return fail(i, "a note letter A-G or a-g") };
-        let (letter, mut octave) = match b {
-            b'C'..=b'G' => (b - b'C', 0i8),
-            b'A' | b'B' => (b - b'A' + 5, 0),
-            b'c'..=b'g' => (b - b'c', 1),
-            b'a' | b'b' => (b - b'a' + 5, 1),
-            _ => return fail(i, "a note letter A-G or a-g"),
+        let b = i.as_bytes();
+        let (k, accidental) = accidental_at(b);
+        let (letter, octave) = match b.get(k) {
+            Some(&c @ b'C'..=b'G') => (c - b'C', 0i8),
+            Some(&c @ (b'A' | b'B')) => (c - b'A' + 5, 0),
+            Some(&c @ b'c'..=b'g') => (c - b'c', 1),
+            Some(&c @ (b'a' | b'b')) => (c - b'a' + 5, 1),
+            _ => return fail(&i[k..], "a note letter A-G or a-g"),
         };
-        let (i, marks) = self.octave(&i[1..])?;
-        octave = octave.saturating_add(marks);
-        Ok((i, Pitch { accidental, letter, octave }))
+        let (m, marks) = octave_marks(&b[k + 1..]);
+        Ok((&i[k + 1 + m..], Pitch { accidental, letter, octave: octave.saturating_add(marks) }))
     }
 
     /// accidental = "^^" | "^" | "=" | "__" | "_"
     pub fn accidental(&self, i: &'a str) -> PResult<'a, Accidental> {
-        let b = i.as_bytes();
-        match (b.first(), b.get(1)) {
-            (Some(b'^'), Some(b'^')) => Ok((&i[2..], Accidental::DoubleSharp)),
-            (Some(b'_'), Some(b'_')) => Ok((&i[2..], Accidental::DoubleFlat)),
-            (Some(b'^'), _) => Ok((&i[1..], Accidental::Sharp)),
-            (Some(b'_'), _) => Ok((&i[1..], Accidental::Flat)),
-            (Some(b'='), _) => Ok((&i[1..], Accidental::Natural)),
-            _ => Err(nom::Err::Error(PErr { input: i, expected: "an accidental" })),
+        match accidental_at(i.as_bytes()) {
+            (k, Some(a)) => Ok((&i[k..], a)),
+            (_, None) => Err(nom::Err::Error(PErr { input: i, expected: "an accidental" })),
         }
     }
 
     /// octave = ("'" | ",")* : each `'` raises an octave, each `,` lowers one.
     pub fn octave(&self, i: &'a str) -> PResult<'a, i8> {
-        let mut n = 0i32;
-        let mut k = 0;
-        for &b in i.as_bytes() {
-            match b {
-                b'\'' => n += 1,
-                b',' => n -= 1,
-                _ => break,
-            }
-            k += 1;
-        }
-        Ok((&i[k..], n.clamp(-10, 10) as i8))
+        let (k, marks) = octave_marks(i.as_bytes());
+        Ok((&i[k..], marks))
     }
 
     /// length = number? ("/" number? | "/"+)? : `2`, `/2`, `/`, `//`, `3/2`, `3/`.
+    #[inline]
     pub fn length(&self, i: &'a str) -> PResult<'a, Length> {
-        // Most notes have no length at all: answer those without running the combinators.
-        match i.as_bytes().first() {
+        // Most notes have no length at all: answer those before anything else.
+        let b = i.as_bytes();
+        match b.first() {
             Some(b'0'..=b'9' | b'/') => {}
             _ => return Ok((i, Length::ONE)),
         }
-        let (i, num) = opt(digit1)(i)?;
+        let (n_len, num) = digits(b);
         let num = match num {
-            Some(d) => match d.parse::<u32>() {
-                Ok(n) if n > 0 && n <= 4096 => n,
-                Ok(0) => return fail(d, "a length above zero"),
-                _ => return fail(d, "a length up to 4096"),
-            },
-            None => 1,
+            _ if n_len == 0 => 1,
+            Some(n) if n > 0 && n <= 4096 => n,
+            Some(0) => return fail(&i[..n_len], "a length above zero"),
+            _ => return fail(&i[..n_len], "a length up to 4096"),
         };
-        let (i, slashes) = take_while(|c| c == '/')(i)?;
-        if slashes.is_empty() {
-            return Ok((i, Length { num, den: 1 }));
+        let slashes = b[n_len..].iter().take_while(|&&c| c == b'/').count();
+        let (run, i) = i[n_len..].split_at(slashes);
+        match slashes {
+            0 => Ok((i, Length { num, den: 1 })),
+            1 => {
+                let (d_len, den) = digits(i.as_bytes());
+                let den = match den {
+                    _ if d_len == 0 => 2,
+                    Some(n) if n > 0 && n <= 4096 => n,
+                    _ => return fail(&i[..d_len], "a length divisor from 1 to 4096"),
+                };
+                Ok((&i[d_len..], Length { num, den }))
+            }
+            13.. => fail(run, "at most 12 slashes"),
+            _ => Ok((i, Length { num, den: 1 << slashes })),
         }
-        if slashes.len() == 1 {
-            let (i, den) = opt(digit1)(i)?;
-            let den = match den {
-                Some(d) => match d.parse::<u32>() {
-                    Ok(n) if n > 0 && n <= 4096 => n,
-                    _ => return fail(d, "a length divisor from 1 to 4096"),
-                },
-                None => 2,
-            };
-            return Ok((i, Length { num, den }));
-        }
-        if slashes.len() > 12 {
-            return fail(slashes, "at most 12 slashes");
-        }
-        Ok((i, Length { num, den: 1 << slashes.len() }))
     }
 
     /// rest = ("z" | "x" | "Z" | "X") length
@@ -557,14 +639,24 @@ impl<'a> Parser<'a> {
 
     /// bar_line = "[|" | ":"* "|"+ "]"? ":"* | ":"+ , then an optional ending number (`:|2`).
     pub fn bar_line(&self, i: &'a str) -> PResult<'a, Bar> {
+        // Bar lines come every few notes: read the bytes directly (see `pitch`).
         let start = i;
-        let (i, thick) = opt(tag("[|"))(i)?;
-        let (i, run) = take_while(|c| c == ':' || c == '|')(i)?;
-        let (i, close) =
-            if run.ends_with('|') || (thick.is_some() && run.is_empty()) { opt(char(']'))(i)? } else { (i, None) };
-        let lead = run.bytes().take_while(|&b| b == b':').count();
-        let trail = run.bytes().rev().take_while(|&b| b == b':').count();
-        let pipes = run.bytes().filter(|&b| b == b'|').count();
+        let b = i.as_bytes();
+        let thick = b.starts_with(b"[|");
+        let from = if thick { 2 } else { 0 };
+        let mut k = from;
+        while let Some(b':' | b'|') = b.get(k) {
+            k += 1;
+        }
+        let run = &b[from..k];
+        let close = (run.last() == Some(&b'|') || (thick && run.is_empty())) && b.get(k) == Some(&b']');
+        if close {
+            k += 1;
+        }
+        let i = &i[k..];
+        let lead = run.iter().take_while(|&&b| b == b':').count();
+        let trail = run.iter().rev().take_while(|&&b| b == b':').count();
+        let pipes = run.iter().filter(|&&b| b == b'|').count();
         let kind = if pipes == 0 {
             if run.is_empty() {
                 BarKind::Thick
@@ -577,9 +669,9 @@ impl<'a> Parser<'a> {
             BarKind::RepeatEnd
         } else if trail > 0 {
             BarKind::RepeatStart
-        } else if thick.is_some() {
+        } else if thick {
             BarKind::Thick
-        } else if close.is_some() {
+        } else if close {
             BarKind::Final
         } else if pipes >= 2 {
             BarKind::Double
