@@ -392,6 +392,10 @@ pub struct Meta {
     pub chord_symbols: Vec<(Tick, String)>,
     /// ABC `P:` part labels at their tick.
     pub parts: Vec<(Tick, String)>,
+    /// Length of the anacrusis (pickup) before the first bar line, in ticks; 0 when the music
+    /// starts on a bar line. Bar lines fall at `pickup`, `pickup + bar`, ...
+    #[serde(default)]
+    pub pickup: Tick,
 }
 
 /// A piece of music: notes sorted by start, voices, and meta. `length` includes trailing rests.
@@ -452,6 +456,11 @@ impl Score {
     pub fn bar_starts(&self) -> Vec<Tick> {
         let mut starts = Vec::new();
         let mut t = 0;
+        // A pickup is a short first bar.
+        if self.meta.pickup > 0 && self.meta.pickup < self.meter().bar_ticks() && self.meta.pickup < self.length {
+            starts.push(0);
+            t = self.meta.pickup;
+        }
         while t < self.length {
             starts.push(t);
             let bar = self.meter_at(t).bar_ticks().max(1);
@@ -530,6 +539,59 @@ impl Score {
         out.meta.meters = rebase_changes(&self.meta.meters, from, to, self.meter_at(from));
         out.meta.keys = rebase_changes(&self.meta.keys, from, to, self.key_at(from));
         out.meta.tempo = self.meta.tempo.slice(from, to);
+        // The pickup stays only with the start of the music.
+        out.meta.pickup = if from == 0 && self.meta.pickup < to { self.meta.pickup } else { 0 };
+        out
+    }
+
+    /// The same music moved later by a bar minus its pickup, so that the first full bar starts
+    /// on a bar line counted from 0 and the pickup becomes the end of a silent first bar. Bar-
+    /// based encodings see the bars the notation has this way; models are trained on it.
+    pub fn align_pickup(&self) -> Score {
+        let bar = self.meter().bar_ticks();
+        let pickup = self.meta.pickup;
+        if pickup == 0 || pickup >= bar {
+            let mut out = self.clone();
+            out.meta.pickup = 0;
+            return out;
+        }
+        let shift = bar - pickup;
+        let mut out = self.clone();
+        out.meta.pickup = 0;
+        for n in &mut out.notes {
+            n.start += shift;
+        }
+        for (t, _) in out.meta.chord_symbols.iter_mut().chain(out.meta.parts.iter_mut()) {
+            *t += shift;
+        }
+        for (t, _) in out.meta.meters.iter_mut().skip(1) {
+            *t += shift;
+        }
+        for (t, _) in out.meta.keys.iter_mut().skip(1) {
+            *t += shift;
+        }
+        let mut tempo = TempoMap::constant(self.meta.tempo.bpm_at(0));
+        for c in self.meta.tempo.changes().iter().skip(1) {
+            tempo.set(c.tick + shift, c.micros_per_quarter);
+        }
+        tempo.set(0, self.meta.tempo.at(0).micros_per_quarter);
+        out.meta.tempo = tempo;
+        out.length += shift;
+        out.normalize();
+        out
+    }
+
+    /// Undoes [`Score::align_pickup`]: drops the silent lead of a bar minus `pickup` and marks
+    /// the pickup again. Music that starts inside the lead is kept (the lead is then shorter).
+    pub fn restore_pickup(&self, pickup: Tick) -> Score {
+        let bar = self.meter().bar_ticks();
+        if pickup == 0 || pickup >= bar {
+            return self.clone();
+        }
+        let first = self.notes.iter().map(|n| n.start).min().unwrap_or(self.length);
+        let shift = (bar - pickup).min(first).min(self.length);
+        let mut out = self.slice_ticks(shift, self.length);
+        out.meta.pickup = if shift == bar - pickup { pickup } else { 0 };
         out
     }
 

@@ -158,11 +158,13 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     Ok(req)
 }
 
-fn write_take(take: &Take, path: &Path) -> anyhow::Result<()> {
+/// Writes a take (prompt and continuation) with the prompt's pickup as it was written.
+fn write_take(take: &Take, pickup: crate::time::Tick, path: &Path) -> anyhow::Result<()> {
+    let score = take.score.restore_pickup(pickup);
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
-        "mid" | "midi" => crate::sink::midi_file::write(&take.score, path)?,
-        "abc" => crate::sink::abc::write(&take.score, path)?,
+        "mid" | "midi" => crate::sink::midi_file::write(&score, path)?,
+        "abc" => crate::sink::abc::write(&score, path)?,
         _ => bail!("{}: unknown output format `.{ext}` (use .mid or .abc)", path.display()),
     }
     Ok(())
@@ -182,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tokens: usize = takes.iter().map(|t| t.record.ids.len()).sum();
     if args.count == 1 && args.out.extension().is_some() {
         let take = &takes[0];
-        write_take(take, &args.out)?;
+        write_take(take, req.pickup, &args.out)?;
         eprintln!(
             "{}: {} notes, {} tokens, log-likelihood {:.2}, seed {} ({:.0} tokens/s)",
             args.out.display(),
@@ -200,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (i, take) in takes.iter().enumerate() {
         let stem = format!("take-{:02}", i + 1);
         for ext in ["mid", "abc"] {
-            write_take(take, &args.out.join(format!("{stem}.{ext}")))?;
+            write_take(take, req.pickup, &args.out.join(format!("{stem}.{ext}")))?;
         }
         let mut line = serde_json::to_value(&take.record)?;
         line["file"] = serde_json::Value::String(format!("{stem}.mid"));

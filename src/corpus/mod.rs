@@ -321,8 +321,6 @@ pub fn read_collection(root: &Path, c: Collection, limit: Option<usize>) -> Resu
         // Some Essen files are Latin-1; the music is ASCII, so a lossy read loses only accents.
         let text = String::from_utf8_lossy(&bytes);
         let results = crate::dsl::parse_file(&text);
-        let lines: Vec<&str> = text.lines().collect();
-        let starts: Vec<usize> = results.iter().map(|r| r.line.saturating_sub(1)).collect();
         for (i, r) in results.into_iter().enumerate() {
             stats.tunes += 1;
             let id = match r.x {
@@ -331,10 +329,8 @@ pub fn read_collection(root: &Path, c: Collection, limit: Option<usize>) -> Resu
             };
             match r.result {
                 Ok(score) => {
-                    let end = starts.get(i + 1).copied().unwrap_or(lines.len()).min(lines.len());
-                    let body = lines.get(starts[i].min(end)..end).map(|l| l.join("\n")).unwrap_or_default();
-                    let p = pickup(&body, &score).unwrap_or(0);
-                    add(align_pickup(&score, p), id, r.title.clone(), p)
+                    let p = score.meta.pickup;
+                    add(score.align_pickup(), id, r.title.clone(), p)
                 }
                 Err(e) => {
                     err(&mut stats, format!("{id} (line {}): {}", r.line, e.to_string().lines().next().unwrap_or("")))
@@ -345,96 +341,13 @@ pub fn read_collection(root: &Path, c: Collection, limit: Option<usize>) -> Resu
     Ok((tunes, stats))
 }
 
-/// The length of the anacrusis a tune starts with: the music before its first bar line, when
-/// that is shorter than a bar. Found by parsing the header plus that fragment on its own (the
-/// DSL's lowering does not keep bar lines). `None` when there is no pickup, the tune has several
-/// voices, or the fragment does not parse.
-pub fn pickup(tune_text: &str, score: &Score) -> Option<crate::time::Tick> {
-    let mut header = String::new();
-    let mut body = String::new();
-    let mut in_body = false;
-    for line in tune_text.lines() {
-        let is_field = line.len() >= 2 && line.as_bytes()[1] == b':' && line.as_bytes()[0].is_ascii_alphabetic();
-        if !in_body {
-            header.push_str(line);
-            header.push('\n');
-            if line.starts_with("K:") {
-                in_body = true;
-            }
-            continue;
-        }
-        if line.starts_with("V:") {
-            return None;
-        }
-        if is_field || line.starts_with('%') {
-            continue;
-        }
-        body.push_str(line);
-        body.push('\n');
-    }
-    let cut = first_bar_line(&body)?;
-    let fragment = format!("{header}{}\n", &body[..cut]);
-    let part = crate::dsl::parse(&fragment).ok()?;
-    let p = part.length.max(part.notes.iter().map(|n| n.end()).max().unwrap_or(0));
-    let bar = score.meter().bar_ticks();
-    (p > 0 && p < bar).then_some(p)
-}
-
-/// Byte offset of the first bar line that has music before it (skipping chord symbols,
-/// decorations, inline fields and comments).
-fn first_bar_line(body: &str) -> Option<usize> {
-    let b = body.as_bytes();
-    let mut i = 0;
-    let mut music = false;
-    while i < b.len() {
-        let skip_to = |from: usize, close: u8| b[from + 1..].iter().position(|&c| c == close).map(|k| from + 1 + k);
-        match b[i] {
-            b'"' => i = skip_to(i, b'"')?,
-            b'!' => i = skip_to(i, b'!').unwrap_or(i),
-            b'%' => i = skip_to(i, b'\n').unwrap_or(b.len()),
-            b'[' if b.get(i + 2) == Some(&b':') && b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic()) => {
-                i = skip_to(i, b']')?
-            }
-            b'|' if music => return Some(i),
-            b'A'..=b'G' | b'a'..=b'g' | b'z' | b'x' => music = true,
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
 /// Shifts a tune with a pickup of `pickup` ticks so its first full bar starts on a bar line of
 /// the score's meter: everything moves later by `bar - pickup` (a silent start), so bar-based
 /// encodings see the bars the notation has.
 pub fn align_pickup(score: &Score, pickup: crate::time::Tick) -> Score {
-    let bar = score.meter().bar_ticks();
-    if pickup == 0 || pickup >= bar {
-        return score.clone();
-    }
-    let shift = bar - pickup;
-    let mut out = score.clone();
-    for n in &mut out.notes {
-        n.start += shift;
-    }
-    for (t, _) in out.meta.chord_symbols.iter_mut().chain(out.meta.parts.iter_mut()) {
-        *t += shift;
-    }
-    for (t, _) in out.meta.meters.iter_mut().skip(1) {
-        *t += shift;
-    }
-    for (t, _) in out.meta.keys.iter_mut().skip(1) {
-        *t += shift;
-    }
-    let mut tempo = crate::time::TempoMap::constant(score.meta.tempo.bpm_at(0));
-    for c in score.meta.tempo.changes().iter().skip(1) {
-        tempo.set(c.tick + shift, c.micros_per_quarter);
-    }
-    tempo.set(0, score.meta.tempo.at(0).micros_per_quarter);
-    out.meta.tempo = tempo;
-    out.length += shift;
-    out.normalize();
-    out
+    let mut s = score.clone();
+    s.meta.pickup = pickup;
+    s.align_pickup()
 }
 
 /// One chorale through the MusicXML reader, keeping the four sung parts as voices 0..=3
@@ -594,19 +507,21 @@ mod tests {
         // Our Boys reel (Ryan's Mammoth): a 16th-note triplet pickup = an eighth (240 ticks) in 2/4.
         let text = "X: 1\nT: OUR BOYS -- REEL\nM: 2/4\nL: 1/16\nK: A\n(3(uefg) |\\\na2ed cAdB | cAdc B2(3(efg) |\n";
         let score = crate::dsl::parse(text).expect("parses");
-        assert_eq!(pickup(text, &score), Some(240));
+        assert_eq!(score.meta.pickup, 240);
         let aligned = align_pickup(&score, 240);
         assert_eq!(aligned.notes[0].start, 720);
         // The first note after the bar line now starts bar 2 (tick 960).
         assert_eq!(aligned.notes[3].start, 960);
+        assert_eq!(aligned.meta.pickup, 0);
         // Essen: `"chord" A | ...` with a decoration and a chord symbol before the pickup.
         let essen = "X:4\nM:4/4\nL:1/4\nK:E\n\"Am\"!p!A | AEAA | AB=cc |\n";
-        let s = crate::dsl::parse(essen).expect("parses");
-        assert_eq!(pickup(essen, &s), Some(480));
+        assert_eq!(crate::dsl::parse(essen).expect("parses").meta.pickup, 480);
+        // Ryan's `d "Segno"[|]`: an invisible bar line after the pickup.
+        let segno = "X:1\nM:9/8\nL:1/8\nK:G\nd \"Segno\"[|]|: (g2.g) gfg efg | (a2.a) abg fed :|\n";
+        assert_eq!(crate::dsl::parse(segno).expect("parses").meta.pickup, 240);
         // No pickup: the first bar is whole.
         let whole = "X:1\nM:3/4\nL:1/4\nK:C\nCDE | FGA |\n";
-        let s = crate::dsl::parse(whole).expect("parses");
-        assert_eq!(pickup(whole, &s), None);
+        assert_eq!(crate::dsl::parse(whole).expect("parses").meta.pickup, 0);
     }
 
     #[test]

@@ -39,6 +39,15 @@ fn gcd(mut a: i64, mut b: i64) -> i64 {
 
 impl Rat {
     const ZERO: Rat = Rat { n: 0, d: 1 };
+    const ONE: Rat = Rat { n: 1, d: 1 };
+    const TWO: Rat = Rat { n: 2, d: 1 };
+    const HALF: Rat = Rat { n: 1, d: 2 };
+
+    /// A written length `num/den` as a (reduced) rational.
+    #[inline]
+    fn length(l: ast::Length) -> Rat {
+        Rat::new(l.num as i64, l.den as i64)
+    }
 
     // Almost every value is a whole number of ticks: the `d == 1` fast paths skip the
     // divisions of `gcd`, which dominated the profile of the corpus benchmark.
@@ -46,6 +55,10 @@ impl Rat {
     fn new(n: i64, d: i64) -> Rat {
         if d == 1 {
             return Rat { n, d };
+        }
+        // Tick lengths like 240 * 1/2 divide evenly: one remainder instead of Euclid's loop.
+        if d > 0 && n % d == 0 {
+            return Rat { n: n / d, d: 1 };
         }
         let g = gcd(n, d);
         Rat { n: n / g, d: d / g }
@@ -128,6 +141,27 @@ struct VoiceState {
     program: Option<u8>,
     transpose: i32,
     chord_symbols: Vec<(Tick, String)>,
+    /// Notation time of the first bar line with music before it: a pickup when under a bar.
+    first_bar: Option<Tick>,
+}
+
+impl VoiceState {
+    /// Sounds the pending grace notes before a note of length `advance`: together they take a
+    /// quarter of its time, split evenly. Returns where the main note starts.
+    #[cold]
+    fn sound_graces(&mut self, advance: Rat) -> Rat {
+        let start = self.time;
+        let total = advance.mul(Rat::new(1, 4));
+        let each = total.mul(Rat::new(1, self.graces.len() as i64));
+        let mut t = start;
+        for &g in &self.graces {
+            let (s, e) = (t.round(), t.add(each).round());
+            self.notes.push(Note { start: s, dur: e - s, pitch: g, velocity: self.velocity, ..Note::new(0, 0, 0) });
+            t = t.add(each);
+        }
+        self.graces.clear();
+        start.add(total)
+    }
 }
 
 /// Bar length used for `Z`/`X` multi-bar rests.
@@ -165,6 +199,8 @@ struct Lowerer<'s> {
     tempos: Vec<(Tick, u32)>,
     part_order: Option<Vec<char>>,
     part_labels: Vec<(Tick, String)>,
+    /// Items in the body: at most this many notes for the first voice (bar a few graces).
+    note_hint: usize,
 }
 
 /// Lowers a parsed tune to a [`Score`]. `src` is the text the spans point into.
@@ -185,6 +221,7 @@ pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
         tempos: Vec::new(),
         part_order: None,
         part_labels: Vec::new(),
+        note_hint: tune.body.len(),
     };
     l.header(tune).map_err(|e| e.in_tune(tune.x))?;
     l.body(tune).map_err(|e| e.in_tune(tune.x))?;
@@ -243,11 +280,13 @@ impl<'s> Lowerer<'s> {
         VoiceState {
             name,
             time: Rat::ZERO,
+            first_bar: None,
             unit: unit_ticks(self.unit),
             meter: self.meter.unwrap_or_default(),
             key_acc: self.key.as_ref().map(Key::accidentals).unwrap_or([0; 7]),
             bar_acc: [None; 7],
-            notes: Vec::with_capacity(256),
+            // Sized from the body so the note vector does not grow (and copy) as it fills.
+            notes: Vec::with_capacity(if index == 0 { self.note_hint.max(16) } else { 256 }),
             ties: Vec::new(),
             old_ties: Vec::new(),
             markers: Vec::new(),
@@ -267,9 +306,17 @@ impl<'s> Lowerer<'s> {
     /// The current voice, created on first use (music before any `V:` is the first voice).
     #[inline]
     fn voice(&mut self) -> usize {
-        if let Some(c) = self.cur {
-            return c;
+        match self.cur {
+            Some(c) => c,
+            None => self.first_voice(),
         }
+    }
+
+    /// Creates the voice that music before any `V:` belongs to (once per tune: kept out of
+    /// line so `voice` inlines into every item).
+    #[cold]
+    #[inline(never)]
+    fn first_voice(&mut self) -> usize {
         let name = self.declared.first().cloned().unwrap_or_else(|| "1".to_string());
         self.switch_voice(&name)
     }
@@ -294,20 +341,18 @@ impl<'s> Lowerer<'s> {
                 Item::Note(n) => {
                     let vi = self.voice();
                     let factor = self.factor(vi, items, k);
-                    let v = &mut self.voices[vi];
-                    let dur = v.unit.mul(Rat::new(n.length.num as i64, n.length.den as i64)).mul(factor);
+                    let dur = self.voices[vi].unit.mul(Rat::length(n.length)).mul(factor);
                     let pitch = self.pitch(vi, &n.pitch, n.span)?;
                     self.sound(vi, &[(pitch, n.pitch.letter, n.pitch.octave, n.tie, dur)], dur);
                 }
                 Item::Chord(c) => {
                     let vi = self.voice();
                     let factor = self.factor(vi, items, k);
-                    let scale =
-                        self.voices[vi].unit.mul(Rat::new(c.length.num as i64, c.length.den as i64)).mul(factor);
+                    let scale = self.voices[vi].unit.mul(Rat::length(c.length)).mul(factor);
                     let mut sounding = Vec::with_capacity(c.notes.len());
                     for n in &c.notes {
                         let pitch = self.pitch(vi, &n.pitch, n.span)?;
-                        let dur = scale.mul(Rat::new(n.length.num as i64, n.length.den as i64));
+                        let dur = scale.mul(Rat::length(n.length));
                         sounding.push((pitch, n.pitch.letter, n.pitch.octave, n.tie || c.tie, dur));
                     }
                     let advance = sounding[0].4;
@@ -317,13 +362,13 @@ impl<'s> Lowerer<'s> {
                     let vi = self.voice();
                     let factor = self.factor(vi, items, k);
                     let v = &mut self.voices[vi];
-                    let len = Rat::new(r.length.num as i64, r.length.den as i64);
+                    let len = Rat::length(r.length);
                     let mut dur = match r.kind {
                         RestKind::Bars => bar_ticks(&v.meter).mul(len),
                         RestKind::Rest | RestKind::Invisible => v.unit.mul(len).mul(factor),
                     };
                     if std::mem::take(&mut v.fermata) {
-                        dur = dur.mul(Rat::new(2, 1));
+                        dur = dur.mul(Rat::TWO);
                     }
                     v.staccato = false;
                     v.ties.clear();
@@ -396,9 +441,10 @@ impl<'s> Lowerer<'s> {
 
     /// The length factor of the note-like item at `k`: a pending broken rhythm from before it,
     /// one that follows it, and the active tuplet.
+    #[inline]
     fn factor(&mut self, vi: usize, items: &[Item<'_>], k: usize) -> Rat {
         let v = &mut self.voices[vi];
-        let mut f = v.next_factor.take().unwrap_or(Rat::new(1, 1));
+        let mut f = v.next_factor.take().unwrap_or(Rat::ONE);
         for item in &items[k + 1..] {
             match item {
                 Item::Decoration(..) | Item::Annotation(..) | Item::SlurEnd(_) | Item::SlurStart(_) => continue,
@@ -451,34 +497,35 @@ impl<'s> Lowerer<'s> {
 
     /// Sounds notes (one, or a chord) at the voice's time and moves time on by `advance`.
     /// Each entry: (pitch, letter, octave, tied, duration).
+    #[inline]
     fn sound(&mut self, vi: usize, notes: &[(u8, u8, i8, bool, Rat)], advance: Rat) {
         let v = &mut self.voices[vi];
-        let fermata = if std::mem::take(&mut v.fermata) { Rat::new(2, 1) } else { Rat::new(1, 1) };
-        let staccato = if std::mem::take(&mut v.staccato) { Rat::new(1, 2) } else { Rat::new(1, 1) };
-        let advance = advance.mul(fermata);
-        let mut start = v.time;
-        if !v.graces.is_empty() {
-            // Graces share a quarter of the main note's time and push its start back.
-            let total = advance.mul(Rat::new(1, 4));
-            let each = total.mul(Rat::new(1, v.graces.len() as i64));
-            let mut t = start;
-            for &g in &v.graces {
-                let (s, e) = (t.round(), t.add(each).round());
-                v.notes.push(Note { start: s, dur: e - s, pitch: g, velocity: v.velocity, ..Note::new(0, 0, 0) });
-                t = t.add(each);
-            }
-            v.graces.clear();
-            start = start.add(total);
-        }
+        let fermata = std::mem::take(&mut v.fermata);
+        let staccato = std::mem::take(&mut v.staccato);
+        let advance = if fermata { advance.mul(Rat::TWO) } else { advance };
+        let start = if v.graces.is_empty() { v.time } else { v.sound_graces(advance) };
         let s = start.round();
-        // Swap the tie buffers instead of reallocating one per tied note.
-        std::mem::swap(&mut v.ties, &mut v.old_ties);
-        v.ties.clear();
-        let old_ties = &v.old_ties;
+        let now = v.time.round();
+        // Swap the tie buffers instead of reallocating one per tied note (most notes have no
+        // tie waiting: then there is nothing to swap).
+        let tied_before = !v.ties.is_empty();
+        if tied_before {
+            std::mem::swap(&mut v.ties, &mut v.old_ties);
+            v.ties.clear();
+        }
         for &(pitch, letter, octave, tie, dur) in notes {
-            let e = v.time.add(dur.mul(fermata).mul(staccato)).round().max(s);
-            let continued =
-                old_ties.iter().find(|t| t.2 == pitch).map(|t| t.3).filter(|&idx| v.notes[idx].end() == v.time.round());
+            let mut sounding = dur;
+            if fermata {
+                sounding = sounding.mul(Rat::TWO);
+            }
+            if staccato {
+                sounding = sounding.mul(Rat::HALF);
+            }
+            let e = v.time.add(sounding).round().max(s);
+            let continued = match tied_before {
+                false => None,
+                true => v.old_ties.iter().find(|t| t.2 == pitch).map(|t| t.3).filter(|&idx| v.notes[idx].end() == now),
+            };
             let idx = match continued {
                 Some(idx) => {
                     let n = &mut v.notes[idx];
@@ -504,6 +551,9 @@ impl<'s> Lowerer<'s> {
         v.staccato = false;
         v.fermata = false;
         let t = v.time.round();
+        if v.first_bar.is_none() && t > 0 {
+            v.first_bar = Some(t);
+        }
         match kind {
             BarKind::Single => {}
             BarKind::Double | BarKind::Final | BarKind::Thick => v.markers.push((t, Marker::Close)),
@@ -677,6 +727,15 @@ impl<'s> Lowerer<'s> {
             self.voice();
         }
         let default_program = score.meta.program.unwrap_or(0);
+        // The first voice's music before its first bar line, when shorter than a bar, is a
+        // pickup.
+        if let Some(p) = self.voices[0].first_bar {
+            let bar = self.voices[0].meter.bar_ticks();
+            // A tune shorter than a bar is one short bar, not a pickup.
+            if p < bar && p < self.voices[0].time.round() {
+                score.meta.pickup = p;
+            }
+        }
         let labels = std::mem::take(&mut self.part_labels);
         let mut first_segs = Vec::new();
         score.notes.reserve(self.voices.iter().map(|v| v.notes.len() * 2).sum());

@@ -54,13 +54,18 @@ pub struct Request {
     pub length: Length,
     pub constraints: Constraints,
     pub seed: u64,
+    /// The pickup the prompt was written with: `prompt` itself is aligned (see
+    /// [`Score::align_pickup`]), and a take goes back to this with [`Score::restore_pickup`].
+    pub pickup: Tick,
 }
 
 impl Request {
-    /// A request continuing `prompt` for `length`, with default sampling and seed 0.
+    /// A request continuing `prompt` for `length`, with default sampling and seed 0. A prompt
+    /// with a pickup is aligned so the model sees its bars where the notation has them.
     pub fn new(prompt: Score, length: Length) -> Self {
         Request {
-            prompt,
+            pickup: prompt.meta.pickup,
+            prompt: prompt.align_pickup(),
             overrides: Overrides::default(),
             sampling: Sampling::default(),
             length,
@@ -132,7 +137,7 @@ impl Request {
             bars: None,
         };
         let length = g.bars.map_or(default_length, Length::Bars);
-        Request { prompt, overrides: Overrides::default(), sampling, length, constraints, seed: g.seed.unwrap_or(0) }
+        Request { sampling, constraints, seed: g.seed.unwrap_or(0), ..Request::new(prompt, length) }
     }
 
     fn validate(&self) -> Result<(), GenError> {

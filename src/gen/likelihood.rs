@@ -83,6 +83,9 @@ pub fn token_log_probs(model: &dyn LanguageModel, ids: &[u32]) -> Result<Vec<f64
 /// Scores `score` under `gen`'s model and encoding.
 pub fn score(gen: &Generator, score: &Score) -> Result<Likelihood, GenError> {
     let encoding = gen.encoding();
+    // Bar-aware encodings see a pickup as the end of a silent bar, as in training; the pickup
+    // is then bar 0 of the surprise list.
+    let score = &score.align_pickup();
     let ids = encoding.encode(score);
     let per_token = token_log_probs(gen.model().as_ref(), &ids)?;
     let total: f64 = per_token.iter().sum();

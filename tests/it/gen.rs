@@ -677,6 +677,26 @@ fn prompt_directives_set_the_request_and_travel_with_the_take() {
     }
 }
 
+/// A prompt with a pickup reaches the model with its bars where the notation has them (as the
+/// training data did), and the take comes back written with the same pickup.
+#[test]
+fn a_pickup_is_aligned_for_the_model_and_restored_in_the_take() {
+    let prompt = cadenza::dsl::parse("X:1\nM:6/8\nL:1/8\nK:D\nFG|AFA dFA|\n").unwrap();
+    assert_eq!(prompt.meta.pickup, 480);
+    let r = Request::new(prompt.clone(), Length::Bars(2));
+    assert_eq!((r.pickup, r.prompt.meta.pickup), (480, 0));
+    // The pickup ends the first (silent) bar; the full bar starts on bar line 1.
+    assert_eq!(r.prompt.notes[0].start, 1440 - 480);
+    assert_eq!(r.prompt.notes[2].start, 1440);
+    let take = real_gen("remi").generate(&r).unwrap();
+    let written = take.score.restore_pickup(r.pickup);
+    assert_eq!(written.meta.pickup, 480);
+    assert_eq!(&written.notes[..prompt.notes.len()], &prompt.notes[..], "the prompt comes back as written");
+    // (A uniform model's notes may overlap the last prompt note, so only its start is checked.)
+    let text = cadenza::dsl::print(&written);
+    assert!(text.contains("\nFG| AFA dF"), "{text}");
+}
+
 // ---------------------------------------------------------------- the bundled folk model
 
 /// The committed folk model, if this checkout has it (it is trained in the background and

@@ -564,9 +564,8 @@ fn real_tune_tokens_match_golden() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(dir.join("tests/data/dsl/our_boys_reel.abc")).expect("tune");
     let score = cadenza::dsl::parse(&text).expect("parses");
-    let p = corpus::pickup(&text, &score).expect("a pickup");
-    assert_eq!(p, 240);
-    let aligned = corpus::align_pickup(&score, p);
+    assert_eq!(score.meta.pickup, 240, "the DSL finds the pickup");
+    let aligned = score.align_pickup();
     let enc = remi_melody();
     let ids = enc.encode(&aligned);
     let got: String = ids.iter().map(|&i| enc.vocab().token(i).unwrap_or("?")).collect::<Vec<_>>().join("\n") + "\n";
