@@ -338,7 +338,11 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
             if bar == 0 && starts_rep(0) {
                 out.push_str("|:");
             }
-            render_bar(out, elems, key);
+            // Beams break on the beat; a short first bar (a pickup) counts back from its end.
+            let (start, stop) = (bars[bar], bars.get(bar + 1).copied().unwrap_or(end));
+            let meter = score.meter_at(start);
+            let lead = if bar == 0 { meter.bar_ticks().saturating_sub(stop - start) } else { 0 };
+            render_bar(out, elems, key, beam_beat(meter), lead);
             // The bar printed next: after a `:|` the copy is skipped.
             let next_printed = repeats.iter().find(|&&(i, k)| i + k == bar + 1).map_or(bar + 1, |&(i, k)| i + 2 * k);
             let last = next_printed >= nbars;
@@ -412,14 +416,28 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
     flush(out, &mut elems, &mut key, bar_index);
 }
 
-/// Writes one bar's elements, grouping triplets, and keeps the accidentals of the bar.
-fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key) {
+/// The span one beam covers, as folk collections beam eighths: a dotted quarter in compound
+/// meters (`GAG GAB` in 6/8), half a bar in 4/4 and 2/2 (`ABcd efge`), else a quarter.
+fn beam_beat(meter: crate::time::Meter) -> Tick {
+    if meter.den == 8 && meter.num % 3 == 0 && meter.num > 3 {
+        3 * UNIT
+    } else if meter.bar_ticks() == WHOLE {
+        4 * UNIT
+    } else {
+        2 * UNIT
+    }
+}
+
+/// Writes one bar's elements, grouping triplets and beaming by `beat` (`lead`: ticks of the
+/// bar before its first element, for a pickup), and keeps the accidentals of the bar.
+fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key, beat: Tick, lead: Tick) {
     let mut key_acc = key.accidentals();
     let mut sharps = key.fifths() >= 0;
     let mut bar_acc: [Option<i8>; 7] = [None; 7];
     let triplet = |d: Tick| (d * 3).is_multiple_of(2) && !is_plain(d) && is_plain(d * 3 / 2);
     let mut i = 0;
     let mut in_tuplet = 0;
+    let mut pos = lead;
     while i < elems.len() {
         let e = &elems[i];
         if in_tuplet == 0
@@ -464,10 +482,11 @@ fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key) {
         if in_tuplet > 0 {
             in_tuplet -= 1;
         }
+        pos += e.dur;
         i += 1;
         if in_tuplet == 0 && i < elems.len() && elems[i].pitches.len() <= 1 && e.pitches.len() <= 1 {
-            // Beam short notes together, separate longer ones: purely cosmetic.
-            if e.dur >= UNIT * 2 || elems[i].dur >= UNIT * 2 {
+            // Beam short notes together within a beat, separate longer ones: purely cosmetic.
+            if e.dur >= UNIT * 2 || elems[i].dur >= UNIT * 2 || pos.is_multiple_of(beat) {
                 out.push(' ');
             }
         } else if in_tuplet == 0 && i < elems.len() {

@@ -383,6 +383,19 @@ fn printing_is_clean_abc() {
     let text = dsl::print(&s);
     assert_eq!(text, "X:5\nT:Printed\nM:4/4\nL:1/8\nK:D\n|:DEFG A2 B2:| c4 (3def g2|]\n", "got:\n{text}");
     assert_eq!(dsl::parse(&text).unwrap(), s);
+    // Eighths are beamed as folk collections write them: by dotted quarter in 6/8, half bar in
+    // 4/4, quarter in 3/4; a pickup counts its beats back from the bar line.
+    for (meter, body, want) in [
+        ("6/8", "AFAdFA|GBdgdB|", "AFA dFA| GBd gdB|]"),
+        ("4/4", "ABcdefge|", "ABcd efge|]"),
+        ("3/4", "ABcdef|", "AB cd ef|]"),
+        ("6/8", "FG|AFAdFA|", "FG| AFA dFA|]"),
+    ] {
+        let s = dsl::parse(&format!("X:1\nM:{meter}\nL:1/8\nK:D\n{body}\n")).unwrap();
+        let text = dsl::print(&s);
+        assert_eq!(text.lines().last(), Some(want), "{meter}: {text}");
+        assert_eq!(dsl::parse(&text).unwrap(), s);
+    }
 }
 
 #[test]
