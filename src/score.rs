@@ -753,8 +753,8 @@ fn rebase_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], from: Tick, to: T
     out
 }
 
-/// Appends a change unless it repeats the one in effect.
-fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, tick: Tick, value: T) {
+/// Appends a change unless it repeats the one in effect (a later value at the same tick wins).
+pub(crate) fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, tick: Tick, value: T) {
     if let Some((t, v)) = changes.last_mut() {
         if *v == value {
             return;

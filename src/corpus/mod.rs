@@ -120,7 +120,7 @@ pub struct Tune {
     /// The style label (also in `score.meta.style`).
     pub style: String,
     /// Length of the anacrusis (pickup) the tune starts with, in ticks; 0 when it starts on a
-    /// bar line. The score was shifted so its bar lines fall where the ABC's do (see [`pickup`]).
+    /// bar line. The score was shifted so its bar lines fall where the ABC's do ([`Score::align_pickup`]).
     #[serde(default)]
     pub pickup: crate::time::Tick,
     pub score: Score,
@@ -341,15 +341,6 @@ pub fn read_collection(root: &Path, c: Collection, limit: Option<usize>) -> Resu
     Ok((tunes, stats))
 }
 
-/// Shifts a tune with a pickup of `pickup` ticks so its first full bar starts on a bar line of
-/// the score's meter: everything moves later by `bar - pickup` (a silent start), so bar-based
-/// encodings see the bars the notation has.
-pub fn align_pickup(score: &Score, pickup: crate::time::Tick) -> Score {
-    let mut s = score.clone();
-    s.meta.pickup = pickup;
-    s.align_pickup()
-}
-
 /// One chorale through the MusicXML reader, keeping the four sung parts as voices 0..=3
 /// (soprano, alto, tenor, bass). Parts are recognised by name (`Soprano`, `S.`, `Alto` ...);
 /// a file without names but with exactly four parts keeps them in score order. Instrumental
@@ -508,7 +499,7 @@ mod tests {
         let text = "X: 1\nT: OUR BOYS -- REEL\nM: 2/4\nL: 1/16\nK: A\n(3(uefg) |\\\na2ed cAdB | cAdc B2(3(efg) |\n";
         let score = crate::dsl::parse(text).expect("parses");
         assert_eq!(score.meta.pickup, 240);
-        let aligned = align_pickup(&score, 240);
+        let aligned = score.align_pickup();
         assert_eq!(aligned.notes[0].start, 720);
         // The first note after the bar line now starts bar 2 (tick 960).
         assert_eq!(aligned.notes[3].start, 960);

@@ -20,7 +20,7 @@ use super::ast::{self, BarKind, Item, RestKind, Tune};
 use super::diagnostics::DslError;
 use super::fields::{self, key_value, meter_value, tempo_value, unit_value, FieldError};
 use super::instruments;
-use crate::score::{Key, Meta, Note, Score, Voice, LETTER_SEMITONES};
+use crate::score::{push_change, Key, Meta, Note, Score, Voice, LETTER_SEMITONES};
 use crate::time::{bpm_to_micros, Meter, MeterSymbol, TempoMap, Tick, WHOLE};
 
 /// An exact rational number of ticks.
@@ -974,18 +974,4 @@ fn map_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], segs: &[(Tick, Tick)
         offset += b - a;
     }
     out
-}
-
-/// Appends a change unless it repeats the value in effect (a later value at the same tick wins).
-fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, tick: Tick, value: T) {
-    if let Some((t, v)) = changes.last_mut() {
-        if *v == value {
-            return;
-        }
-        if *t == tick {
-            *v = value;
-            return;
-        }
-    }
-    changes.push((tick, value));
 }
