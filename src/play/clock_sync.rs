@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 
 /// Pulses per quarter note in MIDI clock.
 pub const PPQN: u64 = 24;
+/// Song Position Pointer: where the leader will continue from, in sixteenths (two data bytes).
+const SONG_POSITION: u8 = 0xF2;
 
 /// Estimates tempo and position from incoming MIDI clock messages.
 #[derive(Debug, Clone)]
@@ -19,16 +21,19 @@ pub struct ClockFollower {
     /// Smoothed nanoseconds between pulses (`None` until two pulses arrived).
     interval: Option<f64>,
     last: Option<Nanos>,
-    /// Pulses since the last Start (or since the first pulse).
+    /// Pulses since the last Start (or since the first pulse, or the last Song Position).
     pulses: u64,
     running: bool,
+    /// True once a Start or Song Position Pointer said where the leader's song begins, so
+    /// `pulses` counts from a downbeat and bars can be locked, not only tempo.
+    located: bool,
     /// Weight of each new interval in the running average (0..1).
     alpha: f64,
 }
 
 impl Default for ClockFollower {
     fn default() -> Self {
-        ClockFollower { interval: None, last: None, pulses: 0, running: true, alpha: 0.08 }
+        ClockFollower { interval: None, last: None, pulses: 0, running: true, located: false, alpha: 0.08 }
     }
 }
 
@@ -75,7 +80,15 @@ impl ClockFollower {
             Some(msg::START) => {
                 self.pulses = 0;
                 self.running = true;
+                self.located = true;
                 ClockEvent::Start
+            }
+            Some(SONG_POSITION) if bytes.len() >= 3 => {
+                // In sixteenths (6 pulses each); the next pulse sounds at that position.
+                let sixteenths = (bytes[1] as u64 & 0x7F) | ((bytes[2] as u64 & 0x7F) << 7);
+                self.pulses = sixteenths * PPQN / 4;
+                self.located = true;
+                ClockEvent::Other
             }
             Some(msg::CONTINUE) => {
                 self.running = true;
@@ -99,6 +112,17 @@ impl ClockFollower {
         self.pulses
     }
 
+    /// True on the pulse that begins a beat (a quarter note).
+    pub fn at_beat(&self) -> bool {
+        self.pulses > 0 && (self.pulses - 1).is_multiple_of(PPQN)
+    }
+
+    /// Where the leader is on the pulse just received, in cadenza ticks past its first downbeat;
+    /// `None` until a Start or Song Position said where the song begins.
+    pub fn position_ticks(&self) -> Option<f64> {
+        (self.located && self.pulses > 0).then(|| (self.pulses - 1) as f64 * crate::time::PPQ as f64 / PPQN as f64)
+    }
+
     /// True on the pulse that begins a bar of `beats` quarters (the first pulse after Start is
     /// the downbeat).
     pub fn at_bar_start(&self, beats: u64) -> bool {
@@ -116,9 +140,11 @@ pub struct FollowHandle {
     pub state: Arc<Mutex<ClockFollower>>,
 }
 
-/// Follows the MIDI clock arriving on input `port` (index, name or unique substring): the
-/// engine's tempo tracks the smoothed estimate, updated at most once a beat and only when it
-/// moved by more than 0.3 bpm (so jitter in the sender does not wobble the music).
+/// Follows the MIDI clock arriving on input `port` (index, name or unique substring). Once the
+/// leader has sent Start (or a Song Position), cadenza's bar lines are phase-locked to the
+/// leader's: every beat the engine gets the leader's position and smoothed tempo
+/// ([`Engine::follow`]). Before that only the tempo follows, updated at most once a beat and only
+/// when it moved by more than 0.3 bpm (so jitter in the sender does not wobble the music).
 pub fn follow_clock(engine: Arc<Engine>, port: &str) -> Result<FollowHandle, PlayError> {
     let input = midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
     let ports = input.ports();
@@ -136,12 +162,17 @@ pub fn follow_clock(engine: Arc<Engine>, port: &str) -> Result<FollowHandle, Pla
                 "cadenza-clock-in",
                 move |stamp_us, bytes, _| {
                     let Ok(mut f) = st.lock() else { return };
-                    if f.feed(stamp_us * 1000, bytes) == ClockEvent::Pulse && f.pulses() % PPQN == 0 {
-                        if let Some(bpm) = f.bpm() {
-                            if (bpm - last_set).abs() > 0.3 && engine.set_tempo(bpm, At::Now).is_ok() {
-                                last_set = bpm;
-                            }
-                        }
+                    // The engine's clock, read now, dates the pulse for the phase lock: the port's
+                    // own timestamps count from another origin (they serve for intervals only).
+                    let now = engine.now();
+                    if f.feed(stamp_us * 1000, bytes) != ClockEvent::Pulse || !f.is_running() || !f.at_beat() {
+                        return;
+                    }
+                    let Some(bpm) = f.bpm() else { return };
+                    if let Some(leader_tick) = f.position_ticks() {
+                        let _ = engine.follow(leader_tick, now, bpm);
+                    } else if (bpm - last_set).abs() > 0.3 && engine.set_tempo(bpm, At::Now).is_ok() {
+                        last_set = bpm;
                     }
                 },
                 (),
@@ -200,5 +231,26 @@ mod tests {
         f.feed(200, &[msg::STOP]);
         f.feed(201, &[msg::CLOCK]);
         assert_eq!(f.pulses(), 97, "stopped: pulses keep tempo but not position");
+    }
+
+    #[test]
+    fn position_is_known_only_after_start_or_song_position() {
+        let mut f = ClockFollower::new();
+        pulses(&mut f, 0, 30, 120.0, 0);
+        assert_eq!(f.position_ticks(), None, "joined a running clock: tempo only");
+        f.feed(0, &[msg::START]);
+        f.feed(1, &[msg::CLOCK]);
+        assert!(f.at_beat());
+        assert_eq!(f.position_ticks(), Some(0.0));
+        for k in 0..24 {
+            f.feed(2 + k, &[msg::CLOCK]);
+        }
+        assert!(f.at_beat());
+        assert_eq!(f.position_ticks(), Some(480.0));
+        // Song Position 16 sixteenths = bar 2 of 4/4: the next pulse is its downbeat.
+        f.feed(100, &[SONG_POSITION, 16, 0]);
+        f.feed(101, &[msg::CLOCK]);
+        assert_eq!(f.position_ticks(), Some(4.0 * 480.0));
+        assert!(f.at_bar_start(4));
     }
 }

@@ -380,6 +380,17 @@ impl Engine {
         self.send(Command::Tempo { bpm, at })
     }
 
+    /// Locks the bar grid to a leader: at clock time `at` (see [`Engine::now`]) the leader was
+    /// `leader_tick` ticks (at [`crate::time::PPQ`]) past its first downbeat, playing at `bpm`.
+    /// Call it once a beat; the sequencer nudges its tempo (or, for a large error, waits) so its
+    /// bar lines fall on the leader's.
+    pub fn follow(&self, leader_tick: f64, at: Nanos, bpm: f64) -> Result<(), PlayError> {
+        if !(bpm.is_finite() && (10.0..=1000.0).contains(&bpm)) {
+            return Err(PlayError::BadTempo(bpm));
+        }
+        self.send(Command::Follow { leader_tick, at, bpm })
+    }
+
     /// The tempo at the scheduling horizon.
     pub fn tempo(&self) -> f64 {
         f64::from_bits(self.shared.bpm_bits.load(Ordering::Relaxed))

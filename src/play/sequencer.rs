@@ -159,6 +159,13 @@ pub enum Command {
         at: At,
     },
     Meter(Meter),
+    /// Phase lock to a leader (an incoming MIDI clock): at clock time `at` the leader was
+    /// `leader_tick` ticks past its start (a downbeat) and plays at `bpm`.
+    Follow {
+        leader_tick: f64,
+        at: Nanos,
+        bpm: f64,
+    },
     SetOutput(u8, Box<dyn MidiOut>),
     RemoveOutput(u8),
     /// Sends MIDI clock on a port from the next bar (`None` stops it).
@@ -245,6 +252,8 @@ pub struct Sequencer {
     nanos_per_tick: f64,
     bpm: f64,
     pending_tempo: Option<(Tick, f64)>,
+    /// The phase lock's running sum of errors (in beats), for [`Sequencer::follow`].
+    follow_integral: f64,
     bar_origin: Tick,
     bar: Tick,
     pending_meter: Option<(Tick, Tick)>,
@@ -290,6 +299,7 @@ impl Sequencer {
             nanos_per_tick: nanos_per_tick(bpm),
             bpm,
             pending_tempo: None,
+            follow_integral: 0.0,
             bar_origin: 0,
             bar: Meter::default().bar_ticks(),
             pending_meter: None,
@@ -500,6 +510,7 @@ impl Sequencer {
                 let at = self.next_bar(self.horizon);
                 self.pending_meter = Some((at, m.bar_ticks().max(1)));
             }
+            Command::Follow { leader_tick, at, bpm } => self.follow(leader_tick, at, bpm),
             Command::SetOutput(slot, out) => self.push_control(Control::SetOutput(slot, out)),
             Command::RemoveOutput(slot) => self.push_control(Control::RemoveOutput(slot)),
             Command::ClockOut { port: Some(p) } => {
@@ -571,6 +582,39 @@ impl Sequencer {
         self.shared.oneshots.store(self.tracks.iter().filter(|t| t.name.is_none()).count(), Ordering::Release);
         self.shared.bpm_bits.store(self.bpm.to_bits(), Ordering::Relaxed);
         self.shared.horizon.store(self.horizon, Ordering::Relaxed);
+    }
+
+    /// One step of the phase-locked loop that keeps our bar lines on a leader's.
+    ///
+    /// The phase error is where our bar grid is at `at` minus where the leader is, wrapped to
+    /// half a bar either way. Small errors (up to half a beat) are removed by playing slightly
+    /// faster or slower than the leader for the next beat: a PI controller (half the error now,
+    /// a tenth of the sum so far, which cancels a steady bias in the leader's tempo estimate; at
+    /// most ±10%, so a melody never audibly lurches). A larger error (the leader just started, or jumped)
+    /// cannot be caught up without skipping music, so the music waits instead: the unscheduled
+    /// part moves later by the error modulo a bar, never earlier. Both re-anchor at the horizon,
+    /// so nothing already queued moves.
+    fn follow(&mut self, leader_tick: f64, at: Nanos, leader_bpm: f64) {
+        let leader_bpm = sane_bpm(leader_bpm);
+        let bar = self.bar as f64;
+        let ours = self.tick0 as f64 + (at as f64 - self.time0 as f64) / self.nanos_per_tick;
+        let phase = (ours - self.bar_origin as f64) - leader_tick;
+        let error = (phase + bar / 2.0).rem_euclid(bar) - bar / 2.0;
+        let beat = crate::time::PPQ as f64;
+        let time_at_horizon = self.time_of(self.horizon);
+        let (bpm, delay_ticks) = if error.abs() <= beat / 2.0 {
+            self.follow_integral = (self.follow_integral + error / beat).clamp(-1.0, 1.0);
+            let correction = 0.5 * error / beat + 0.1 * self.follow_integral;
+            (leader_bpm * (1.0 - correction).clamp(0.9, 1.1), 0.0)
+        } else {
+            self.follow_integral = 0.0;
+            (leader_bpm, error.rem_euclid(bar))
+        };
+        self.pending_tempo = None;
+        self.tick0 = self.horizon;
+        self.bpm = sane_bpm(bpm);
+        self.nanos_per_tick = nanos_per_tick(self.bpm);
+        self.time0 = time_at_horizon + (delay_ticks * nanos_per_tick(leader_bpm)).round() as Nanos;
     }
 
     fn apply_tempo_if_due(&mut self) {

@@ -357,3 +357,44 @@ fn failed_sends_are_counted_and_reported() {
     assert!(r.contains(&Report::SendErrors { port: 0, count: 1 }), "{r:?}");
     assert_eq!(h.bytes()[0], off(0, 60), "the failed note-on is gone; its note-off still goes");
 }
+
+#[test]
+fn following_a_leader_locks_bar_lines_to_its_bars() {
+    let (e, h) = engine();
+    // One note a beat, the downbeat marked by pitch 72; we start on our own grid at 120 bpm.
+    let bar = score(&[(0, 240, 72), (480, 240, 60), (960, 240, 60), (1440, 240, 60)], 1920);
+    e.set_loop("beat", LoopSource::Fixed(bar), PlayOpts { port: 0, at: At::Now }).unwrap();
+    // The leader starts 0.73 s in, at 126 bpm; its tempo estimate is a little off (125.6), as a
+    // smoothed estimate of a real clock is.
+    let (start, beat) = (730 * MILLI, 60 * SECOND / 126);
+    let leader_beat = |k: u64| start + k * beat;
+    for k in 0..40 {
+        e.advance_to(leader_beat(k)).unwrap();
+        e.follow(k as f64 * 480.0, leader_beat(k), 125.6).unwrap();
+    }
+    e.advance_to(leader_beat(40)).unwrap();
+    let all = h.messages();
+    assert!(all.windows(2).all(|w| w[0].at <= w[1].at), "nothing moves backwards");
+    let downbeats: Vec<Nanos> = timeline(&all).into_iter().filter(|(_, b)| *b == on(0, 72)).map(|(t, _)| t).collect();
+    // From the leader's second bar on, every downbeat of ours falls on a downbeat of the leader
+    // (the first wait lines the grid up within 2 ms; the PI loop then closes in on zero).
+    let late: Vec<(Nanos, i64)> = downbeats
+        .iter()
+        .filter(|&&t| t > leader_beat(0))
+        .map(|&t| {
+            let k = ((t - start) as f64 / beat as f64).round() as u64;
+            (t, t as i64 - leader_beat(k) as i64)
+        })
+        .collect();
+    assert!(late.len() >= 5, "{late:?}");
+    for &(t, err) in &late {
+        let k = ((t - start) as f64 / beat as f64).round() as u64;
+        assert_eq!(k % 4, 0, "our bar line at {t} is on leader beat {k}, not a downbeat");
+        assert!(err.abs() < 2 * MILLI as i64, "downbeat {t} is {err} ns off the leader");
+    }
+    for &(t, err) in &late[late.len() - 4..] {
+        assert!(err.abs() < 100_000, "downbeat {t} is still {err} ns off the leader: {late:?}");
+    }
+    // And the tempo in effect is the leader's, give or take the phase correction.
+    assert!((e.tempo() - 126.0).abs() < 2.0, "{}", e.tempo());
+}

@@ -151,8 +151,10 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "follow_clock",
         signature: "follow_clock(port)",
-        about: "The tempo follows the MIDI clock arriving on an input (smoothed, updated once a beat); \
-                follow_clock(\"\") stops following.",
+        about: "Follow the MIDI clock arriving on an input: once the DAW sends Start (or a song \
+                position), cadenza's bar lines lock to the DAW's bars (a small tempo nudge each \
+                beat; on Start the music waits for the DAW's next bar). Before that only the \
+                tempo follows. follow_clock(\"\") stops following.",
         example: r#"// follow_clock("DAW"); follow_clock("");"#,
     },
     Topic {
