@@ -12,7 +12,7 @@ use super::sampling::{log_softmax, sample, Rng, Sampling};
 use super::GenError;
 use crate::model::{LanguageModel, State};
 use crate::score::{Key, Note, Score};
-use crate::time::{Meter, Tick, PPQ};
+use crate::time::{Meter, Tick};
 use crate::tokens::{Decoder, Encoding, TokenKind};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -392,12 +392,17 @@ impl Session {
     }
 
     /// Sets each row's stopping point for `length`, counted from where it stands now.
+    /// Seconds follow the prompt's tempo map, so a `Q:` change inside it counts.
     fn set_limits(&mut self, length: Length) {
-        let bpm = self.meta.tempo.bpm_at(0);
+        let tempo = &self.meta.tempo;
         for r in &mut self.rows {
             r.generated = 0;
             r.limit_tick = match length {
-                Length::Seconds(s) => Some(r.tracker.position() + (s * bpm / 60.0 * PPQ as f64).round() as Tick),
+                Length::Seconds(s) => {
+                    let here = r.tracker.position();
+                    // A nanosecond of slack: float error must not lose the last tick.
+                    Some(tempo.tick_at(tempo.seconds_at(here) + s + 1e-9).max(here + 1))
+                }
                 _ => None,
             };
         }

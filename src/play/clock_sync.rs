@@ -145,7 +145,11 @@ pub struct FollowHandle {
 /// leader's: every beat the engine gets the leader's position and smoothed tempo
 /// ([`Engine::follow`]). Before that only the tempo follows, updated at most once a beat and only
 /// when it moved by more than 0.3 bpm (so jitter in the sender does not wobble the music).
-pub fn follow_clock(engine: Arc<Engine>, port: &str) -> Result<FollowHandle, PlayError> {
+///
+/// A pulse arrives some time after the leader sent it (the MIDI system's latency: two or three
+/// periods through JACK); `latency` says how long, so the bars lock to when the leader played
+/// them rather than to when we heard about it. Any remainder shows as a steady lag.
+pub fn follow_clock(engine: Arc<Engine>, port: &str, latency: Nanos) -> Result<FollowHandle, PlayError> {
     let input = midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
     let ports = input.ports();
     let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
@@ -164,7 +168,7 @@ pub fn follow_clock(engine: Arc<Engine>, port: &str) -> Result<FollowHandle, Pla
                     let Ok(mut f) = st.lock() else { return };
                     // The engine's clock, read now, dates the pulse for the phase lock: the port's
                     // own timestamps count from another origin (they serve for intervals only).
-                    let now = engine.now();
+                    let now = engine.now().saturating_sub(latency);
                     if f.feed(stamp_us * 1000, bytes) != ClockEvent::Pulse || !f.is_running() || !f.at_beat() {
                         return;
                     }

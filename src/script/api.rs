@@ -526,7 +526,15 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
     engine.register_fn("send_clock", move |on: bool| -> Res<()> { ctx_of(&c)?.stage.send_clock(on).or_else(err) });
     let c = w.clone();
     engine.register_fn("follow_clock", move |port: &str| -> Res<()> {
-        ctx_of(&c)?.stage.follow_clock(port).or_else(err)
+        ctx_of(&c)?.stage.follow_clock(port, 0.0).or_else(err)
+    });
+    let c = w.clone();
+    engine.register_fn("follow_clock", move |port: &str, latency_ms: f64| -> Res<()> {
+        ctx_of(&c)?.stage.follow_clock(port, latency_ms).or_else(err)
+    });
+    let c = w.clone();
+    engine.register_fn("follow_clock", move |port: &str, latency_ms: i64| -> Res<()> {
+        ctx_of(&c)?.stage.follow_clock(port, latency_ms as f64).or_else(err)
     });
     let c = w.clone();
     engine.register_fn("panic", move || -> Res<()> {

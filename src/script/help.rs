@@ -150,12 +150,13 @@ pub const TOPICS: &[Topic] = &[
     },
     Topic {
         name: "follow_clock",
-        signature: "follow_clock(port)",
+        signature: "follow_clock(port) / follow_clock(port, latency_ms)",
         about: "Follow the MIDI clock arriving on an input: once the DAW sends Start (or a song \
                 position), cadenza's bar lines lock to the DAW's bars (a small tempo nudge each \
                 beat; on Start the music waits for the DAW's next bar). Before that only the \
-                tempo follows. follow_clock(\"\") stops following.",
-        example: r#"// follow_clock("DAW"); follow_clock("");"#,
+                tempo follows. latency_ms (default 0) is how long the clock takes to reach \
+                cadenza; cadenza's bars come that much earlier. follow_clock(\"\") stops following.",
+        example: r#"// follow_clock("DAW"); follow_clock("DAW", 40); follow_clock("");"#,
     },
     Topic {
         name: "loop",

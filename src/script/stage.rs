@@ -577,9 +577,10 @@ impl Stage {
         e.clock_out(on.then_some(slot)).map_err(|e| format!("send_clock: {e}"))
     }
 
-    /// `follow_clock(port)`: the session tempo follows the MIDI clock arriving on an input.
-    /// `follow_clock("")` stops following.
-    pub fn follow_clock(self: &Arc<Self>, port: &str) -> Result<(), String> {
+    /// `follow_clock(port, latency_ms)`: the session tempo and bar lines follow the MIDI clock
+    /// arriving on an input, each pulse taken to have left the leader `latency_ms` before it
+    /// arrived. `follow_clock("")` stops following.
+    pub fn follow_clock(self: &Arc<Self>, port: &str, latency_ms: f64) -> Result<(), String> {
         let mut f = self.follower.lock().unwrap_or_else(|p| p.into_inner());
         *f = None;
         if port.is_empty() {
@@ -588,8 +589,12 @@ impl Stage {
         if self.no_midi {
             return Err("follow_clock: MIDI is off in this session (--no-midi)".into());
         }
+        if !(latency_ms.is_finite() && (0.0..=1000.0).contains(&latency_ms)) {
+            return Err(format!("follow_clock: latency {latency_ms} ms is not between 0 and 1000"));
+        }
         let e = self.engine()?;
-        *f = Some(crate::play::clock_sync::follow_clock(e, port).map_err(|e| format!("follow_clock: {e}"))?);
+        let latency = (latency_ms * 1e6) as crate::play::Nanos;
+        *f = Some(crate::play::clock_sync::follow_clock(e, port, latency).map_err(|e| format!("follow_clock: {e}"))?);
         Ok(())
     }
 

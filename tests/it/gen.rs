@@ -697,6 +697,27 @@ fn a_pickup_is_aligned_for_the_model_and_restored_in_the_take() {
     assert!(text.contains("\nFG| AFA dF"), "{text}");
 }
 
+#[test]
+fn a_length_in_seconds_follows_the_prompts_tempo_changes() {
+    // The prompt's bar runs at 120 bpm; from its end (tick 1920) the tempo halves to 60 bpm, so
+    // two seconds of continuation are two beats (960 ticks), not the four beats 120 bpm would give.
+    let mut p = prompt();
+    p.meta.tempo.set(1920, cadenza::time::bpm_to_micros(60.0));
+    let mut r = Request::new(p, Length::Seconds(2.0));
+    r.sampling = Sampling { temperature: 1.0, top_k: 8, top_p: 0.95, ..Sampling::default() };
+    let g = toy_gen(Bigram::new(1024));
+    let mut last_start = 0;
+    for seed in 0..8 {
+        r.seed = seed;
+        let take = g.generate(&r).unwrap();
+        for n in take.notes.iter() {
+            assert!(n.start < 1920 + 960, "seed {seed}: note {n:?} starts after two seconds at 60 bpm");
+            last_start = last_start.max(n.start);
+        }
+    }
+    assert!(last_start >= 1920 + 480, "takes reach into the second beat: last start {last_start}");
+}
+
 // ---------------------------------------------------------------- the bundled folk model
 
 /// The committed folk model, if this checkout has it (it is trained in the background and
