@@ -26,8 +26,8 @@ use crate::score::{Key, Note, Score, LETTER_SEMITONES};
 use crate::time::{TempoMap, Tick, WHOLE};
 use std::fmt::Write;
 
-/// Ticks in the printed unit length `L:1/8`.
-const UNIT: Tick = WHOLE / 8;
+/// An eighth note: the beaming unit of folk notation, whatever `L:` is printed.
+const EIGHTH: Tick = WHOLE / 8;
 
 fn gcd(a: Tick, b: Tick) -> Tick {
     if b == 0 {
@@ -37,10 +37,11 @@ fn gcd(a: Tick, b: Tick) -> Tick {
     }
 }
 
-/// A length in ticks as ABC writes it after `L:1/8`: ``, `2`, `/`, `/4`, `3/2`.
-fn write_len(out: &mut String, ticks: Tick) {
-    let g = gcd(ticks, UNIT);
-    let (p, q) = (ticks / g, UNIT / g);
+/// A length in ticks as ABC writes it after an `L:` of `unit` ticks (here for `L:1/8`: ``,
+/// `2`, `/`, `/4`, `3/2`).
+fn write_len(out: &mut String, ticks: Tick, unit: Tick) {
+    let g = gcd(ticks, unit);
+    let (p, q) = (ticks / g, unit / g);
     match (p, q) {
         (1, 1) => {}
         (p, 1) => {
@@ -59,7 +60,37 @@ fn write_len(out: &mut String, ticks: Tick) {
 /// Whether a length is a plain ABC length (its fraction of the unit has a power-of-two
 /// denominator), i.e. needs no tuplet.
 fn is_plain(ticks: Tick) -> bool {
-    (UNIT / gcd(ticks, UNIT)).is_power_of_two()
+    (EIGHTH / gcd(ticks, EIGHTH)).is_power_of_two()
+}
+
+/// The unit length `L:` to print: of a quarter, an eighth and a sixteenth, the one that writes
+/// the notes' lengths in the fewest characters (an eighth on a tie, as most tunes are written).
+fn unit_length(score: &Score) -> Tick {
+    let mut counts: Vec<(Tick, usize)> = Vec::new();
+    for n in score.notes.iter().filter(|n| n.dur > 0) {
+        match counts.iter_mut().find(|(d, _)| *d == n.dur) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((n.dur, 1)),
+        }
+    }
+    let mut text = String::new();
+    let cost = |unit: Tick, text: &mut String| -> usize {
+        counts
+            .iter()
+            .map(|&(d, c)| {
+                text.clear();
+                write_len(text, d, unit);
+                text.len() * c
+            })
+            .sum()
+    };
+    let eighth = cost(EIGHTH, &mut text);
+    [WHOLE / 4, WHOLE / 16]
+        .into_iter()
+        .map(|u| (cost(u, &mut text), u))
+        .filter(|&(c, _)| c < eighth)
+        .min()
+        .map_or(EIGHTH, |(_, u)| u)
 }
 
 /// A pitch spelled in a key: letter (0 = C), alteration, octave (0 = middle C's octave).
@@ -191,7 +222,8 @@ pub fn print(score: &Score) -> String {
         out.push_str("%%whole_bars\n");
     }
     let _ = writeln!(out, "M:{}", score.meter());
-    out.push_str("L:1/8\n");
+    let unit = unit_length(score);
+    let _ = writeln!(out, "L:1/{}", WHOLE / unit);
     if m.tempo != TempoMap::default() {
         let _ = writeln!(out, "Q:1/4={}", bpm_text(m.tempo.changes()[0].micros_per_quarter));
     }
@@ -223,7 +255,7 @@ pub fn print(score: &Score) -> String {
                 let _ = writeln!(out, "%%MIDI channel {}", channel as u32 + 1);
             }
         }
-        print_voice(&mut out, score, vi, &bars, &repeats);
+        print_voice(&mut out, score, vi, &bars, &repeats, unit);
     }
     out
 }
@@ -293,7 +325,7 @@ fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<(usize, usiz
     out
 }
 
-fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeats: &[(usize, usize)]) {
+fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeats: &[(usize, usize)], unit: Tick) {
     let notes: Vec<&Note> = score.notes.iter().filter(|n| n.voice as usize == vi).collect();
     let end = score.length;
     if end == 0 {
@@ -342,7 +374,7 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
             let (start, stop) = (bars[bar], bars.get(bar + 1).copied().unwrap_or(end));
             let meter = score.meter_at(start);
             let lead = if bar == 0 { meter.bar_ticks().saturating_sub(stop - start) } else { 0 };
-            render_bar(out, elems, key, beam_beat(meter), lead);
+            render_bar(out, elems, key, beam_beat(meter, unit), lead, unit);
             // The bar printed next: after a `:|` the copy is skipped.
             let next_printed = repeats.iter().find(|&&(i, k)| i + k == bar + 1).map_or(bar + 1, |&(i, k)| i + 2 * k);
             let last = next_printed >= nbars;
@@ -417,20 +449,21 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
 }
 
 /// The span one beam covers, as folk collections beam eighths: a dotted quarter in compound
-/// meters (`GAG GAB` in 6/8), half a bar in 4/4 and 2/2 (`ABcd efge`), else a quarter.
-fn beam_beat(meter: crate::time::Meter) -> Tick {
+/// meters (`GAG GAB` in 6/8), half a bar in 4/4 and 2/2 (`ABcd efge`), else a quarter; music
+/// in sixteenths (`unit`) beams by the quarter (`DEFG ABcd`).
+fn beam_beat(meter: crate::time::Meter, unit: Tick) -> Tick {
     if meter.den == 8 && meter.num % 3 == 0 && meter.num > 3 {
-        3 * UNIT
-    } else if meter.bar_ticks() == WHOLE {
-        4 * UNIT
+        3 * EIGHTH
+    } else if meter.bar_ticks() == WHOLE && unit >= EIGHTH {
+        4 * EIGHTH
     } else {
-        2 * UNIT
+        2 * EIGHTH
     }
 }
 
 /// Writes one bar's elements, grouping triplets and beaming by `beat` (`lead`: ticks of the
 /// bar before its first element, for a pickup), and keeps the accidentals of the bar.
-fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key, beat: Tick, lead: Tick) {
+fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key, beat: Tick, lead: Tick, unit: Tick) {
     let mut key_acc = key.accidentals();
     let mut sharps = key.fifths() >= 0;
     let mut bar_acc: [Option<i8>; 7] = [None; 7];
@@ -458,11 +491,11 @@ fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key, beat: Tick, lead:
         match e.pitches.as_slice() {
             [] => {
                 out.push('z');
-                write_len(out, dur);
+                write_len(out, dur, unit);
             }
             [(p, tie)] => {
                 write_pitch(out, *p, &key_acc, &mut bar_acc, sharps);
-                write_len(out, dur);
+                write_len(out, dur, unit);
                 if *tie {
                     out.push('-');
                 }
@@ -476,7 +509,7 @@ fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key, beat: Tick, lead:
                     }
                 }
                 out.push(']');
-                write_len(out, dur);
+                write_len(out, dur, unit);
             }
         }
         if in_tuplet > 0 {
@@ -486,7 +519,7 @@ fn render_bar(out: &mut String, elems: &[Elem], key: &mut Key, beat: Tick, lead:
         i += 1;
         if in_tuplet == 0 && i < elems.len() && elems[i].pitches.len() <= 1 && e.pitches.len() <= 1 {
             // Beam short notes together within a beat, separate longer ones: purely cosmetic.
-            if e.dur >= UNIT * 2 || elems[i].dur >= UNIT * 2 || pos.is_multiple_of(beat) {
+            if e.dur >= EIGHTH * 2 || elems[i].dur >= EIGHTH * 2 || pos.is_multiple_of(beat) {
                 out.push(' ');
             }
         } else if in_tuplet == 0 && i < elems.len() {
@@ -504,10 +537,29 @@ mod tests {
         let cases = [(240, ""), (480, "2"), (120, "/"), (60, "/4"), (360, "3/2"), (720, "3"), (160, "2/3")];
         for (t, want) in cases {
             let mut s = String::new();
-            write_len(&mut s, t);
+            write_len(&mut s, t, EIGHTH);
             assert_eq!(s, want, "{t}");
         }
         assert!(is_plain(120) && is_plain(360) && !is_plain(160));
+    }
+
+    #[test]
+    fn the_unit_length_is_the_one_that_writes_least() {
+        let printed = |body: &str| {
+            let s = crate::dsl::parse(&format!("X:1\nM:4/4\nL:1/8\nK:C\n{body}\n")).unwrap();
+            let text = print(&s);
+            assert_eq!(crate::dsl::parse(&text).unwrap().notes, s.notes, "{text}");
+            text
+        };
+        // A chorale line in quarters with a passing eighth pair.
+        let t = printed("C2 E2 G2 c2|B2 AG A4|");
+        assert!(t.contains("L:1/4\n") && t.contains("C E G c| B A/G/ A2|]"), "{t}");
+        // A reel in eighths.
+        let t = printed("DEFG ABcd|edcB A4|");
+        assert!(t.contains("L:1/8\n") && t.contains("DEFG ABcd| edcB A4|]"), "{t}");
+        // A hornpipe-like run of sixteenths.
+        let t = printed("D/E/F/G/ A/B/c/d/ e/f/g/a/ b/a/g/f/|e/d/c/B/ A/G/F/E/ D4|");
+        assert!(t.contains("L:1/16\n") && t.contains("DEFG ABcd efga bagf|"), "{t}");
     }
 
     #[test]
