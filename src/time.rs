@@ -65,7 +65,7 @@ impl Meter {
 
     /// Compound meters (6/8, 9/8, 12/8) count in dotted beats.
     pub fn is_compound(&self) -> bool {
-        self.den >= 8 && self.num % 3 == 0 && self.num > 3
+        self.den >= 8 && self.num.is_multiple_of(3) && self.num > 3
     }
 }
 

@@ -450,7 +450,8 @@ impl Augment {
         if !self.stretch.is_empty() {
             let (num, den) = self.stretch[rng.gen_range(0..self.stretch.len())];
             let grid = self.stretch_grid.max(1);
-            let on_grid = |t: crate::time::Tick| (t * num) % den == 0 && (t * num / den.max(1)) % grid == 0;
+            let on_grid =
+                |t: crate::time::Tick| (t * num).is_multiple_of(den) && (t * num / den.max(1)).is_multiple_of(grid);
             if num > 0 && den > 0 && out.notes.iter().all(|n| on_grid(n.start) && on_grid(n.dur)) {
                 if let Ok(mut s) = out.stretch(num, den) {
                     let bpm = s.meta.tempo.bpm_at(0) * num as f64 / den as f64;

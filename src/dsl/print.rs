@@ -452,7 +452,7 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
 /// meters (`GAG GAB` in 6/8), half a bar in 4/4 and 2/2 (`ABcd efge`), else a quarter; music
 /// in sixteenths (`unit`) beams by the quarter (`DEFG ABcd`).
 fn beam_beat(meter: crate::time::Meter, unit: Tick) -> Tick {
-    if meter.den == 8 && meter.num % 3 == 0 && meter.num > 3 {
+    if meter.den == 8 && meter.num.is_multiple_of(3) && meter.num > 3 {
         3 * EIGHTH
     } else if meter.bar_ticks() == WHOLE && unit >= EIGHTH {
         4 * EIGHTH

@@ -153,6 +153,44 @@ fn period(lookahead: Nanos) -> Nanos {
     (lookahead / 4).clamp(MILLI, 50 * MILLI)
 }
 
+/// What both kinds of engine (threaded and manual) are built from: the sequencer and player
+/// joined by their rings, the command and report channels, and the shared counters.
+struct Parts {
+    seq: Sequencer,
+    player: Player,
+    cmd_tx: Sender<Command>,
+    cmd_rx: Receiver<Command>,
+    rep_tx: Sender<Report>,
+    rep_rx: Receiver<Report>,
+    shared: Arc<SeqShared>,
+    stats: Arc<Stats>,
+    returned: rtrb::Consumer<Box<dyn MidiOut>>,
+    slots: Vec<Option<Slot>>,
+}
+
+impl Parts {
+    fn new(outputs: Vec<Box<dyn MidiOut>>, config: &Config, now: Nanos) -> Result<Parts, PlayError> {
+        let slots = slots_of(&outputs)?;
+        let rings = Rings::new(config.ring_capacity);
+        let (cmd_tx, cmd_rx) = channel();
+        let (rep_tx, rep_rx) = channel();
+        let shared = Arc::new(SeqShared::default());
+        let stats = Arc::new(Stats::default());
+        let seq = Sequencer::new(
+            now,
+            config.lookahead,
+            config.bpm,
+            config.program_changes,
+            rings.events.0,
+            rings.control.0,
+            rep_tx.clone(),
+            shared.clone(),
+        );
+        let player = Player::new(rings.events.1, rings.control.1, rings.returned.0, outputs, stats.clone());
+        Ok(Parts { seq, player, cmd_tx, cmd_rx, rep_tx, rep_rx, shared, stats, returned: rings.returned.1, slots })
+    }
+}
+
 impl Engine {
     /// Starts the sequencer and player threads on the monotonic clock.
     pub fn start(outputs: Vec<Box<dyn MidiOut>>, config: Config) -> Result<Engine, PlayError> {
@@ -165,23 +203,8 @@ impl Engine {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, PlayError> {
-        let slots = slots_of(&outputs)?;
-        let rings = Rings::new(config.ring_capacity);
-        let (cmd_tx, cmd_rx) = channel();
-        let (rep_tx, rep_rx) = channel();
-        let shared = Arc::new(SeqShared::default());
-        let stats = Arc::new(Stats::default());
-        let seq = Sequencer::new(
-            clock.now(),
-            config.lookahead,
-            config.bpm,
-            config.program_changes,
-            rings.events.0,
-            rings.control.0,
-            rep_tx.clone(),
-            shared.clone(),
-        );
-        let player = Player::new(rings.events.1, rings.control.1, rings.returned.0, outputs, stats.clone());
+        let p = Parts::new(outputs, &config, clock.now())?;
+        let (seq, player, cmd_rx, mut returned) = (p.seq, p.player, p.cmd_rx, p.returned);
         let pclock = clock.clone();
         let realtime = config.realtime;
         let player_thread = std::thread::Builder::new()
@@ -194,77 +217,74 @@ impl Engine {
             })
             .map_err(|e| PlayError::Thread { what: "player", reason: e.to_string() })?;
         let sclock = clock.clone();
-        let mut returned = rings.returned.1;
         let seq_thread = std::thread::Builder::new()
             .name("cadenza-sequencer".into())
             .spawn(move || sequencer_thread(seq, cmd_rx, &mut returned, sclock))
             .map_err(|e| PlayError::Thread { what: "sequencer", reason: e.to_string() })?;
-        let slots = Arc::new(Mutex::new(slots));
+        let slots = Arc::new(Mutex::new(p.slots));
         let closing = Arc::new(AtomicBool::new(false));
-        let watcher = spawn_watcher(slots.clone(), cmd_tx.clone(), rep_tx.clone(), closing.clone());
-        Ok(Engine {
-            commands: Mutex::new(cmd_tx),
-            reports_tx: rep_tx,
-            reports: Mutex::new(rep_rx),
+        let watcher = spawn_watcher(slots.clone(), p.cmd_tx.clone(), p.rep_tx.clone(), closing.clone());
+        let mode =
+            Mode::Threads(Mutex::new(Threads { sequencer: Some(seq_thread), player: Some(player_thread), watcher }));
+        Ok(Engine::assemble(p.cmd_tx, p.rep_tx, p.rep_rx, p.shared, p.stats, clock, mode, slots, closing, &config))
+    }
+
+    /// An engine with no threads, on a fake clock that only [`Engine::advance_to`] moves.
+    pub fn manual(outputs: Vec<Box<dyn MidiOut>>, config: Config, clock: FakeClock) -> Result<Engine, PlayError> {
+        let p = Parts::new(outputs, &config, clock.now())?;
+        let core = ManualCore {
+            seq: p.seq,
+            player: p.player,
+            commands: p.cmd_rx,
+            returned: p.returned,
+            producers: Vec::new(),
+            clock: clock.clone(),
+        };
+        let mode = Mode::Manual(Box::new(Mutex::new(core)));
+        let slots = Arc::new(Mutex::new(p.slots));
+        let closing = Arc::new(AtomicBool::new(false));
+        Ok(Engine::assemble(
+            p.cmd_tx,
+            p.rep_tx,
+            p.rep_rx,
+            p.shared,
+            p.stats,
+            Arc::new(clock),
+            mode,
+            slots,
+            closing,
+            &config,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        commands: Sender<Command>,
+        reports_tx: Sender<Report>,
+        reports: Receiver<Report>,
+        shared: Arc<SeqShared>,
+        stats: Arc<Stats>,
+        clock: Arc<dyn Clock>,
+        mode: Mode,
+        slots: Arc<Mutex<Vec<Option<Slot>>>>,
+        closing: Arc<AtomicBool>,
+        config: &Config,
+    ) -> Engine {
+        Engine {
+            commands: Mutex::new(commands),
+            reports_tx,
+            reports: Mutex::new(reports),
             shared,
             stats,
             clock,
-            mode: Mode::Threads(Mutex::new(Threads {
-                sequencer: Some(seq_thread),
-                player: Some(player_thread),
-                watcher,
-            })),
+            mode,
             generation: AtomicU64::new(1),
             sent: AtomicU64::new(0),
             slots,
             seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
             closing,
             lookahead: config.lookahead,
-        })
-    }
-
-    /// An engine with no threads, on a fake clock that only [`Engine::advance_to`] moves.
-    pub fn manual(outputs: Vec<Box<dyn MidiOut>>, config: Config, clock: FakeClock) -> Result<Engine, PlayError> {
-        let slots = slots_of(&outputs)?;
-        let rings = Rings::new(config.ring_capacity);
-        let (cmd_tx, cmd_rx) = channel();
-        let (rep_tx, rep_rx) = channel();
-        let shared = Arc::new(SeqShared::default());
-        let stats = Arc::new(Stats::default());
-        let seq = Sequencer::new(
-            clock.now(),
-            config.lookahead,
-            config.bpm,
-            config.program_changes,
-            rings.events.0,
-            rings.control.0,
-            rep_tx.clone(),
-            shared.clone(),
-        );
-        let player = Player::new(rings.events.1, rings.control.1, rings.returned.0, outputs, stats.clone());
-        let core = ManualCore {
-            seq,
-            player,
-            commands: cmd_rx,
-            returned: rings.returned.1,
-            producers: Vec::new(),
-            clock: clock.clone(),
-        };
-        Ok(Engine {
-            commands: Mutex::new(cmd_tx),
-            reports_tx: rep_tx,
-            reports: Mutex::new(rep_rx),
-            shared,
-            stats,
-            clock: Arc::new(clock),
-            mode: Mode::Manual(Box::new(Mutex::new(core))),
-            generation: AtomicU64::new(1),
-            sent: AtomicU64::new(0),
-            slots: Arc::new(Mutex::new(slots)),
-            seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
-            closing: Arc::new(AtomicBool::new(false)),
-            lookahead: config.lookahead,
-        })
+        }
     }
 
     /// Engine clock now.

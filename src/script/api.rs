@@ -416,7 +416,7 @@ fn register_score(engine: &mut Engine) {
             .map(pitch_name)
             .map_or_else(|| err(format!("{p} is not a MIDI pitch")), Ok)
     });
-    engine.register_fn("empty", || Score::new());
+    engine.register_fn("empty", Score::new);
 }
 
 fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
@@ -591,7 +591,7 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
     });
 
     // --- help ------------------------------------------------------------------------------
-    engine.register_fn("help", || super::help::overview());
+    engine.register_fn("help", super::help::overview);
     engine.register_fn("help", |name: &str| super::help::topic(name).unwrap_or_else(|| super::help::unknown(name)));
 }
 

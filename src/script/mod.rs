@@ -378,7 +378,7 @@ impl Drop for Session {
 /// so a bare engine answers (the line editor asks from its own thread, without the session).
 pub fn is_incomplete(text: &str) -> bool {
     thread_local! {
-        static PARSER: Engine = Engine::new_raw();
+        static PARSER: Engine = const { Engine::new_raw() };
     }
     let text = rewrite_loop_calls(text);
     PARSER.with(|engine| match engine.compile(&text) {

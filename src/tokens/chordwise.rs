@@ -71,7 +71,7 @@ impl Chordwise {
     pub fn new(cfg: ChordwiseConfig) -> Result<Self, TokenError> {
         let bad = |r: String| TokenError::Other(format!("chordwise settings: {r}"));
         let spq = cfg.steps_per_quarter;
-        if spq == 0 || PPQ % spq != 0 || spq > 48 {
+        if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
             return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
         }
         if cfg.pitch_lo > cfg.pitch_hi || cfg.pitch_hi > 127 {

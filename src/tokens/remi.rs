@@ -104,7 +104,7 @@ impl Remi {
     pub fn new(cfg: RemiConfig) -> Result<Self, TokenError> {
         let bad = |r: String| TokenError::Other(format!("remi settings: {r}"));
         let spq = cfg.steps_per_quarter;
-        if spq == 0 || PPQ % spq != 0 || spq > 48 {
+        if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
             return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
         }
         if cfg.pitch_lo > cfg.pitch_hi || cfg.pitch_hi > 127 {
@@ -121,7 +121,7 @@ impl Remi {
         let mut max_bar = Meter::default().bar_ticks();
         for &(n, d) in &cond.spec.meters {
             let m = Meter::new(n, d);
-            if d == 0 || n == 0 || m.bar_ticks() % step != 0 || m.bar_ticks() == 0 {
+            if d == 0 || n == 0 || !m.bar_ticks().is_multiple_of(step) || m.bar_ticks() == 0 {
                 return Err(bad(format!("meter {n}/{d} does not fill whole grid steps")));
             }
             max_bar = max_bar.max(m.bar_ticks());
