@@ -285,6 +285,9 @@ pub struct GenSettings {
     pub max_polyphony: Option<u32>,
     /// Hard constraint `%%whole_bars`: bars add up to the meter.
     pub whole_bars: bool,
+    /// Hard constraint `%%mono_voices`: one note at a time in each voice.
+    #[serde(default)]
+    pub mono_voices: bool,
 }
 
 impl GenSettings {
@@ -303,6 +306,7 @@ impl GenSettings {
             in_key: self.in_key || fallback.in_key,
             max_polyphony: self.max_polyphony.or(fallback.max_polyphony),
             whole_bars: self.whole_bars || fallback.whole_bars,
+            mono_voices: self.mono_voices || fallback.mono_voices,
         }
     }
 }

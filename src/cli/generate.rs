@@ -72,6 +72,9 @@ pub struct Args {
     /// Bars must add up to the meter.
     #[arg(long)]
     pub whole_bars: bool,
+    /// One note at a time in each voice (for multi-voice models such as `chorale`).
+    #[arg(long)]
+    pub mono_voices: bool,
     /// Number of takes (batched); OUT is then a folder.
     #[arg(short = 'n', long = "count", default_value_t = 1)]
     pub count: usize,
@@ -150,6 +153,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     }
     c.max_polyphony = args.max_polyphony.or(c.max_polyphony);
     c.whole_bars |= args.whole_bars;
+    c.mono_voices |= args.mono_voices;
     c.in_key |= args.in_key;
     let from_prompt = req.prompt.meta.gen.seed;
     req.seed = args.seed.or(from_prompt).unwrap_or_else(|| {

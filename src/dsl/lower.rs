@@ -689,6 +689,7 @@ impl<'s> Lowerer<'s> {
                 )
             }
             "whole_bars" => self.meta.gen.whole_bars = true,
+            "mono_voices" => self.meta.gen.mono_voices = true,
             "MIDI" => self.midi_directive(value),
             _ => {}
         }

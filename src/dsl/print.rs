@@ -221,6 +221,9 @@ pub fn print(score: &Score) -> String {
     if g.whole_bars {
         out.push_str("%%whole_bars\n");
     }
+    if g.mono_voices {
+        out.push_str("%%mono_voices\n");
+    }
     let _ = writeln!(out, "M:{}", score.meter());
     let unit = unit_length(score);
     let _ = writeln!(out, "L:1/{}", WHOLE / unit);

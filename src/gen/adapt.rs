@@ -24,7 +24,9 @@ fn effect_of(kind: &TokenKind, step: crate::time::Tick) -> Effect {
         TokenKind::Eos => Effect::End,
         TokenKind::Bar => Effect::Bar,
         TokenKind::Position(t) => Effect::Position(*t),
-        TokenKind::Pitch { pitch, .. } | TokenKind::NoteOn { pitch, .. } => Effect::NoteOn(*pitch),
+        TokenKind::Pitch { pitch, voice } | TokenKind::NoteOn { pitch, voice } => {
+            Effect::NoteOn { pitch: *pitch, voice: *voice }
+        }
         TokenKind::Duration(d) => Effect::Duration(*d),
         TokenKind::NoteOff { pitch, .. } => Effect::NoteOff(*pitch),
         TokenKind::Wait(t) => Effect::Advance(*t),

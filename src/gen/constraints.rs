@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 pub enum Effect {
     /// Conditioning, padding, anything that neither moves time nor starts or ends notes.
     Other,
-    /// Starts a note of this pitch at the current position (notewise note-on, REMI pitch).
-    NoteOn(u8),
+    /// Starts a note of this pitch in this voice at the current position (notewise note-on,
+    /// REMI pitch).
+    NoteOn { pitch: u8, voice: u8 },
     /// Must be followed by a note start (REMI velocity): allowed only where a note may start,
     /// or a take could walk into a state where the grammar and the rules allow nothing.
     NoteLead,
@@ -74,6 +75,9 @@ pub struct Constraints {
     pub range: Option<(u8, u8)>,
     /// Most notes sounding at once (1 = monophonic).
     pub max_polyphony: Option<usize>,
+    /// One note at a time in each voice (a four-part chorale: four lines, never a chord
+    /// inside one part).
+    pub mono_voices: bool,
     /// Bars add up to the meter: no position past the bar's length, no wait across a bar line
     /// in encodings that mark bars, no bar line before the bar is full.
     pub whole_bars: bool,
@@ -126,6 +130,7 @@ impl Constraints {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sounding {
     pitch: u8,
+    voice: u8,
     end: Option<Tick>,
 }
 
@@ -148,6 +153,8 @@ pub struct Tracker {
     ended: bool,
     /// Precomputed: ids whose pitches break the pitch rules (they never become valid).
     static_ok: Vec<bool>,
+    /// The voices the vocabulary can start notes in (for `mono_voices`).
+    voices: Vec<u8>,
 }
 
 impl Tracker {
@@ -156,13 +163,23 @@ impl Tracker {
             .table
             .iter()
             .map(|e| match e {
-                Effect::NoteOn(p) => rules.pitch_ok(*p),
+                Effect::NoteOn { pitch, .. } => rules.pitch_ok(*pitch),
                 Effect::Chord { pitches, .. } => {
                     pitches.iter().all(|&p| rules.pitch_ok(p)) && rules.max_polyphony.is_none_or(|m| pitches.len() <= m)
                 }
                 _ => true,
             })
             .collect();
+        let mut voices: Vec<u8> = effects
+            .table
+            .iter()
+            .filter_map(|e| match e {
+                Effect::NoteOn { voice, .. } => Some(*voice),
+                _ => None,
+            })
+            .collect();
+        voices.sort_unstable();
+        voices.dedup();
         Tracker {
             rules,
             bar_ticks: meter.bar_ticks().max(1),
@@ -174,6 +191,7 @@ impl Tracker {
             end: None,
             ended: false,
             static_ok,
+            voices,
         }
     }
 
@@ -198,6 +216,16 @@ impl Tracker {
         self.sounding.iter().filter(|s| s.end.is_none_or(|e| e > t)).count()
     }
 
+    /// Whether a note may start in `voice` at `t` under `mono_voices`.
+    fn voice_free_at(&self, voice: u8, t: Tick) -> bool {
+        !self.rules.mono_voices || !self.sounding.iter().any(|s| s.voice == voice && s.end.is_none_or(|e| e > t))
+    }
+
+    /// Whether some voice is free at `t` (so a note can follow a position or velocity there).
+    fn any_voice_free_at(&self, t: Tick) -> bool {
+        !self.rules.mono_voices || self.voices.is_empty() || self.voices.iter().any(|&v| self.voice_free_at(v, t))
+    }
+
     /// True once the take is complete under the rules: the bar limit is reached and no note is
     /// left open, or an end token was accepted.
     pub fn finished(&self) -> bool {
@@ -216,8 +244,8 @@ impl Tracker {
             // Constrained takes never change meter (the mask forbids it); elsewhere bars are
             // not counted, so the tracker can ignore the change.
             Effect::Other | Effect::MeterChange | Effect::NoteLead => {}
-            Effect::NoteOn(p) => {
-                self.sounding.push(Sounding { pitch: *p, end: None });
+            Effect::NoteOn { pitch, voice } => {
+                self.sounding.push(Sounding { pitch: *pitch, voice: *voice, end: None });
                 self.pending = Some(self.sounding.len() - 1);
             }
             Effect::NoteOff(p) => {
@@ -251,7 +279,7 @@ impl Tracker {
                 // Each chord step sounds its pitches for one step; they end at the next step.
                 let end = self.pos + step;
                 for &p in pitches {
-                    self.sounding.push(Sounding { pitch: p, end: Some(end) });
+                    self.sounding.push(Sounding { pitch: p, voice: 0, end: Some(end) });
                 }
                 self.advance_to(end);
             }
@@ -291,7 +319,8 @@ impl Tracker {
                 Effect::Other | Effect::NoteOff(_) => true,
                 // Bars are counted and checked in the request's meter.
                 Effect::MeterChange => !r.whole_bars && r.bars.is_none(),
-                Effect::NoteOn(_) | Effect::NoteLead => note_may_start,
+                Effect::NoteOn { voice, .. } => note_may_start && self.voice_free_at(*voice, self.pos),
+                Effect::NoteLead => note_may_start && self.any_voice_free_at(self.pos),
                 Effect::Duration(d) => self.end.is_none_or(|end| self.pos + d <= end),
                 Effect::Advance(d) => {
                     let to = self.pos + d;
@@ -322,6 +351,7 @@ impl Tracker {
                         && to >= self.pos
                         && self.end.is_none_or(|end| to < end)
                         && r.max_polyphony.is_none_or(|m| self.sounding_at(to) < m)
+                        && self.any_voice_free_at(to)
                 }
                 Effect::Chord { step, .. } => !at_end && self.end.is_none_or(|end| self.pos + step <= end),
                 // With a bar count the model may end only at the limit or, where bars are
@@ -347,9 +377,9 @@ mod tests {
     fn effects() -> Effects {
         Effects::new(vec![
             Effect::End,
-            Effect::NoteOn(60),
-            Effect::NoteOn(62),
-            Effect::NoteOn(61),
+            Effect::NoteOn { pitch: 60, voice: 0 },
+            Effect::NoteOn { pitch: 62, voice: 0 },
+            Effect::NoteOn { pitch: 61, voice: 0 },
             Effect::NoteOff(60),
             Effect::NoteOff(62),
             Effect::NoteOff(61),
@@ -378,7 +408,7 @@ mod tests {
         let e = effects();
         let c = Constraints { max_polyphony: Some(1), ..Default::default() };
         let mut t = Tracker::new(c, &e, Meter::new(4, 4));
-        t.push(&Effect::NoteOn(60));
+        t.push(&Effect::NoteOn { pitch: 60, voice: 0 });
         assert_eq!(&mask(&t, &e)[1..4], &[false, false, false]);
         t.push(&Effect::Advance(480));
         t.push(&Effect::NoteOff(60));
@@ -393,7 +423,7 @@ mod tests {
         t.begin(0);
         assert_eq!(t.end_tick(), Some(960));
         assert!(!mask(&t, &e)[0], "no end token before the bar is full");
-        t.push(&Effect::NoteOn(60));
+        t.push(&Effect::NoteOn { pitch: 60, voice: 0 });
         t.push(&Effect::Advance(480));
         let m = mask(&t, &e);
         assert!(m[7] && !m[8], "480 more fits, 960 does not");
@@ -420,7 +450,7 @@ mod tests {
             Effect::Position(0),
             Effect::Position(1440),
             Effect::Position(1800),
-            Effect::NoteOn(60),
+            Effect::NoteOn { pitch: 60, voice: 0 },
             Effect::Duration(480),
         ]);
         let c = Constraints { whole_bars: true, bars: Some(1), ..Default::default() };
@@ -431,12 +461,43 @@ mod tests {
         let m = mask(&t, &e);
         // The bar line is allowed: it reaches the limit exactly, which ends the take.
         assert_eq!(m, vec![true, true, false, false, true, true]);
-        t.push(&Effect::NoteOn(60));
+        t.push(&Effect::NoteOn { pitch: 60, voice: 0 });
         assert!(!mask(&t, &e)[4], "a pitch waits for its duration first");
         t.push(&Effect::Duration(480));
         assert!(mask(&t, &e)[4]);
         assert!(!t.finished());
         t.push(&Effect::Bar);
         assert!(t.finished());
+    }
+
+    #[test]
+    fn mono_voices_keeps_one_note_per_voice_and_lets_the_others_sound() {
+        // REMI-like: positions 0 and 240, pitches in voices 0 and 1, a quarter duration.
+        let e = Effects::new(vec![
+            Effect::Bar,
+            Effect::Position(0),
+            Effect::Position(240),
+            Effect::NoteOn { pitch: 72, voice: 0 },
+            Effect::NoteOn { pitch: 60, voice: 1 },
+            Effect::NoteLead,
+            Effect::Duration(480),
+        ]);
+        let mut t = Tracker::new(Constraints { mono_voices: true, ..Default::default() }, &e, Meter::new(4, 4));
+        t.begin(0);
+        t.push(&Effect::Bar);
+        t.push(&Effect::Position(0));
+        t.push(&Effect::NoteOn { pitch: 72, voice: 0 });
+        t.push(&Effect::Duration(480));
+        let m = mask(&t, &e);
+        assert!(!m[3] && m[4] && m[5], "voice 0 is busy, voice 1 is free: {m:?}");
+        t.push(&Effect::NoteOn { pitch: 60, voice: 1 });
+        t.push(&Effect::Duration(480));
+        let m = mask(&t, &e);
+        assert!(!m[3] && !m[4] && !m[5], "both voices sound: no note, no velocity: {m:?}");
+        assert!(!m[2], "no position where no voice is free (240 is inside both notes)");
+        // Without the rule the same state allows a second note in voice 0.
+        let mut free = t.clone();
+        free.rules.mono_voices = false;
+        assert!(mask(&free, &e)[3]);
     }
 }

@@ -31,7 +31,8 @@ pub struct Generator {
 
 /// `generation_config.json` beside a model: Hugging Face's file for sampling defaults, read
 /// with its field names, plus cadenza's `max_polyphony` (1 for melody models, whose corpus
-/// never sounds two notes at once). Absent fields leave cadenza's defaults.
+/// never sounds two notes at once) and `mono_voices` (for part-writing models: each voice a
+/// single line). Absent fields leave cadenza's defaults.
 #[derive(Debug, Default, Deserialize)]
 struct GenerationConfig {
     temperature: Option<f64>,
@@ -39,6 +40,8 @@ struct GenerationConfig {
     top_p: Option<f64>,
     repetition_penalty: Option<f64>,
     max_polyphony: Option<u32>,
+    #[serde(default)]
+    mono_voices: bool,
 }
 
 fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
@@ -52,6 +55,7 @@ fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
         top_p: c.top_p,
         repetition_penalty: c.repetition_penalty,
         max_polyphony: c.max_polyphony,
+        mono_voices: c.mono_voices,
         ..GenSettings::default()
     })
 }

@@ -134,6 +134,7 @@ impl Request {
             range: g.range,
             max_polyphony: g.max_polyphony.map(|n| n as usize),
             whole_bars: g.whole_bars,
+            mono_voices: g.mono_voices,
             bars: None,
         };
         let length = g.bars.map_or(default_length, Length::Bars);
@@ -327,6 +328,7 @@ impl Session {
         meta.gen.range = c.range;
         meta.gen.max_polyphony = c.max_polyphony.map(|n| n as u32);
         meta.gen.whole_bars = c.whole_bars;
+        meta.gen.mono_voices = c.mono_voices;
         let record_base = TakeRecord {
             model: gen.name().to_string(),
             model_hash: gen.model_hash().to_string(),

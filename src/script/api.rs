@@ -203,6 +203,7 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         "in_key",
         "max_polyphony",
         "whole_bars",
+        "mono_voices",
         "model",
         "repetition_penalty",
         "composer",
@@ -265,6 +266,7 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
             .or(m.get("scale").is_some_and(|v| v.is_string() && v.to_string().trim() == "key").then_some(true)),
         max_polyphony: pos("max_polyphony", map_int(m, "max_polyphony")?)?,
         whole_bars: map_bool(m, "whole_bars")?,
+        mono_voices: map_bool(m, "mono_voices")?,
         model: map_str(m, "model")?,
         repetition_penalty: map_float(m, "repetition_penalty")?,
     })

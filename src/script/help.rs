@@ -54,12 +54,12 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "gen",
         signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, seed, style, \
-                    instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, model}) -> Score",
+                    instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, model}) -> Score",
         about: "Continues the prompt with the current model and returns only the new music. `bars` (default: the \
                 prompt's %%bars, else 4) or `notes` set the length; settings the prompt carries in %% lines \
                 apply unless an option says otherwise. Hard constraints: `key: \"Dmix\"` conditions on a key \
                 and keeps every note in it (`in_key: false` only conditions), `scale: \"A minor pentatonic\"` \
-                or `scale: [0, 2, 4, 7, 9]`, `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`. \
+                or `scale: [0, 2, 4, 7, 9]`, `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",

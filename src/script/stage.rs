@@ -39,6 +39,8 @@ pub struct GenOpts {
     pub in_key: Option<bool>,
     pub max_polyphony: Option<u32>,
     pub whole_bars: Option<bool>,
+    /// `mono_voices: true`: one note at a time in each voice.
+    pub mono_voices: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
 }
@@ -344,6 +346,7 @@ impl Stage {
             c.max_polyphony = Some(n as usize);
         }
         c.whole_bars = opts.whole_bars.unwrap_or(c.whole_bars);
+        c.mono_voices = opts.mono_voices.unwrap_or(c.mono_voices);
         // A prompt's `%%seed` is not used here: a take carries the seed that made it, and a loop
         // that continues its last take would otherwise play the same answer every cycle.
         request.seed = opts.seed.unwrap_or_else(|| self.next_seed());

@@ -278,16 +278,20 @@ fn multi_tune_files_keep_going_past_a_bad_tune() {
 /// The hard constraints a prompt can carry for generation, and how they print back.
 #[test]
 fn constraint_directives_fill_meta_and_print_back() {
-    let text = "X:1\n%%range D4 B5\n%%scale D dorian\n%%polyphony 1\n%%whole_bars\n%%repetition_penalty 1.2\n\
-                M:6/8\nL:1/8\nK:Ador\neAA eAA|\n";
+    let text = "X:1\n%%range D4 B5\n%%scale D dorian\n%%polyphony 1\n%%whole_bars\n%%mono_voices\n\
+                %%repetition_penalty 1.2\nM:6/8\nL:1/8\nK:Ador\neAA eAA|\n";
     let s = dsl::parse(text).unwrap();
     let g = &s.meta.gen;
     assert_eq!(g.range, Some((62, 83)));
     // D dorian: D E F G A B C.
     assert_eq!(g.pitch_classes, Some(vec![0, 2, 4, 5, 7, 9, 11]));
     assert_eq!((g.max_polyphony, g.whole_bars, g.in_key, g.repetition_penalty), (Some(1), true, false, Some(1.2)));
+    assert!(g.mono_voices);
     let printed = dsl::print(&s);
-    assert!(printed.contains("%%range D4 B5\n%%scale 0 2 4 5 7 9 11\n%%polyphony 1\n%%whole_bars\n"), "{printed}");
+    assert!(
+        printed.contains("%%range D4 B5\n%%scale 0 2 4 5 7 9 11\n%%polyphony 1\n%%whole_bars\n%%mono_voices\n"),
+        "{printed}"
+    );
     assert_eq!(dsl::parse(&printed).unwrap(), s);
 
     let scale = |v: &str| dsl::parse(&format!("X:1\n%%scale {v}\nK:C\nC|\n")).unwrap().meta.gen;

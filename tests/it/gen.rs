@@ -756,3 +756,34 @@ fn real_folk_model_continues_a_jig_in_key_for_exactly_eight_bars() {
     let lik = g.likelihood(&a.score).unwrap();
     assert!(lik.total.is_finite() && lik.total < 0.0);
 }
+
+#[test]
+fn real_chorale_model_writes_four_single_lines_from_its_generation_config() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/chorale");
+    if !std::path::Path::new(dir).join("model.safetensors").is_file() {
+        eprintln!("models/chorale is not there yet: skipped");
+        return;
+    }
+    let g = Generator::load(dir).expect("the bundled chorale model loads");
+    // The card's generation_config.json: four voices, each a single line.
+    assert!(g.defaults().mono_voices && g.defaults().max_polyphony == Some(4), "{:?}", g.defaults());
+    let prompt =
+        cadenza::dsl::parse("X:1\nM:4/4\nL:1/4\nK:C\nV:S\nc d e d|\nV:A\nG A G G|\nV:T\nE F C B,|\nV:B\nC, F, C G,|\n")
+            .unwrap();
+    let r = Request::from_prompt(prompt, Length::Bars(2), g.defaults());
+    assert!(r.constraints.mono_voices);
+    for seed in 0..3 {
+        let take = g.generate(&Request { seed, ..r.clone() }).unwrap();
+        let n = &take.notes;
+        assert!(!n.is_empty());
+        for (i, a) in n.iter().enumerate() {
+            assert!(a.voice < 4);
+            for b in &n[i + 1..] {
+                assert!(
+                    b.voice != a.voice || b.start >= a.end() || a.start >= b.end(),
+                    "seed {seed}: {a:?} and {b:?} overlap"
+                );
+            }
+        }
+    }
+}

@@ -320,6 +320,31 @@ fn chorale_walks_stay_in_the_four_voice_grammar() {
 }
 
 #[test]
+fn mono_voices_walks_keep_each_chorale_voice_a_single_line() {
+    let enc = remi_chorale();
+    let overlaps = |notes: &[Note]| {
+        notes
+            .iter()
+            .enumerate()
+            .any(|(i, a)| notes[i + 1..].iter().any(|b| b.voice == a.voice && b.start < a.end() && a.start < b.end()))
+    };
+    let (mut unconstrained_overlaps, mut notes) = (0, 0);
+    for seed in 0..20 {
+        let rules = Constraints { mono_voices: true, bars: Some(2), ..Default::default() };
+        let d = enc.decode(&random_walk(&enc, &[], rules, Meter::new(4, 4), seed));
+        assert_eq!(d.skipped, 0);
+        notes += d.score.notes.len();
+        assert!(!overlaps(&d.score.notes), "seed {seed}: two notes at once in one voice: {:?}", d.score.notes);
+        let free = Constraints { bars: Some(2), ..Default::default() };
+        unconstrained_overlaps +=
+            overlaps(&enc.decode(&random_walk(&enc, &[], free, Meter::new(4, 4), seed)).score.notes) as usize;
+    }
+    // The rule is what keeps the lines apart: random walks without it overlap.
+    assert!(notes >= 60, "the walks made music: {notes} notes");
+    assert!(unconstrained_overlaps > 10, "{unconstrained_overlaps}");
+}
+
+#[test]
 fn vocab_round_trips_and_refuses_mismatches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let enc = remi_chorale();
