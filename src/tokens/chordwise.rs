@@ -13,8 +13,8 @@
 
 use super::condition::{CondSpec, CondTable, Header};
 use super::{
-    prefix_ids, prefix_tokens, Conditioning, Decoded, Decoder, DecoderState, Encoding, Sounding, TokenError, TokenKind,
-    Vocab, DEFAULT_VELOCITY, EOS,
+    mask_by, prefix_ids, prefix_tokens, Conditioning, Decoded, Decoder, DecoderState, Encoding, Sounding, TokenError,
+    TokenKind, Vocab, DEFAULT_VELOCITY, EOS,
 };
 use crate::score::{Note, Score};
 use crate::time::{Meter, Tick, PPQ};
@@ -164,13 +164,7 @@ impl Encoding for Chordwise {
         "chordwise"
     }
 
-    fn vocab(&self) -> &Vocab {
-        &self.inner.vocab
-    }
-
-    fn condition(&self, cond: &Conditioning) -> Vec<u32> {
-        prefix_ids(&self.inner.cond, cond)
-    }
+    encoding_tables!();
 
     fn encode(&self, score: &Score) -> Vec<u32> {
         let t = &self.inner;
@@ -192,18 +186,6 @@ impl Encoding for Chordwise {
             ended: false,
             skipped: 0,
         })
-    }
-
-    fn kinds(&self) -> &[TokenKind] {
-        &self.inner.kinds
-    }
-
-    fn cond_table(&self) -> &CondTable {
-        &self.inner.cond
-    }
-
-    fn step(&self) -> Tick {
-        self.inner.step
     }
 }
 
@@ -309,11 +291,7 @@ impl Decoder for ChordwiseDecoder {
     }
 
     fn mask(&self, out: &mut [bool]) {
-        for (i, ok) in out.iter_mut().enumerate() {
-            if *ok {
-                *ok = self.t.kinds.get(i).is_some_and(|k| self.accepts(k));
-            }
-        }
+        mask_by(&self.t.kinds, out, |k| self.accepts(k));
     }
 
     fn state(&self) -> DecoderState {

@@ -42,6 +42,42 @@
 use crate::score::{Note, Score};
 use crate::time::Tick;
 
+/// The `Encoding` methods every encoding answers straight from the tables in its `inner`
+/// (`vocab`, `kinds`, `cond`, `step`), written once here.
+macro_rules! encoding_tables {
+    () => {
+        fn vocab(&self) -> &$crate::tokens::Vocab {
+            &self.inner.vocab
+        }
+
+        fn condition(&self, cond: &$crate::tokens::Conditioning) -> Vec<u32> {
+            $crate::tokens::prefix_ids(&self.inner.cond, cond)
+        }
+
+        fn kinds(&self) -> &[$crate::tokens::TokenKind] {
+            &self.inner.kinds
+        }
+
+        fn cond_table(&self) -> &$crate::tokens::CondTable {
+            &self.inner.cond
+        }
+
+        fn step(&self) -> $crate::time::Tick {
+            self.inner.step
+        }
+    };
+}
+
+/// Clears in `out` every id whose kind `accepts` refuses, and every id past the vocabulary
+/// (a model's output layer may be wider than the vocabulary it was trained with).
+pub(crate) fn mask_by(kinds: &[TokenKind], out: &mut [bool], accepts: impl Fn(&TokenKind) -> bool) {
+    for (i, ok) in out.iter_mut().enumerate() {
+        if *ok {
+            *ok = kinds.get(i).is_some_and(&accepts);
+        }
+    }
+}
+
 pub mod chordwise;
 pub mod condition;
 pub mod notewise;

@@ -19,8 +19,8 @@
 
 use super::condition::{CondSpec, CondTable, Header};
 use super::{
-    bin_velocity, prefix_ids, prefix_tokens, velocity_bin, Conditioning, Decoded, Decoder, DecoderState, Encoding,
-    Sounding, TokenError, TokenKind, Vocab, DEFAULT_VELOCITY, EOS,
+    bin_velocity, mask_by, prefix_ids, prefix_tokens, velocity_bin, Conditioning, Decoded, Decoder, DecoderState,
+    Encoding, Sounding, TokenError, TokenKind, Vocab, DEFAULT_VELOCITY, EOS,
 };
 use crate::score::{Note, Score, Voice};
 use crate::time::{Meter, Tick, PPQ};
@@ -203,13 +203,7 @@ impl Encoding for Remi {
         "remi"
     }
 
-    fn vocab(&self) -> &Vocab {
-        &self.inner.vocab
-    }
-
-    fn condition(&self, cond: &Conditioning) -> Vec<u32> {
-        prefix_ids(&self.inner.cond, cond)
-    }
+    encoding_tables!();
 
     fn encode(&self, score: &Score) -> Vec<u32> {
         let t = &self.inner;
@@ -276,18 +270,6 @@ impl Encoding for Remi {
 
     fn decoder(&self) -> Box<dyn Decoder> {
         Box::new(RemiDecoder::new(self.inner.clone()))
-    }
-
-    fn kinds(&self) -> &[TokenKind] {
-        &self.inner.kinds
-    }
-
-    fn cond_table(&self) -> &CondTable {
-        &self.inner.cond
-    }
-
-    fn step(&self) -> Tick {
-        self.inner.step
     }
 }
 
@@ -481,15 +463,7 @@ impl Decoder for RemiDecoder {
     }
 
     fn mask(&self, out: &mut [bool]) {
-        for (ok, kind) in out.iter_mut().zip(&self.t.kinds) {
-            if *ok {
-                *ok = self.accepts(kind);
-            }
-        }
-        // Ids past the vocabulary are never valid.
-        for ok in out.iter_mut().skip(self.t.kinds.len()) {
-            *ok = false;
-        }
+        mask_by(&self.t.kinds, out, |k| self.accepts(k));
     }
 
     fn state(&self) -> DecoderState {
