@@ -122,9 +122,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // candle reads this when it sizes its thread pools, before any tensor work.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // Before any tensor is allocated: training is twice as fast when freed memory is kept.
+    crate::model::heap::keep_freed_memory();
     let device = crate::model::device::by_name(&args.device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    // The environment that changes speed (allocator settings) is part of the exact command.
+    // Allocator settings a user gave (`MALLOC_*`, which override keep_freed_memory's) change
+    // speed, so they are part of the exact command.
     let env: Vec<String> =
         std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")).map(|(k, v)| format!("{k}={v}")).collect();
     // argv[0] is whatever copy of the binary ran; the card names the command users type.

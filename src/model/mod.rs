@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 pub mod config;
 pub mod device;
 pub mod gpt;
+pub mod heap;
 pub mod load;
 pub mod lstm;
 pub mod markov;
