@@ -80,6 +80,11 @@ impl Lstm {
 
     /// Runs `ids` (`[batch, seq]`) from states `h`, `c` (updated in place). Returns logits for
     /// every position, or only the last one.
+    ///
+    /// Every time step's input is its own tensor, never a slice of a `[batch, seq, ...]` one:
+    /// candle's backward pass turns each slice into a zero-padded gradient the size of the whole
+    /// sequence, so slicing per step made training cost grow with the square of the sequence
+    /// length (at 96 steps, most of a training step went to memset and memmove).
     pub(crate) fn run(
         &self,
         ids: &Tensor,
@@ -91,36 +96,33 @@ impl Lstm {
         let (b, t) = ids.dims2()?;
         let hs = self.cfg.hidden_size;
         let p = self.cfg.dropout;
-        let mut x = self.wte.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, self.cfg.n_embd))?;
-        if let Some(d) = dropout.as_deref_mut() {
-            x = d.apply(&x, p)?;
+        let mut xs = Vec::with_capacity(t);
+        for s in 0..t {
+            let x = self.wte.index_select(&ids.narrow(1, s, 1)?.flatten_all()?, 0)?;
+            xs.push(match dropout.as_deref_mut() {
+                Some(d) => d.apply(&x, p)?,
+                None => x,
+            });
         }
         for (l, layer) in self.layers.iter().enumerate() {
-            let input = x.dim(2)?;
-            // Input projections for all steps at once: one GEMM instead of `t` small ones.
+            // Transposed views, no copies: generation runs this once per token.
+            let (w_ih_t, w_hh_t) = (layer.w_ih.t()?, layer.w_hh.t()?);
             let bias = (&layer.b_ih + &layer.b_hh)?;
-            let xw =
-                x.reshape((b * t, input))?.matmul(&layer.w_ih.t()?)?.broadcast_add(&bias)?.reshape((b, t, 4 * hs))?;
-            let w_hh_t = layer.w_hh.t()?;
-            let mut outs = Vec::with_capacity(t);
-            for s in 0..t {
-                let gates = (xw.narrow(1, s, 1)?.squeeze(1)? + h[l].matmul(&w_hh_t)?)?;
+            for x in xs.iter_mut() {
+                let gates = (x.matmul(&w_ih_t)?.broadcast_add(&bias)? + h[l].matmul(&w_hh_t)?)?;
                 let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, hs)?)?;
                 let f = candle_nn::ops::sigmoid(&gates.narrow(1, hs, hs)?)?;
                 let g = gates.narrow(1, 2 * hs, hs)?.tanh()?;
                 let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * hs, hs)?)?;
                 c[l] = ((f * &c[l])? + (i * g)?)?;
                 h[l] = (o * c[l].tanh()?)?;
-                outs.push(h[l].clone());
-            }
-            x = Tensor::stack(&outs, 1)?;
-            if let Some(d) = dropout.as_deref_mut() {
-                x = d.apply(&x, p)?;
+                *x = match dropout.as_deref_mut() {
+                    Some(d) => d.apply(&h[l], p)?,
+                    None => h[l].clone(),
+                };
             }
         }
-        if last_only && t > 1 {
-            x = x.narrow(1, t - 1, 1)?;
-        }
+        let x = if last_only { xs[t - 1].unsqueeze(1)? } else { Tensor::stack(&xs, 1)? };
         let rows = x.dim(1)?;
         let logits = x.reshape((b * rows, hs))?.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;
         logits.reshape((b, rows, self.cfg.vocab_size))
