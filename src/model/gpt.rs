@@ -196,7 +196,7 @@ impl Block {
         let m = self.c_fc.forward(&self.ln_2.forward(&x, is_train)?)?;
         let m = match cfg.activation_function.as_str() {
             "gelu" => m.gelu_erf()?,
-            _ => m.gelu()?, // gelu_new / gelu_pytorch_tanh: the tanh approximation
+            _ => super::nn::gelu_tanh(&m)?, // gelu_new / gelu_pytorch_tanh: the tanh approximation
         };
         let mut m = self.c_proj.forward(&m)?;
         if let Some(ctx) = train {
