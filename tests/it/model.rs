@@ -1,4 +1,4 @@
-//! Integration tests: model — GPT-2 and LSTM logits against PyTorch, caches, loading errors, training.
+//! Integration tests: model — GPT-2 and LSTM logits and gradients against PyTorch, caches, loading errors, training.
 
 use std::path::{Path, PathBuf};
 
@@ -120,6 +120,107 @@ fn gpt2_logits_match_transformers() {
 #[test]
 fn lstm_logits_match_pytorch() {
     check_reference("tiny-lstm", &LSTM_LOGITS);
+}
+
+/// Loss of predicting `IDS[1..]` from `IDS[..13]` and, per parameter, the sum and the sum of
+/// absolute values of its gradient, computed by PyTorch (torch 2.15.0+cu132, transformers'
+/// `GPT2LMHeadModel` and `nn.LSTM`) from the same checkpoints with dropout off
+/// (`python3 scripts/tiny_model_grads.py`).
+#[allow(clippy::excessive_precision)]
+mod reference_grads {
+    pub const GPT2_LOSS: f32 = 4.862201;
+    pub const GPT2_GRADS: &[(&str, f32, f32)] = &[
+        ("wte.weight", -2.384186e-07, 5.409368e+01),
+        ("wpe.weight", -1.192093e-07, 2.638087e+01),
+        ("h.0.ln_1.weight", 1.915465e-01, 2.239278e+00),
+        ("h.0.ln_1.bias", -4.264036e-01, 2.082691e+00),
+        ("h.0.attn.c_attn.weight", 7.139719e-02, 9.784679e+01),
+        ("h.0.attn.c_attn.bias", -1.296794e-01, 2.720690e+00),
+        ("h.0.attn.c_proj.weight", -1.043081e-07, 3.587646e+01),
+        ("h.0.attn.c_proj.bias", 4.470348e-08, 1.707243e+00),
+        ("h.0.ln_2.weight", -3.020338e-01, 1.387525e+00),
+        ("h.0.ln_2.bias", 4.071276e-01, 1.061514e+00),
+        ("h.0.mlp.c_fc.weight", 3.832951e-01, 5.897491e+01),
+        ("h.0.mlp.c_fc.bias", -2.489712e-01, 1.803778e+00),
+        ("h.0.mlp.c_proj.weight", 1.311302e-06, 5.536921e+01),
+        ("h.0.mlp.c_proj.bias", 1.862645e-08, 7.374809e-01),
+        ("h.1.ln_1.weight", -1.392831e-01, 8.240840e-01),
+        ("h.1.ln_1.bias", -1.717221e-01, 7.977965e-01),
+        ("h.1.attn.c_attn.weight", -9.472542e-03, 2.476886e+01),
+        ("h.1.attn.c_attn.bias", 2.045213e-01, 8.661261e-01),
+        ("h.1.attn.c_proj.weight", 1.788139e-07, 1.728257e+01),
+        ("h.1.attn.c_proj.bias", 1.862645e-08, 6.739428e-01),
+        ("h.1.ln_2.weight", 1.057034e-01, 8.442922e-01),
+        ("h.1.ln_2.bias", -1.653496e-01, 9.398849e-01),
+        ("h.1.mlp.c_fc.weight", 2.778646e-01, 4.388358e+01),
+        ("h.1.mlp.c_fc.bias", 1.967669e-01, 1.426854e+00),
+        ("h.1.mlp.c_proj.weight", 7.152557e-07, 4.099486e+01),
+        ("h.1.mlp.c_proj.bias", 1.117587e-08, 5.013994e-01),
+        ("ln_f.weight", 1.498201e+00, 1.880740e+00),
+        ("ln_f.bias", -1.435782e-01, 2.226890e+00),
+    ];
+    pub const LSTM_LOSS: f32 = 4.191682;
+    pub const LSTM_GRADS: &[(&str, f32, f32)] = &[
+        ("wte.weight", -1.656848e-03, 3.976431e-02),
+        ("lstm.weight_ih_l0", -2.596729e-02, 6.905086e-01),
+        ("lstm.weight_hh_l0", -3.010826e-03, 1.761233e-01),
+        ("lstm.bias_ih_l0", -4.929101e-03, 7.801908e-02),
+        ("lstm.bias_hh_l0", -4.929101e-03, 7.801908e-02),
+        ("lstm.weight_ih_l1", 1.607090e-02, 7.552383e-01),
+        ("lstm.weight_hh_l1", -6.074074e-03, 5.687888e-01),
+        ("lstm.bias_ih_l1", 3.398112e-02, 3.281110e-01),
+        ("lstm.bias_hh_l1", 3.398112e-02, 3.281110e-01),
+        ("head.weight", -9.546056e-09, 2.754214e+00),
+        ("head.bias", 4.470348e-08, 1.657267e+00),
+    ];
+}
+
+/// One training step of `dir`'s model as `cadenza train` runs it (dropout set to zero): the
+/// loss and every parameter's gradient against PyTorch's.
+fn check_gradients(dir: &str, want_loss: f32, want: &[(&str, f32, f32)]) {
+    let dev = Device::Cpu;
+    let mut cfg = model::load::read_config(&data(dir)).expect("config");
+    match &mut cfg {
+        Config::Gpt2(c) => (c.embd_pdrop, c.attn_pdrop, c.resid_pdrop) = (0.0, 0.0, 0.0),
+        Config::Lstm(c) => c.dropout = 0.0,
+    }
+    let varmap = candle_nn::VarMap::new();
+    let net =
+        train::Net::new(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev)).expect("net");
+    let saved = candle_core::safetensors::load(data(dir).join("model.safetensors"), &dev).expect("weights");
+    for (name, var) in varmap.data().lock().unwrap().iter() {
+        let t = saved.get(name).or_else(|| saved.get(&format!("transformer.{name}"))).expect(name);
+        var.set(t).expect("set");
+    }
+    let n = IDS.len() - 1;
+    let x = Tensor::from_vec(IDS[..n].to_vec(), (1, n), &dev).unwrap();
+    let y = Tensor::from_vec(IDS[1..].to_vec(), (1, n), &dev).unwrap();
+    let logits = net.logits(&x, Some(&mut model::Dropout::new(0))).expect("logits");
+    let loss = train::loss(&logits, &y).expect("loss");
+    let got_loss = loss.to_scalar::<f32>().unwrap();
+    assert!((got_loss - want_loss).abs() < 1e-4, "{dir}: loss {got_loss}, PyTorch {want_loss}");
+    let grads = loss.backward().expect("backward");
+    let vars = varmap.data().lock().unwrap();
+    assert_eq!(vars.len(), want.len(), "{dir}: parameters");
+    for &(name, sum, abs_sum) in want {
+        let g = grads.get(vars.get(name).unwrap_or_else(|| panic!("{dir}: no parameter {name}"))).expect(name);
+        let got_sum = g.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let got_abs = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        // Sums of gradients that cancel to ~0 are compared at the scale of their magnitude.
+        let tol = 1e-4 * abs_sum + 1e-6;
+        assert!((got_sum - sum).abs() <= tol, "{dir} {name}: gradient sum {got_sum}, PyTorch {sum}");
+        assert!((got_abs - abs_sum).abs() <= tol, "{dir} {name}: gradient |sum| {got_abs}, PyTorch {abs_sum}");
+    }
+}
+
+#[test]
+fn gpt2_gradients_match_transformers() {
+    check_gradients("tiny-gpt2", reference_grads::GPT2_LOSS, reference_grads::GPT2_GRADS);
+}
+
+#[test]
+fn lstm_gradients_match_pytorch() {
+    check_gradients("tiny-lstm", reference_grads::LSTM_LOSS, reference_grads::LSTM_GRADS);
 }
 
 /// Feeding a sequence in pieces through the state (KV cache / LSTM state) gives the logits of
