@@ -15,20 +15,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "model")
-IDS = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 32, 63, 0]
-
-
-class LstmLm(torch.nn.Module):
-    def __init__(self, vocab, embd, hidden, layers):
-        super().__init__()
-        self.wte = torch.nn.Embedding(vocab, embd)
-        self.lstm = torch.nn.LSTM(embd, hidden, layers, batch_first=True)
-        self.head = torch.nn.Linear(hidden, vocab)
-
-    def forward(self, ids):
-        y, _ = self.lstm(self.wte(ids))
-        return self.head(y)
+# The same folder, ids and LSTM module as the script that made the checkpoints.
+from make_tiny_models import IDS, ROOT, LstmLm
 
 
 def report(name, model, logits):
