@@ -122,7 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // candle reads this when it sizes its thread pools, before any tensor work.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
-    // Before any tensor is allocated: training is twice as fast when freed memory is kept.
+    // Before any tensor is allocated: a GPT training step is about 1.4x faster when glibc keeps
+    // freed memory (see model::heap).
     crate::model::heap::keep_freed_memory();
     let device = crate::model::device::by_name(&args.device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;

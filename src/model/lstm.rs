@@ -94,6 +94,9 @@ impl Lstm {
         last_only: bool,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
+        if t == 0 {
+            candle_core::bail!("the LSTM needs at least one id")
+        }
         let hs = self.cfg.hidden_size;
         let p = self.cfg.dropout;
         let mut xs = Vec::with_capacity(t);
