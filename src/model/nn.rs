@@ -1,7 +1,8 @@
-//! Small layers shared by the models: layer norm, GPT-2's Conv1D, seeded dropout, fused GELU.
+//! Small layers shared by the models: layer norm, GPT-2's Conv1D, seeded dropout, GELU.
 //!
-//! Each layer has a training path made of differentiable tensor ops and an inference path that
-//! may use candle's fused kernels (which have no backward pass).
+//! Each layer has a training path that can be differentiated (on the CPU, layer norm and GELU
+//! are fused ops with hand-written backward passes; elsewhere candle's tensor ops) and an
+//! inference path that may use candle's fused kernels (which have no backward pass).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
@@ -142,10 +143,10 @@ fn gelu_slope(v: f32) -> f32 {
 
 /// A contiguous f32 slice of `storage` as `layout` views it.
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("fused GELU wants f32") };
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("fused CPU op wants f32") };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused GELU wants a contiguous tensor"),
+        None => candle_core::bail!("fused CPU op wants a contiguous tensor"),
     }
 }
 
