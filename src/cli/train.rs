@@ -18,7 +18,7 @@ pub struct Args {
     /// Corpus directory (the unpacked music21 corpus, see `scripts/`).
     #[arg(long)]
     pub corpus: PathBuf,
-    /// Encoding: remi (notewise and chordwise when the tokens module has them).
+    /// Encoding: remi, tune (one melody with bar lines and repeats), notewise or chordwise.
     #[arg(long, default_value = "remi")]
     pub encoding: String,
     /// Architecture: gpt or lstm.
@@ -331,8 +331,11 @@ fn load_data(args: &Args) -> anyhow::Result<Data> {
             }
         }
     };
-    let pitch_range = match serde_json::from_value::<RemiConfig>(encoding.vocab().settings.clone()) {
-        Ok(c) if encoding.name() == "remi" => (c.pitch_lo, c.pitch_hi),
+    let settings = encoding.vocab().settings.clone();
+    let pitch_range = match encoding.name() {
+        "remi" => serde_json::from_value::<RemiConfig>(settings).map_or((0, 127), |c| (c.pitch_lo, c.pitch_hi)),
+        "tune" => serde_json::from_value::<crate::tokens::tune::TuneConfig>(settings)
+            .map_or((0, 127), |c| (c.pitch_lo, c.pitch_hi)),
         _ => (0, 127),
     };
     let augment = Augment {

@@ -32,6 +32,11 @@ fn effect_of(kind: &TokenKind, step: crate::time::Tick) -> Effect {
         TokenKind::Wait(t) => Effect::Advance(*t),
         TokenKind::Chord(pitches) => Effect::Chord { pitches: pitches.clone(), step },
         TokenKind::ChordUnk => Effect::Chord { pitches: Vec::new(), step },
+        TokenKind::BarLine => Effect::BarLine,
+        TokenKind::RepeatStart | TokenKind::RepeatEnd | TokenKind::Ending(_) => Effect::Structure,
+        // The rest's length moves time on like a note's; nothing starts.
+        TokenKind::Rest => Effect::Other,
+        TokenKind::Step(d) => Effect::NoteLength(*d),
     }
 }
 

@@ -35,6 +35,14 @@ pub enum Effect {
     Chord { pitches: Vec<u8>, step: Tick },
     /// A meter change inside the music (REMI: a meter token right after `Bar`).
     MeterChange,
+    /// Sets the length of the note started last (if any) and moves time on by it (the `tune`
+    /// encoding's `Len`, after a pitch or a rest).
+    NoteLength(Tick),
+    /// A bar line that does not move time (`tune`): the bar starts where the music is.
+    BarLine,
+    /// Repeat signs and endings (`tune`): the decoder plays a strain again, which the tracker
+    /// does not follow, so they are refused under a bar count.
+    Structure,
     /// End of the piece.
     End,
 }
@@ -45,12 +53,15 @@ pub struct Effects {
     pub table: Vec<Effect>,
     /// The vocabulary marks bars explicitly (REMI); otherwise bars follow from time alone.
     pub explicit_bars: bool,
+    /// A started note waits for a length id before anything else (REMI `Duration`, tune `Len`).
+    pub has_lengths: bool,
 }
 
 impl Effects {
     pub fn new(table: Vec<Effect>) -> Self {
-        let explicit_bars = table.iter().any(|e| matches!(e, Effect::Bar));
-        Effects { table, explicit_bars }
+        let explicit_bars = table.iter().any(|e| matches!(e, Effect::Bar | Effect::BarLine));
+        let has_lengths = table.iter().any(|e| matches!(e, Effect::Duration(_) | Effect::NoteLength(_)));
+        Effects { table, explicit_bars, has_lengths }
     }
 
     pub fn get(&self, id: u32) -> &Effect {
@@ -262,6 +273,16 @@ impl Tracker {
                 }
             }
             Effect::Advance(d) => self.advance_to(self.pos + d),
+            Effect::NoteLength(d) => {
+                if let Some(i) = self.pending.take() {
+                    if let Some(s) = self.sounding.get_mut(i) {
+                        s.end = Some(self.pos + d);
+                    }
+                }
+                self.advance_to(self.pos + d);
+            }
+            Effect::BarLine => self.bar_start = Some(self.pos),
+            Effect::Structure => {}
             Effect::Bar => {
                 let next = match self.bar_start {
                     Some(b) => b + self.bar_ticks,
@@ -304,7 +325,7 @@ impl Tracker {
         let open = self.sounding.iter().any(|s| s.end.is_none());
         let at_end = self.end.is_some_and(|e| self.pos >= e);
         let note_may_start = !at_end
-            && self.pending.is_none_or(|_| !effects.table.iter().any(|e| matches!(e, Effect::Duration(_))))
+            && self.pending.is_none_or(|_| !effects.has_lengths)
             && r.max_polyphony.is_none_or(|m| self.sounding_at(self.pos) < m);
         for (id, ok) in allowed.iter_mut().enumerate() {
             if !*ok {
@@ -322,6 +343,18 @@ impl Tracker {
                 Effect::NoteOn { voice, .. } => note_may_start && self.voice_free_at(*voice, self.pos),
                 Effect::NoteLead => note_may_start && self.any_voice_free_at(self.pos),
                 Effect::Duration(d) => self.end.is_none_or(|end| self.pos + d <= end),
+                Effect::NoteLength(d) => {
+                    let to = self.pos + d;
+                    let within_bar = !r.whole_bars || self.bar_start.is_none_or(|b| to <= b + self.bar_ticks);
+                    self.end.is_none_or(|end| to <= end) && within_bar
+                }
+                // Under whole bars a bar line comes when the bar is full (the first one opens
+                // the music); never past the bar limit.
+                Effect::BarLine => {
+                    let full = !r.whole_bars || in_bar.is_none_or(|ib| ib == self.bar_ticks);
+                    full && self.end.is_none_or(|end| self.pos <= end)
+                }
+                Effect::Structure => r.bars.is_none(),
                 Effect::Advance(d) => {
                     let to = self.pos + d;
                     let within_limit = self.end.is_none_or(|end| to <= end);

@@ -12,6 +12,10 @@
 //! - [`notewise::Notewise`] (`notewise`): Payne's note-on / note-off / wait-N-steps.
 //! - [`chordwise::Chordwise`] (`chordwise`): one token per set of sounding pitches per step, the
 //!   chord list built from a corpus, with `<unk-chord>`.
+//! - [`tune::Tune`] (`tune`): one melody as ABC writes it: `Pitch`/`Rest` + `Len` (time moves on),
+//!   bar lines, and repeats with first and second endings as ids (folded by the encoder,
+//!   expanded in playing order by the decoder), so a whole folk tune fits a model's context.
+//!   Used by the bundled folk GPT.
 //!
 //! Every sequence is `<bos>`, six conditioning tokens ([`condition`], one per category, `<unk>`
 //! when missing), the music, `<eos>`. Id 0 is `<pad>` in every encoding.
@@ -82,6 +86,7 @@ pub mod chordwise;
 pub mod condition;
 pub mod notewise;
 pub mod remi;
+pub mod tune;
 pub mod vocab;
 
 pub use condition::{Category, CondSpec, CondTable, CondToken};
@@ -90,7 +95,7 @@ pub use vocab::Vocab;
 /// Errors from encoding or loading vocabularies.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("unknown encoding `{0}` (known: notewise, chordwise, remi)")]
+    #[error("unknown encoding `{0}` (known: notewise, chordwise, remi, tune)")]
     UnknownEncoding(String),
     #[error("vocabulary {path}: {reason}")]
     Vocab { path: String, reason: String },
@@ -141,6 +146,18 @@ pub enum TokenKind {
     Chord(Vec<u8>),
     /// Chordwise: a set of pitches the vocabulary does not have (decoded as a rest step).
     ChordUnk,
+    /// Tune: a bar line; it does not move time (bars may be short, as pickups are).
+    BarLine,
+    /// Tune: `|:`, a strain that will be played twice starts here.
+    RepeatStart,
+    /// Tune: `:|`, play the strain again (up to its first ending) from here.
+    RepeatEnd,
+    /// Tune: `[1` or `[2`, the first or second ending of a repeated strain.
+    Ending(u8),
+    /// Tune: a rest; its `Step` follows.
+    Rest,
+    /// Tune: length of the note or rest just named; time moves on by it.
+    Step(Tick),
 }
 
 /// A note a decoder knows is sounding (or waiting for its length).
@@ -257,6 +274,7 @@ pub fn by_name(name: &str, vocab: &Vocab) -> Result<Box<dyn Encoding>, TokenErro
         "chordwise" => {
             Box::new(chordwise::Chordwise::new(serde_json::from_value(vocab.settings.clone()).map_err(settings)?)?)
         }
+        "tune" => Box::new(tune::Tune::new(serde_json::from_value(vocab.settings.clone()).map_err(settings)?)?),
         other => return Err(TokenError::UnknownEncoding(other.to_string())),
     };
     check_tokens(enc.vocab(), vocab).map_err(err)?;
@@ -310,12 +328,13 @@ pub fn build(name: &str, spec: &CondSpec, scores: &[Score]) -> Result<Box<dyn En
             chordwise::ChordwiseConfig { cond: spec.clone(), ..Default::default() },
             scores,
         )?),
+        "tune" => Box::new(tune::Tune::new(tune::TuneConfig { cond: spec.clone(), ..Default::default() })?),
         other => return Err(TokenError::UnknownEncoding(other.to_string())),
     })
 }
 
 /// Names of the encodings [`by_name`] knows.
-pub const ENCODINGS: [&str; 3] = ["remi", "notewise", "chordwise"];
+pub const ENCODINGS: [&str; 4] = ["remi", "notewise", "chordwise", "tune"];
 
 /// Special tokens every vocabulary starts with, in id order.
 pub const SPECIALS: [&str; 3] = ["<pad>", "<bos>", "<eos>"];

@@ -11,6 +11,7 @@ use cadenza::time::{Meter, Tick};
 use cadenza::tokens::chordwise::{Chordwise, ChordwiseConfig};
 use cadenza::tokens::notewise::{Notewise, NotewiseConfig};
 use cadenza::tokens::remi::{Remi, RemiConfig};
+use cadenza::tokens::tune::{Tune, TuneConfig};
 use cadenza::tokens::{self, Category, CondSpec, Encoding, TokenError, TokenKind, Vocab};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -98,6 +99,27 @@ fn drop_same_pitch_overlaps(s: &mut Score, touching: bool) {
     s.notes = kept;
 }
 
+fn tune_enc() -> Tune {
+    Tune::new(TuneConfig::default()).expect("default tune settings")
+}
+
+/// One line: the highest of notes starting together, each cut where the next one starts (what
+/// the `tune` encoding keeps of a score).
+fn one_line(s: &Score) -> Score {
+    let mut out = s.clone();
+    out.notes.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(b.pitch.cmp(&a.pitch)));
+    out.notes.dedup_by_key(|n| n.start);
+    for i in 0..out.notes.len() {
+        let next = out.notes.get(i + 1).map_or(Tick::MAX, |n| n.start);
+        let n = &mut out.notes[i];
+        n.dur = n.dur.min(next - n.start);
+        n.voice = 0;
+        n.channel = 0;
+    }
+    out.normalize();
+    out
+}
+
 fn notewise(voices: u32) -> Notewise {
     Notewise::new(NotewiseConfig { voices, ..Default::default() }).expect("notewise settings")
 }
@@ -122,6 +144,26 @@ proptest! {
         }
         prop_assert_eq!(d.score.meta.style.as_deref(), Some("german"));
         prop_assert_eq!(d.score.key().to_string(), "Em");
+        mask_agrees(&enc, &ids)?;
+    }
+
+    #[test]
+    fn tune_round_trips_one_line_and_any_repeat(spec in spec_strategy(40), twice in any::<bool>()) {
+        let enc = tune_enc();
+        let mut s = one_line(&build(&spec, enc.step(), 96, (33, 96), 1, 0));
+        if twice {
+            // A strain played twice must fold into repeat signs and come back the same.
+            s = s.concat(&s);
+        }
+        let ids = enc.encode(&s);
+        let d = enc.decode(&ids);
+        prop_assert_eq!(d.skipped, 0);
+        prop_assert_eq!(proj(&d.score), proj(&s));
+        prop_assert_eq!(d.score.length, s.length);
+        if enc.cond_table().meter_value(s.meter()).is_some() {
+            // (A meter the vocabulary lacks decodes in 4/4: the same notes, other bar lines.)
+            prop_assert_eq!(enc.encode(&d.score), ids.clone());
+        }
         mask_agrees(&enc, &ids)?;
     }
 
@@ -458,6 +500,79 @@ fn corpus_tunes_load_and_round_trip() {
     // Off the grid: grace notes (32nds and 64ths the ABC reader steals from the main note) and
     // notes longer than 96 steps (Essen's 4/1 transcriptions). Measured: 573 of 669 exact.
     assert!(exact * 10 >= (c.train.len() + c.valid.len()) * 8, "only {exact} tunes on the grid");
+}
+
+/// Real tunes through the `tune` encoding: the melody comes back note for note (on the grid),
+/// strains played twice are folded into repeat signs, and a whole tune fits a 1,024-id context.
+#[test]
+fn corpus_tunes_fold_into_repeats_and_fit_the_context() {
+    let Some(root) = corpus_dir() else {
+        eprintln!("music21 corpus not unpacked (scripts/fetch-corpus.sh): skipping");
+        return;
+    };
+    let c = corpus::load(&root, &Filter { limit: Some(60), valid_fraction: 0.2, ..Filter::folk() }).expect("corpus");
+    let enc = tune_enc();
+    let repeat = enc.vocab().id("RepeatStart").expect("RepeatStart");
+    let (mut exact, mut folded, mut longest, mut ids_total, mut notes_total) = (0, 0, 0, 0, 0);
+    let all: Vec<_> = c.train.iter().chain(&c.valid).collect();
+    for t in &all {
+        let ids = enc.encode(&t.score);
+        let d = enc.decode(&ids);
+        assert_eq!(d.skipped, 0, "{}", t.id);
+        if enc.cond_table().meter_value(t.score.meter()).is_some() {
+            // (A meter the vocabulary lacks, such as Essen's 4/1, decodes in 4/4 bars.)
+            assert_eq!(enc.encode(&d.score), ids, "{}", t.id);
+        }
+        let line = one_line(&t.score);
+        let on_grid = line.notes.iter().all(|n| {
+            n.start % enc.step() == 0
+                && n.dur % enc.step() == 0
+                && n.dur <= 96 * enc.step()
+                && (33..=96).contains(&n.pitch)
+        });
+        if on_grid {
+            assert_eq!(proj(&d.score), proj(&line), "{}", t.id);
+            exact += 1;
+        }
+        folded += ids.contains(&repeat) as usize;
+        longest = longest.max(ids.len());
+        ids_total += ids.len();
+        notes_total += d.score.notes.len();
+    }
+    eprintln!(
+        "tune encoding: {exact} of {} exact, {folded} with repeats, longest {longest} ids, {:.2} ids per note",
+        all.len(),
+        ids_total as f64 / notes_total as f64
+    );
+    assert!(exact * 10 >= all.len() * 8, "only {exact} tunes on the grid");
+    // Irish and Scottish tunes are mostly AABB: a good share must fold.
+    assert!(folded * 4 >= all.len(), "only {folded} of {} tunes folded", all.len());
+    assert!(longest <= 1024, "a tune of {longest} ids does not fit the context");
+}
+
+/// The Our Boys reel (Ryan's Mammoth, `|: A :| |: B :|` with pickups) through the `tune`
+/// encoding, against a golden token file checked by hand: the A strain is written once, and
+/// the different pickups that follow it each time make its last bar a first and a second ending
+/// (`[1 cABG A2 (3efg :| [2 cABG A2 g`). The source's pickup into B (`ug`) is one 16th, not the
+/// two its last bar leaves room for, so B's bars drift off the grid and B is written out twice,
+/// note for note as abc2midi plays it.
+#[test]
+fn real_tune_folds_into_repeats_as_golden() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(dir.join("tests/data/dsl/our_boys_reel.abc")).expect("tune");
+    let aligned = cadenza::dsl::parse(&text).expect("parses").align_pickup();
+    let enc = tune_enc();
+    let ids = enc.encode(&aligned);
+    let got: String = ids.iter().map(|&i| enc.vocab().token(i).unwrap_or("?")).collect::<Vec<_>>().join("\n") + "\n";
+    let golden = dir.join("tests/data/tokens/our_boys_reel.tune.txt");
+    if std::env::var("CADENZA_BLESS").is_ok() {
+        std::fs::write(&golden, &got).expect("bless");
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file");
+    assert_eq!(got, want);
+    let back = enc.decode(&ids);
+    assert_eq!(back.skipped, 0);
+    assert_eq!(proj(&back.score), proj(&aligned));
 }
 
 /// The chorales read as four voices (S A T B) and round-trip through the four-voice REMI.
