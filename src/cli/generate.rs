@@ -111,7 +111,7 @@ pub fn prompt(args: &Args) -> anyhow::Result<Score> {
 /// Builds the request the arguments describe: flags first, then the prompt's `%%` settings,
 /// then the model's defaults.
 pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyhow::Result<Request> {
-    let mut req = Request::from_prompt(prompt, Length::Bars(8), model_defaults);
+    let mut req = Request::from_prompt(prompt, Length::Tune, model_defaults);
     req.overrides =
         Overrides { style: args.style.clone(), instrument: args.instrument.clone(), ..Overrides::default() };
     if let Some(k) = &args.key {

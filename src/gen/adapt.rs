@@ -34,8 +34,7 @@ fn effect_of(kind: &TokenKind, step: crate::time::Tick) -> Effect {
         TokenKind::ChordUnk => Effect::Chord { pitches: Vec::new(), step },
         TokenKind::BarLine => Effect::BarLine,
         TokenKind::RepeatStart | TokenKind::RepeatEnd | TokenKind::Ending(_) => Effect::Structure,
-        // The rest's length moves time on like a note's; nothing starts.
-        TokenKind::Rest => Effect::Other,
+        TokenKind::Rest => Effect::RestLead,
         TokenKind::Step(d) => Effect::NoteLength(*d),
     }
 }

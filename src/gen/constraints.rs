@@ -40,6 +40,8 @@ pub enum Effect {
     NoteLength(Tick),
     /// A bar line that does not move time (`tune`): the bar starts where the music is.
     BarLine,
+    /// A rest whose length follows (`tune`): allowed only where some length still fits.
+    RestLead,
     /// Repeat signs and endings (`tune`): the decoder plays a strain again, which the tracker
     /// does not follow, so they are refused under a bar count.
     Structure,
@@ -55,13 +57,16 @@ pub struct Effects {
     pub explicit_bars: bool,
     /// A started note waits for a length id before anything else (REMI `Duration`, tune `Len`).
     pub has_lengths: bool,
+    /// Lengths move time on (`tune`): notes follow one another.
+    pub sequential: bool,
 }
 
 impl Effects {
     pub fn new(table: Vec<Effect>) -> Self {
         let explicit_bars = table.iter().any(|e| matches!(e, Effect::Bar | Effect::BarLine));
         let has_lengths = table.iter().any(|e| matches!(e, Effect::Duration(_) | Effect::NoteLength(_)));
-        Effects { table, explicit_bars, has_lengths }
+        let sequential = table.iter().any(|e| matches!(e, Effect::NoteLength(_)));
+        Effects { table, explicit_bars, has_lengths, sequential }
     }
 
     pub fn get(&self, id: u32) -> &Effect {
@@ -282,6 +287,7 @@ impl Tracker {
                 self.advance_to(self.pos + d);
             }
             Effect::BarLine => self.bar_start = Some(self.pos),
+            Effect::RestLead => {}
             Effect::Structure => {}
             Effect::Bar => {
                 let next = match self.bar_start {
@@ -324,7 +330,12 @@ impl Tracker {
         let in_bar = self.bar_start.map(|b| self.pos.saturating_sub(b));
         let open = self.sounding.iter().any(|s| s.end.is_none());
         let at_end = self.end.is_some_and(|e| self.pos >= e);
+        // In sequential encodings (`tune`) a pitch or rest is followed by a length that must
+        // fit: under whole bars, none fits in a full bar (the bar line comes first).
+        let bar_full =
+            effects.sequential && r.whole_bars && self.bar_start.is_some_and(|b| self.pos >= b + self.bar_ticks);
         let note_may_start = !at_end
+            && !bar_full
             && self.pending.is_none_or(|_| !effects.has_lengths)
             && r.max_polyphony.is_none_or(|m| self.sounding_at(self.pos) < m);
         for (id, ok) in allowed.iter_mut().enumerate() {
@@ -355,6 +366,7 @@ impl Tracker {
                     full && self.end.is_none_or(|end| self.pos <= end)
                 }
                 Effect::Structure => r.bars.is_none(),
+                Effect::RestLead => !at_end && !bar_full,
                 Effect::Advance(d) => {
                     let to = self.pos + d;
                     let within_limit = self.end.is_none_or(|end| to <= end);

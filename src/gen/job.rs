@@ -33,6 +33,22 @@ pub enum Length {
     Seconds(f64),
     /// Stop after this many generated tokens.
     Tokens(usize),
+    /// A whole tune: stop where the model ends it (its end id), with at most
+    /// [`MAX_TUNE_TOKENS`] generated ids.
+    Tune,
+}
+
+/// Most ids one whole-tune take may generate (a take that reaches it is marked truncated): four
+/// times the longest folk tune of the corpus in the `tune` encoding (695 ids).
+pub const MAX_TUNE_TOKENS: usize = 3000;
+
+/// What the model chose for the header when the caller left it open (a whole tune's key and
+/// meter, as folk-rnn samples its own `M:` and `K:` lines).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampled {
+    pub key: Option<String>,
+    pub meter: Option<String>,
 }
 
 /// Conditioning that overrides what the prompt's `%%` directives and fields say.
@@ -182,6 +198,9 @@ pub struct TakeRecord {
     /// Stopped by a cancel request or by the token cap rather than by its length.
     pub cancelled: bool,
     pub truncated: bool,
+    /// The header the model sampled (what neither the prompt nor the caller set).
+    #[serde(default)]
+    pub sampled: Sampled,
 }
 
 /// A finished (or cancelled) take: the music and its record.
@@ -211,6 +230,9 @@ struct Row {
     tracker: Tracker,
     /// Every id fed to the model for this row (prompt, then generated).
     ids: Vec<u32>,
+    /// This row's conditioning prefix (`<bos>` and the labels, sampled ones included), re-fed
+    /// first whenever the window slides.
+    prefix: Vec<u32>,
     prompt_len: usize,
     /// Generated ids since the last (re)start, for the length limit.
     generated: usize,
@@ -231,8 +253,6 @@ pub struct Session {
     encoding: Arc<dyn Encoding>,
     effects: Arc<super::constraints::Effects>,
     state: Box<dyn State>,
-    /// The conditioning prefix, re-fed first whenever the window slides.
-    prefix: Vec<u32>,
     /// Logits for the next token of each row, from the last forward pass.
     logits: Vec<Vec<f32>>,
     rows: Vec<Row>,
@@ -280,30 +300,25 @@ impl Session {
                 encoding.name()
             )));
         }
-        let meter = prompt.meter();
         let constraints = request.effective_constraints();
+        let to_sample = open_header(&prompt, encoding.as_ref(), prefix_len);
+        let vocab = model.vocab_size();
+        let state = model.new_state(n)?;
         let mut rows = Vec::with_capacity(n);
         for i in 0..n {
             let seed = request.seed.wrapping_add(i as u64);
-            let mut decoder = encoding.decoder();
-            let mut tracker = Tracker::new(constraints.clone(), &effects, meter);
-            for &id in &ids {
-                decoder.push(id);
-                tracker.push(effects.get(id));
-            }
-            let prompt_end = tracker.position();
-            tracker.begin(prompt_end);
             rows.push(Row {
                 seed,
                 rng: Rng::new(seed),
-                decoder: Some(decoder),
-                tracker,
-                ids: ids.clone(),
+                decoder: None,
+                tracker: Tracker::new(constraints.clone(), &effects, prompt.meter()),
+                ids: Vec::new(),
+                prefix: prefix.clone(),
                 prompt_len: ids.len(),
                 generated: 0,
                 notes: Vec::new(),
                 ll: 0.0,
-                prompt_end,
+                prompt_end: 0,
                 limit_tick: None,
                 done: false,
                 cancelled: false,
@@ -345,15 +360,13 @@ impl Session {
             skipped: 0,
             cancelled: false,
             truncated: false,
+            sampled: Sampled::default(),
         };
-        let vocab = model.vocab_size();
-        let state = model.new_state(n)?;
         let mut s = Session {
             model,
             encoding,
             effects,
             state,
-            prefix,
             logits: Vec::new(),
             rows,
             request: request.clone(),
@@ -362,24 +375,86 @@ impl Session {
             allowed: vec![true; vocab],
             unfed: None,
         };
-        s.feed_prompt(&ids)?;
+        s.feed_prompt(&ids, prefix_len, &to_sample)?;
+        let meter_of = |row: &Row| {
+            let head = s.encoding.decode(&row.prefix).score;
+            if head.meta.meters.is_empty() {
+                prompt.meter()
+            } else {
+                head.meter()
+            }
+        };
+        let meters: Vec<Meter> = s.rows.iter().map(meter_of).collect();
+        for (row, meter) in s.rows.iter_mut().zip(meters) {
+            let mut decoder = s.encoding.decoder();
+            let mut tracker = Tracker::new(constraints.clone(), &s.effects, meter);
+            for &id in &row.ids {
+                decoder.push(id);
+                tracker.push(s.effects.get(id));
+            }
+            row.prompt_end = tracker.position();
+            tracker.begin(row.prompt_end);
+            row.decoder = Some(decoder);
+            row.tracker = tracker;
+        }
         s.set_limits(request.length);
         Ok(s)
     }
 
-    /// Feeds the prompt ids to the fresh state; a prompt longer than the context keeps the
-    /// conditioning prefix and the most recent ids.
-    fn feed_prompt(&mut self, ids: &[u32]) -> Result<(), GenError> {
+    /// Feeds the prompt to the fresh state. The header ids in `to_sample` (positions inside the
+    /// prefix) are drawn from the model for each row, one position at a time, among the labels
+    /// of their category; the rest is fed as one block. A prompt longer than the context keeps
+    /// the conditioning prefix and the most recent ids.
+    fn feed_prompt(&mut self, ids: &[u32], prefix_len: usize, to_sample: &[usize]) -> Result<(), GenError> {
+        let n = self.rows.len();
         let ctx = self.model.context();
-        let window: Vec<u32> = if ids.len() >= ctx {
-            let keep = ctx.saturating_sub(self.prefix.len()).saturating_sub(ctx / 4).max(1);
-            let mut w = self.prefix.clone();
-            w.extend_from_slice(&ids[ids.len() - keep..]);
-            w
-        } else {
-            ids.to_vec()
+        let body = &ids[prefix_len..];
+        let keep = ctx.saturating_sub(prefix_len).saturating_sub(ctx / 4).max(1);
+        let window_body = if ids.len() >= ctx { &body[body.len().saturating_sub(keep)..] } else { body };
+        for r in &mut self.rows {
+            r.ids = ids[..to_sample.first().copied().unwrap_or(prefix_len)].to_vec();
+        }
+        let Some(&first) = to_sample.first() else {
+            let mut window = ids[..prefix_len].to_vec();
+            window.extend_from_slice(window_body);
+            for r in &mut self.rows {
+                r.ids = ids.to_vec();
+            }
+            return self.forward_rows(&vec![window; n]);
         };
-        self.forward_rows(&vec![window; self.rows.len()])
+        self.forward_rows(&vec![ids[..first].to_vec(); n])?;
+        for pos in first..prefix_len {
+            let mut column = Vec::with_capacity(n);
+            for (i, row) in self.rows.iter_mut().enumerate() {
+                let id = if to_sample.contains(&pos) {
+                    let category = match self.encoding.kind(ids[pos]) {
+                        Some(TokenKind::Cond(c)) => c.category,
+                        _ => return Err(GenError::Request("the conditioning prefix is malformed".into())),
+                    };
+                    self.allowed.iter_mut().enumerate().for_each(|(id, a)| {
+                        *a = matches!(self.encoding.kind(id as u32),
+                            Some(TokenKind::Cond(c)) if c.category == category && c.value.is_some())
+                    });
+                    let logits = &self.logits[i];
+                    let id = sample(&self.request.sampling, &mut row.rng, logits, Some(&self.allowed), &[])?;
+                    row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
+                    id
+                } else {
+                    ids[pos]
+                };
+                row.ids.push(id);
+                column.push(vec![id]);
+            }
+            self.forward_rows(&column)?;
+        }
+        for r in &mut self.rows {
+            r.prefix = r.ids.clone();
+            r.ids.extend_from_slice(body);
+        }
+        if window_body.is_empty() {
+            return Ok(());
+        }
+        self.forward_rows(&vec![window_body.to_vec(); n])
     }
 
     /// Runs the model on one block of ids per row (all the same length), storing the logits.
@@ -416,6 +491,7 @@ impl Session {
             Length::Notes(n) => 64 * n + 64,
             Length::Seconds(s) => (TOKENS_PER_BAR_CAP as f64 * s).ceil() as usize + 64,
             Length::Tokens(n) => n,
+            Length::Tune => MAX_TUNE_TOKENS,
         }
     }
 
@@ -471,6 +547,7 @@ impl Session {
                     Length::Notes(n) => row.notes.len() >= n,
                     Length::Seconds(_) => row.limit_tick.is_some_and(|l| row.tracker.position() >= l),
                     Length::Tokens(n) => row.generated >= n,
+                    Length::Tune => false,
                 };
                 if reached || matches!(effect, Effect::End) {
                     row.done = true;
@@ -505,19 +582,30 @@ impl Session {
     /// half of the context (one forward pass), then carry on.
     fn slide(&mut self) -> Result<(), GenError> {
         let ctx = self.model.context();
-        let keep = (ctx / 2).saturating_sub(self.prefix.len()).max(1);
+        let prefix_len = self.rows.iter().map(|r| r.prefix.len()).max().unwrap_or(0);
+        let keep = (ctx / 2).saturating_sub(prefix_len).max(1);
         self.state = self.model.new_state(self.rows.len())?;
         // The last id of each row is fed by the caller next; the window ends just before it.
-        let block: Vec<Vec<u32>> = self
+        let mut block: Vec<Vec<u32>> = self
             .rows
             .iter()
             .map(|r| {
                 let body = &r.ids[..r.ids.len().saturating_sub(1)];
-                let mut w = self.prefix.clone();
+                let mut w = r.prefix.clone();
                 w.extend_from_slice(&body[body.len().saturating_sub(keep)..]);
                 w
             })
             .collect();
+        // Rows that finished earlier stopped growing, so their windows can be shorter; the
+        // batch needs one length. Their outputs are ignored: pad them in front.
+        let width = block.iter().map(Vec::len).max().unwrap_or(0);
+        for w in &mut block {
+            if w.len() < width {
+                let mut padded = vec![crate::tokens::PAD; width - w.len()];
+                padded.append(w);
+                *w = padded;
+            }
+        }
         self.forward_rows(&block)
     }
 
@@ -558,7 +646,21 @@ impl Session {
                     None => self.encoding.decode(&r.ids),
                 };
                 let mut score = decoded.score;
+                let head = score.meta.clone();
                 score.meta = self.meta.clone();
+                score.meta.gen.seed = Some(r.seed);
+                // A header the model sampled is the take's own key and meter.
+                let sampled = Sampled {
+                    key: (score.meta.keys.is_empty() && !head.keys.is_empty()).then(|| head.keys[0].1.to_string()),
+                    meter: (score.meta.meters.is_empty() && !head.meters.is_empty())
+                        .then(|| head.meters[0].1.to_string()),
+                };
+                if sampled.key.is_some() {
+                    score.meta.keys = head.keys.clone();
+                }
+                if sampled.meter.is_some() {
+                    score.meta.meters = head.meters.clone();
+                }
                 score.normalize();
                 // Exactly N bars: the take spans the whole last bar even when it ended early
                 // (end token in its last bar), and not the bar a final bar line opens (REMI's
@@ -576,6 +678,7 @@ impl Session {
                 record.cancelled = r.cancelled;
                 record.truncated = r.truncated;
                 record.length = self.request.length;
+                record.sampled = sampled;
                 // From the decoded ids rather than the stream, so notes still open when
                 // generation stopped (closed by decoding) are included too.
                 let mut notes: Vec<Note> = score.notes.iter().filter(|n| n.start >= r.prompt_end).copied().collect();
@@ -638,4 +741,24 @@ impl Job {
             None => Err(GenError::Worker("the job was already joined".into())),
         }
     }
+}
+
+/// Positions in the prefix of the header ids the model samples: the key and the meter when
+/// neither the prompt nor the caller set them. Only where the music's ids do not depend on
+/// them: an empty prompt, or the `tune` encoding (its bar lines do not move time).
+fn open_header(prompt: &Score, encoding: &dyn Encoding, prefix_len: usize) -> Vec<usize> {
+    use crate::tokens::Category;
+    if !(prompt.notes.is_empty() || encoding.name() == "tune") {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if prompt.meta.keys.is_empty() {
+        out.push(1 + Category::Key.index());
+    }
+    if prompt.meta.meters.is_empty() {
+        out.push(1 + Category::Meter.index());
+    }
+    // Only when the prefix really has one id per category after `<bos>`.
+    out.retain(|&p| p < prefix_len);
+    out
 }

@@ -315,7 +315,7 @@ impl Stage {
         if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
             prompt.meta.tempo = crate::time::TempoMap::constant(self.tempo());
         }
-        let mut request = Request::from_prompt(prompt, Length::Bars(4), g.defaults());
+        let mut request = Request::from_prompt(prompt, Length::Tune, g.defaults());
         match (opts.bars, opts.notes, opts.tokens) {
             (Some(b), _, _) => request.length = Length::Bars(b),
             (None, Some(n), _) => request.length = Length::Notes(n as usize),

@@ -331,6 +331,56 @@ fn batch_rows_equal_single_takes_with_their_seeds() {
     }
 }
 
+/// Regression (`generate --style irish --bars 16 -n 16 --seed 1000` panicked in `slide`): rows
+/// that end at different lengths and then slide past the context still make one batch, and each
+/// row is still the take its seed gives alone.
+#[test]
+fn batches_whose_rows_end_at_different_lengths_slide() {
+    // Every id equally likely, so the end id comes after a different number of ids in each row.
+    let model = Uniform { vocab: VOCAB, device: Device::Cpu, context: 12 };
+    let g = Generator::from_parts("toy", Arc::new(model), Arc::new(Toy::new()), "0000");
+    let request = |seed| Request { sampling: Sampling::default(), ..request(Length::Tune, seed) };
+    let batch = g.generate_batch(&request(40), 8).unwrap();
+    let lengths: std::collections::BTreeSet<usize> = batch.iter().map(|t| t.record.ids.len()).collect();
+    assert!(lengths.len() > 2, "the rows should end at different lengths: {lengths:?}");
+    assert!(lengths.iter().any(|&l| l > 24), "some row must slide (context 12): {lengths:?}");
+    for t in &batch {
+        let single = g.generate(&request(t.record.seed)).unwrap();
+        assert_eq!(single.record.ids, t.record.ids, "seed {}", t.record.seed);
+        assert_eq!(t.score.meta.gen.seed, Some(t.record.seed), "each take carries its own seed");
+    }
+}
+
+/// With no length a take is a whole tune: it ends at the model's end id. The key and meter the
+/// caller left open are sampled, per take and replayably, and written into the take.
+#[test]
+fn whole_tunes_sample_their_header_and_end_where_the_model_ends_them() {
+    let g = real_gen("tune");
+    let mut r = Request::new(Score::new(), Length::Tune);
+    r.seed = 3;
+    let takes = g.generate_batch(&r, 8).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    for t in &takes {
+        assert!(!t.record.truncated, "seed {}", t.record.seed);
+        assert_eq!(t.record.ids.last(), Some(&cadenza::tokens::EOS), "seed {}", t.record.seed);
+        let key = t.record.sampled.key.clone().expect("a sampled key");
+        let meter = t.record.sampled.meter.clone().expect("a sampled meter");
+        assert_eq!(t.score.key().to_string(), key);
+        assert_eq!(t.score.meter().to_string(), meter);
+        keys.insert(key);
+        let again = g.generate(&Request { seed: t.record.seed, ..r.clone() }).unwrap();
+        assert_eq!(again.record.ids, t.record.ids);
+        assert_eq!(again.record.sampled, t.record.sampled);
+    }
+    assert!(keys.len() > 1, "every take sampled the same key: {keys:?}");
+    // A key the caller sets is a condition, not sampled.
+    let mut set = r.clone();
+    set.overrides.key = Some(Key::new(5, 0, cadenza::score::Mode::Minor));
+    let t = g.generate(&set).unwrap();
+    assert_eq!(t.record.sampled.key, None);
+    assert_eq!(t.score.key().to_string(), "Am");
+}
+
 fn sounding_at_most(notes: &[Note], max: usize) -> bool {
     notes.iter().all(|n| notes.iter().filter(|m| m.start <= n.start && m.end() > n.start).count() <= max)
 }
@@ -564,6 +614,7 @@ fn fast_gpt_matches_the_candle_gpt() {
 struct Uniform {
     vocab: usize,
     device: Device,
+    context: usize,
 }
 
 impl LanguageModel for Uniform {
@@ -571,7 +622,7 @@ impl LanguageModel for Uniform {
         self.vocab
     }
     fn context(&self) -> usize {
-        usize::MAX
+        self.context
     }
     fn device(&self) -> &Device {
         &self.device
@@ -579,8 +630,13 @@ impl LanguageModel for Uniform {
     fn new_state(&self, _batch: usize) -> Result<Box<dyn State>, ModelError> {
         Ok(Box::new(BigramState { len: 0 }))
     }
-    fn forward(&self, ids: &Tensor, _state: &mut dyn State) -> Result<Tensor, ModelError> {
-        let (b, _) = ids.dims2()?;
+    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
+        let (b, t) = ids.dims2()?;
+        let st = state.as_any_mut().downcast_mut::<BigramState>().ok_or(ModelError::Other("state".into()))?;
+        st.len += t;
+        if st.len > self.context {
+            return Err(ModelError::ContextFull { context: self.context, needed: st.len });
+        }
         Ok(Tensor::zeros((b, self.vocab), candle_core::DType::F32, &self.device)?)
     }
     fn forward_all(&self, ids: &Tensor, _state: &mut dyn State) -> Result<Tensor, ModelError> {
@@ -592,13 +648,14 @@ impl LanguageModel for Uniform {
 fn real_gen(encoding: &str) -> Generator {
     let enc = cadenza::tokens::build(encoding, &CondSpec::default(), &[]).unwrap();
     let vocab = enc.vocab().len();
-    Generator::from_parts(encoding, Arc::new(Uniform { vocab, device: Device::Cpu }), Arc::from(enc), "0000")
+    let model = Uniform { vocab, device: Device::Cpu, context: usize::MAX };
+    Generator::from_parts(encoding, Arc::new(model), Arc::from(enc), "0000")
 }
 
 #[test]
 fn real_encodings_obey_every_constraint_under_a_uniform_model() {
     let d_major = Key::new(1, 0, cadenza::score::Mode::Major);
-    for encoding in ["remi", "notewise"] {
+    for encoding in ["remi", "notewise", "tune"] {
         let g = real_gen(encoding);
         for (i, meter) in [Meter::new(6, 8), Meter::new(3, 4)].into_iter().enumerate() {
             let mut prompt = Score::new();
