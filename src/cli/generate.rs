@@ -30,8 +30,9 @@ pub struct Args {
     /// Instrument label to condition on.
     #[arg(long)]
     pub instrument: Option<String>,
-    /// Bars to generate (exactly; default: the prompt's `%%bars`, else 8).
-    #[arg(long, conflicts_with_all = ["notes", "seconds", "tokens"])]
+    /// Bars to generate (exactly; default: the prompt's `%%bars`, else a whole tune, ended
+    /// where the model ends it).
+    #[arg(long, conflicts_with_all = ["notes", "seconds", "tokens", "form"])]
     pub bars: Option<u32>,
     /// Notes to generate instead of bars.
     #[arg(long, conflicts_with_all = ["seconds", "tokens"])]
@@ -75,7 +76,21 @@ pub struct Args {
     /// One note at a time in each voice (for multi-voice models such as `chorale`).
     #[arg(long)]
     pub mono_voices: bool,
-    /// Number of takes (batched); OUT is then a folder.
+    /// A form, generated section by section: `AABB`, `AABA`, `ABAC`, `QAQA'` (a letter seen
+    /// before is that section again; a primed one keeps its first `--keep-bars` bars).
+    #[arg(long, conflicts_with_all = ["notes", "seconds", "tokens"])]
+    pub form: Option<String>,
+    /// Bars of each section of `--form`.
+    #[arg(long, default_value_t = 8, requires = "form")]
+    pub part_bars: u32,
+    /// Bars a primed section (`A'`) keeps of its letter's first section (default: half).
+    #[arg(long, requires = "form")]
+    pub keep_bars: Option<u32>,
+    /// Sections of `--form` need not end on a cadence (by default each ends on a tonic or
+    /// dominant chord note, the last on the tonic).
+    #[arg(long, requires = "form")]
+    pub no_cadence: bool,
+    /// Number of takes (batched; at most 10,000); OUT is then a folder.
     #[arg(short = 'n', long = "count", default_value_t = 1)]
     pub count: usize,
     /// Output: .mid or .abc file, or with -n > 1 a folder.
@@ -174,13 +189,36 @@ fn write_take(take: &Take, pickup: crate::time::Tick, path: &Path) -> anyhow::Re
     Ok(())
 }
 
+/// Most takes one command writes.
+pub const MAX_COUNT: usize = 10_000;
+
+/// Refuses an output path that cannot work before any time is spent generating.
+fn check_output(args: &Args) -> anyhow::Result<()> {
+    if args.count == 0 || args.count > MAX_COUNT {
+        bail!("-n must be 1..={MAX_COUNT}, got {}", args.count);
+    }
+    let ext = args.out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    match (args.count, ext.as_deref()) {
+        (1, Some("mid" | "midi" | "abc")) => Ok(()),
+        (1, Some(other)) => bail!("{}: unknown output format `.{other}` (use .mid or .abc)", args.out.display()),
+        (n, Some("mid" | "midi" | "abc")) if n > 1 => {
+            bail!("-n {n} writes a folder of takes; {} names a file", args.out.display())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    check_output(&args)?;
     let prompt = prompt(&args)?;
     let model = args.model.clone().or(prompt.meta.gen.model.clone()).unwrap_or_else(|| "folk".to_string());
     let gen = Generator::load(&model)?;
     let req = request(&args, prompt, gen.defaults())?;
-    if args.count == 0 {
-        bail!("-n must be at least 1");
+    if let Some(form) = &args.form {
+        let mut spec = crate::gen::FormSpec::parse(form, args.part_bars)?;
+        spec.keep_bars = args.keep_bars.unwrap_or(spec.keep_bars);
+        spec.cadence = !args.no_cadence;
+        return run_form(&args, &gen, &req, &spec);
     }
     let started = std::time::Instant::now();
     let takes = gen.generate_batch(&req, args.count)?;
@@ -222,5 +260,62 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         req.seed,
         req.seed.wrapping_add(takes.len() as u64 - 1)
     );
+    Ok(())
+}
+
+/// `--form`: each take is a whole form, sections generated one after another.
+fn run_form(args: &Args, gen: &Generator, req: &Request, spec: &crate::gen::FormSpec) -> anyhow::Result<()> {
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let single = args.count == 1 && args.out.extension().is_some();
+    if !single {
+        std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    }
+    let mut log = if single {
+        None
+    } else {
+        let jsonl = args.out.join("takes.jsonl");
+        Some(std::fs::File::create(&jsonl).with_context(|| format!("creating {}", jsonl.display()))?)
+    };
+    for i in 0..args.count {
+        let seed = req.seed.wrapping_add(i as u64 * spec.sections.len() as u64);
+        let take = crate::gen::generate_form(gen, &Request { seed, ..req.clone() }, spec, &cancel)?;
+        let score = take.score.restore_pickup(req.pickup);
+        let bar = score.meter().bar_ticks().max(1);
+        let sections: Vec<String> = take
+            .sections
+            .iter()
+            .map(|p| {
+                format!("{}@{}-{}", p.section, (p.start - take.start) / bar + 1, (p.end - take.start).div_ceil(bar))
+            })
+            .collect();
+        let paths: Vec<std::path::PathBuf> = if single {
+            vec![args.out.clone()]
+        } else {
+            let stem = format!("take-{:02}", i + 1);
+            vec![args.out.join(format!("{stem}.mid")), args.out.join(format!("{stem}.abc"))]
+        };
+        for path in &paths {
+            match path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase().as_str() {
+                "abc" => crate::sink::abc::write(&score, path)?,
+                _ => crate::sink::midi_file::write(&score, path)?,
+            }
+        }
+        if let Some(log) = log.as_mut() {
+            let line = serde_json::json!({
+                "file": paths[0].file_name().and_then(|n| n.to_str()),
+                "form": spec.sections.iter().map(|s| s.to_string()).collect::<String>(),
+                "seed": seed,
+                "sections": sections,
+                "generations": take.records,
+            });
+            writeln!(log, "{line}")?;
+        }
+        eprintln!(
+            "{}: form {} (sections at bars {}), seed {seed}",
+            paths[0].display(),
+            sections.len(),
+            sections.join(" ")
+        );
+    }
     Ok(())
 }

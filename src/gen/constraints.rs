@@ -59,14 +59,23 @@ pub struct Effects {
     pub has_lengths: bool,
     /// Lengths move time on (`tune`): notes follow one another.
     pub sequential: bool,
+    /// The shortest such length (one grid step), 0 when there are none.
+    pub min_length: Tick,
 }
 
 impl Effects {
     pub fn new(table: Vec<Effect>) -> Self {
         let explicit_bars = table.iter().any(|e| matches!(e, Effect::Bar | Effect::BarLine));
         let has_lengths = table.iter().any(|e| matches!(e, Effect::Duration(_) | Effect::NoteLength(_)));
-        let sequential = table.iter().any(|e| matches!(e, Effect::NoteLength(_)));
-        Effects { table, explicit_bars, has_lengths, sequential }
+        let min_length = table
+            .iter()
+            .filter_map(|e| match e {
+                Effect::NoteLength(d) => Some(*d),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(0);
+        Effects { table, explicit_bars, has_lengths, sequential: min_length > 0, min_length }
     }
 
     pub fn get(&self, id: u32) -> &Effect {
@@ -99,6 +108,9 @@ pub struct Constraints {
     pub whole_bars: bool,
     /// Exactly this many bars after the prompt, then stop (set from `Length::Bars`).
     pub bars: Option<u32>,
+    /// With a bar count, in encodings whose lengths move time (`tune`): the last note must have
+    /// one of these pitch classes (a cadence; forms set it, see `gen::form`).
+    pub cadence: Option<Vec<u8>>,
 }
 
 impl Constraints {
@@ -171,6 +183,8 @@ pub struct Tracker {
     static_ok: Vec<bool>,
     /// The voices the vocabulary can start notes in (for `mono_voices`).
     voices: Vec<u8>,
+    /// Pitch of the note started last (for `cadence`).
+    last_pitch: Option<u8>,
 }
 
 impl Tracker {
@@ -208,7 +222,15 @@ impl Tracker {
             ended: false,
             static_ok,
             voices,
+            last_pitch: None,
         }
+    }
+
+    /// Takes the decoder's word for where the music is: after a repeat sign the decoder has
+    /// played a strain again, which the effects alone do not tell.
+    pub fn resync(&mut self, state: &crate::tokens::DecoderState) {
+        self.bar_start = state.bar_start;
+        self.advance_to(state.position.max(self.pos));
     }
 
     pub fn position(&self) -> Tick {
@@ -261,6 +283,7 @@ impl Tracker {
             // not counted, so the tracker can ignore the change.
             Effect::Other | Effect::MeterChange | Effect::NoteLead => {}
             Effect::NoteOn { pitch, voice } => {
+                self.last_pitch = Some(*pitch);
                 self.sounding.push(Sounding { pitch: *pitch, voice: *voice, end: None });
                 self.pending = Some(self.sounding.len() - 1);
             }
@@ -334,6 +357,12 @@ impl Tracker {
         // fit: under whole bars, none fits in a full bar (the bar line comes first).
         let bar_full =
             effects.sequential && r.whole_bars && self.bar_start.is_some_and(|b| self.pos >= b + self.bar_ticks);
+        // A cadence: near the end only a cadence note may start (one step must stay for it),
+        // and the length that reaches the end must close a cadence note (or a rest after one).
+        let cadence = r.cadence.as_ref().filter(|_| effects.sequential).zip(self.end);
+        let in_cadence = |p: Option<u8>| r.cadence.as_ref().is_some_and(|c| p.is_some_and(|p| c.contains(&(p % 12))));
+        let pending_pitch = self.pending.and_then(|i| self.sounding.get(i)).map(|s| s.pitch);
+        let room_for_two = cadence.is_none_or(|(_, end)| end.saturating_sub(self.pos) >= 2 * effects.min_length);
         let note_may_start = !at_end
             && !bar_full
             && self.pending.is_none_or(|_| !effects.has_lengths)
@@ -351,13 +380,20 @@ impl Tracker {
                 Effect::Other | Effect::NoteOff(_) => true,
                 // Bars are counted and checked in the request's meter.
                 Effect::MeterChange => !r.whole_bars && r.bars.is_none(),
-                Effect::NoteOn { voice, .. } => note_may_start && self.voice_free_at(*voice, self.pos),
+                Effect::NoteOn { voice, pitch } => {
+                    note_may_start && self.voice_free_at(*voice, self.pos) && (room_for_two || in_cadence(Some(*pitch)))
+                }
                 Effect::NoteLead => note_may_start && self.any_voice_free_at(self.pos),
                 Effect::Duration(d) => self.end.is_none_or(|end| self.pos + d <= end),
                 Effect::NoteLength(d) => {
                     let to = self.pos + d;
                     let within_bar = !r.whole_bars || self.bar_start.is_none_or(|b| to <= b + self.bar_ticks);
-                    self.end.is_none_or(|end| to <= end) && within_bar
+                    let closes = match pending_pitch {
+                        Some(p) => in_cadence(Some(p)),
+                        None => in_cadence(self.last_pitch),
+                    };
+                    let cadence_ok = cadence.is_none_or(|(_, end)| to < end || closes);
+                    self.end.is_none_or(|end| to <= end) && within_bar && cadence_ok
                 }
                 // Under whole bars a bar line comes when the bar is full (the first one opens
                 // the music); never past the bar limit.
@@ -366,7 +402,7 @@ impl Tracker {
                     full && self.end.is_none_or(|end| self.pos <= end)
                 }
                 Effect::Structure => r.bars.is_none(),
-                Effect::RestLead => !at_end && !bar_full,
+                Effect::RestLead => !at_end && !bar_full && (room_for_two || in_cadence(self.last_pitch)),
                 Effect::Advance(d) => {
                     let to = self.pos + d;
                     let within_limit = self.end.is_none_or(|end| to <= end);
@@ -403,7 +439,8 @@ impl Tracker {
                 // explicit, inside the last bar (the rest of it is silence).
                 Effect::End => {
                     let in_last_bar = effects.explicit_bars && bar_end.zip(self.end).is_some_and(|(be, end)| be >= end);
-                    self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open
+                    let cadence_ok = cadence.is_none() || in_cadence(self.last_pitch);
+                    self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open && cadence_ok
                 }
             };
         }

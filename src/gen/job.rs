@@ -152,6 +152,7 @@ impl Request {
             whole_bars: g.whole_bars,
             mono_voices: g.mono_voices,
             bars: None,
+            cadence: None,
         };
         let length = g.bars.map_or(default_length, Length::Bars);
         Request { sampling, constraints, seed: g.seed.unwrap_or(0), ..Request::new(prompt, length) }
@@ -392,6 +393,10 @@ impl Session {
                 decoder.push(id);
                 tracker.push(s.effects.get(id));
             }
+            // Repeat signs in the prompt: the decoder knows where the music really is.
+            if s.effects.sequential {
+                tracker.resync(&decoder.state());
+            }
             row.prompt_end = tracker.position();
             tracker.begin(row.prompt_end);
             row.decoder = Some(decoder);
@@ -541,6 +546,9 @@ impl Session {
                             on_event(Event::Note { take: i, note });
                         }
                     }
+                    if matches!(effect, Effect::Structure) {
+                        row.tracker.resync(&d.state());
+                    }
                 }
                 let reached = match self.request.length {
                     Length::Bars(_) => row.tracker.finished(),
@@ -627,6 +635,9 @@ impl Session {
             let mut t = Tracker::new(constraints.clone(), &self.effects, meter);
             for &id in &r.ids {
                 t.push(self.effects.get(id));
+            }
+            if let Some(d) = r.decoder.as_ref().filter(|_| self.effects.sequential) {
+                t.resync(&d.state());
             }
             t.begin(t.position());
             r.tracker = t;

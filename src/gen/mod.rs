@@ -9,12 +9,14 @@
 pub mod adapt;
 pub mod constraints;
 pub mod fast;
+pub mod form;
 pub mod generator;
 pub mod job;
 pub mod likelihood;
 pub mod sampling;
 
 pub use constraints::{Constraints, Effect, Effects};
+pub use form::{generate_form, FormSpec, FormTake};
 pub use generator::{list_models, Generator};
 pub use job::{Event, Job, Length, Overrides, Request, Session, Take, TakeRecord};
 pub use likelihood::{BarSurprise, Likelihood};

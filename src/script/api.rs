@@ -209,6 +209,10 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         "composer",
         "instrument",
         "meter",
+        "form",
+        "part_bars",
+        "keep_bars",
+        "cadence",
     ];
     for k in m.keys() {
         if !KNOWN.contains(&k.as_str()) {
@@ -269,6 +273,10 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         mono_voices: map_bool(m, "mono_voices")?,
         model: map_str(m, "model")?,
         repetition_penalty: map_float(m, "repetition_penalty")?,
+        form: map_str(m, "form")?,
+        part_bars: pos("part_bars", map_int(m, "part_bars")?)?,
+        keep_bars: pos("keep_bars", map_int(m, "keep_bars")?)?,
+        cadence: map_bool(m, "cadence")?,
     })
 }
 

@@ -43,6 +43,14 @@ pub struct GenOpts {
     pub mono_voices: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
+    /// `form: "AABB"`: a tune generated section by section (see `gen::form`).
+    pub form: Option<String>,
+    /// Bars of each section of `form` (default 8).
+    pub part_bars: Option<u32>,
+    /// Bars a primed section keeps (default: half a section).
+    pub keep_bars: Option<u32>,
+    /// Sections end on a cadence (default true).
+    pub cadence: Option<bool>,
 }
 
 struct Settings {
@@ -268,6 +276,19 @@ impl Stage {
     pub fn generate(&self, prompt: Option<&Score>, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, String> {
         let g = self.generator(opts.model.as_deref(), cancel)?;
         let request = self.request(&g, prompt, opts)?;
+        if let Some(form) = &opts.form {
+            if opts.bars.is_some() || opts.notes.is_some() || opts.tokens.is_some() {
+                return Err("gen: `form` sets the length (part_bars per section); drop bars/notes/tokens".into());
+            }
+            let mut spec =
+                crate::gen::FormSpec::parse(form, opts.part_bars.unwrap_or(8)).map_err(|e| format!("gen: {e}"))?;
+            spec.keep_bars = opts.keep_bars.unwrap_or(spec.keep_bars);
+            spec.cadence = opts.cadence.unwrap_or(true);
+            let take = crate::gen::generate_form(&g, &request, &spec, cancel).map_err(|e| format!("gen: {e}"))?;
+            let mut out = take.score.slice_ticks(take.start, take.score.length.max(take.start));
+            out.meta.gen.seed = Some(request.seed);
+            return Ok(out);
+        }
         let prompt_len = request.prompt.length;
         let session = g.session(&request, 1, cancel, &mut |_| {}).map_err(|e| format!("gen: {e}"))?;
         if cancel.load(Ordering::Relaxed) {

@@ -844,3 +844,42 @@ fn real_chorale_model_writes_four_single_lines_from_its_generation_config() {
         }
     }
 }
+
+/// Forms (`gen::form`): a repeated section is the same notes, a primed one keeps its letter's
+/// first bars, every section has its bars, and the last note is the tonic (the cadence).
+#[test]
+fn forms_reuse_sections_and_end_on_the_tonic() {
+    use cadenza::gen::{generate_form, FormSpec};
+    let g = real_gen("tune");
+    let a_minor = Key::new(5, 0, cadenza::score::Mode::Minor);
+    for seed in 0..6u64 {
+        let mut prompt = Score::new();
+        prompt.meta.meters = vec![(0, Meter::new(3, 4))];
+        prompt.meta.keys = vec![(0, a_minor.clone())];
+        let mut r = Request::new(prompt, Length::Tune);
+        r.seed = seed;
+        let spec = FormSpec::parse("AABA'", 2).unwrap();
+        let take = generate_form(&g, &r, &spec, &AtomicBool::new(false)).unwrap();
+        let bar = 1440;
+        let starts: Vec<Tick> = take.sections.iter().map(|p| p.start).collect();
+        assert_eq!(starts, [0, 2 * bar, 4 * bar, 6 * bar], "seed {seed}");
+        assert_eq!(take.score.length, 8 * bar, "seed {seed}");
+        let notes_in = |from: Tick, to: Tick| -> Vec<(Tick, Tick, u8)> {
+            take.score
+                .notes
+                .iter()
+                .filter(|n| n.start >= from && n.start < to)
+                .map(|n| (n.start - from, n.dur, n.pitch))
+                .collect()
+        };
+        assert_eq!(notes_in(0, 2 * bar), notes_in(2 * bar, 4 * bar), "seed {seed}: A twice");
+        let clipped = |v: Vec<(Tick, Tick, u8)>| -> Vec<(Tick, Tick, u8)> {
+            v.into_iter().map(|(s, d, p)| (s, d.min(bar - s), p)).collect()
+        };
+        assert_eq!(clipped(notes_in(0, bar)), notes_in(6 * bar, 7 * bar), "seed {seed}: A' keeps A's first bar");
+        assert!(take.score.notes.iter().all(|n| n.end() <= 8 * bar));
+        let last = take.score.notes.iter().max_by_key(|n| n.start).expect("notes");
+        assert_eq!(last.pitch % 12, 9, "seed {seed}: the tune ends on A, not {}", last.pitch);
+        assert_eq!(take.records.len(), 3, "A, B and the new half of A' were generated");
+    }
+}
