@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod corpus;
 pub mod dsl;
+pub mod eval;
 pub mod gen;
 pub mod model;
 pub mod play;

@@ -26,6 +26,9 @@ enum Command {
     Score(cadenza::cli::likelihood::Args),
     /// Run a Rhai script and exit.
     Run(cadenza::cli::run::Args),
+    /// Compare generated takes with held-out real tunes (feature overlap, classifier AUC,
+    /// novelty, BLEU).
+    Eval(cadenza::cli::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some(Command::Generate(a)) => cadenza::cli::generate::run(a),
         Some(Command::Score(a)) => cadenza::cli::likelihood::run(a),
         Some(Command::Run(a)) => cadenza::cli::run::run(a),
+        Some(Command::Eval(a)) => cadenza::cli::eval::run(a),
         None => cadenza::cli::repl::run(cli.repl),
     };
     match result {
