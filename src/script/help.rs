@@ -54,9 +54,14 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "gen",
         signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, seed, style, \
-                    instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, model}) -> Score",
+                    instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, model, \
+                    form, part_bars, keep_bars, cadence}) -> Score",
         about: "Continues the prompt with the current model and returns only the new music. `bars` (default: the \
-                prompt's %%bars, else 4) or `notes` set the length; settings the prompt carries in %% lines \
+                prompt's %%bars, else a whole tune, ended where the model ends it, with the key and meter the \
+                model samples when neither the prompt nor `key`/`meter` set them) or `notes` set the length. \
+                `form: \"AABA\"` with `part_bars: 8` generates each new section once, repeats a letter seen before \
+                note for note, and for a primed one (`A'`) keeps `keep_bars` (default half) and makes the rest \
+                anew; sections end on a cadence (`cadence: false` to lift it). Settings the prompt carries in %% lines \
                 apply unless an option says otherwise. Hard constraints: `key: \"Dmix\"` conditions on a key \
                 and keeps every note in it (`in_key: false` only conditions), `scale: \"A minor pentatonic\"` \
                 or `scale: [0, 2, 4, 7, 9]`, `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice). \
