@@ -90,6 +90,10 @@ pub struct Args {
     /// dominant chord note, the last on the tonic).
     #[arg(long, requires = "form")]
     pub no_cadence: bool,
+    /// Harmonise this melody (.abc, .mid; its top line): it is the soprano note for note and the
+    /// model (default `chorale`) samples the other voices, for the melody's bars.
+    #[arg(long, conflicts_with_all = ["form", "bars", "notes", "seconds", "tokens", "prompt", "abc"])]
+    pub harmonize: Option<PathBuf>,
     /// Number of takes (batched; at most 10,000); OUT is then a folder.
     #[arg(short = 'n', long = "count", default_value_t = 1)]
     pub count: usize,
@@ -211,9 +215,33 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args)?;
     let prompt = prompt(&args)?;
-    let model = args.model.clone().or(prompt.meta.gen.model.clone()).unwrap_or_else(|| "folk".to_string());
+    let fallback = if args.harmonize.is_some() { "chorale" } else { "folk" };
+    let model = args.model.clone().or(prompt.meta.gen.model.clone()).unwrap_or_else(|| fallback.to_string());
     let gen = Generator::load(&model)?;
     let req = request(&args, prompt, gen.defaults())?;
+    if let Some(path) = &args.harmonize {
+        let melody = read_score(path)?;
+        for i in 0..args.count {
+            let take = crate::gen::harmonize(
+                &gen,
+                &melody,
+                &Request { seed: req.seed.wrapping_add(i as u64), ..req.clone() },
+            )?;
+            let out = if args.count == 1 { args.out.clone() } else { args.out.join(format!("take-{:02}.mid", i + 1)) };
+            if i == 0 && args.count > 1 {
+                std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+            }
+            write_take(&take, melody.meta.pickup, &out)?;
+            eprintln!(
+                "{}: {} notes around the melody's {}, seed {}",
+                out.display(),
+                take.notes.len(),
+                path.display(),
+                take.record.seed
+            );
+        }
+        return Ok(());
+    }
     if let Some(form) = &args.form {
         let mut spec = crate::gen::FormSpec::parse(form, args.part_bars)?;
         spec.keep_bars = args.keep_bars.unwrap_or(spec.keep_bars);

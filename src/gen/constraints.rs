@@ -111,6 +111,17 @@ pub struct Constraints {
     /// With a bar count, in encodings whose lengths move time (`tune`): the last note must have
     /// one of these pitch classes (a cadence; forms set it, see `gen::form`).
     pub cadence: Option<Vec<u8>>,
+    /// One voice given note for note (harmonising a melody): the take plays exactly these notes
+    /// in that voice and samples only the others. Encodings with positions (REMI).
+    pub fixed: Option<FixedVoice>,
+}
+
+/// A voice whose notes are given: `(start, duration, pitch)` in ticks from where generation
+/// starts, in time order, one at a time.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FixedVoice {
+    pub voice: u8,
+    pub notes: Vec<(Tick, Tick, u8)>,
 }
 
 impl Constraints {
@@ -185,6 +196,8 @@ pub struct Tracker {
     voices: Vec<u8>,
     /// Pitch of the note started last (for `cadence`).
     last_pitch: Option<u8>,
+    /// Index of the next given note (`fixed`) not yet written.
+    fixed_next: usize,
 }
 
 impl Tracker {
@@ -223,6 +236,7 @@ impl Tracker {
             static_ok,
             voices,
             last_pitch: None,
+            fixed_next: 0,
         }
     }
 
@@ -283,6 +297,11 @@ impl Tracker {
             // not counted, so the tracker can ignore the change.
             Effect::Other | Effect::MeterChange | Effect::NoteLead => {}
             Effect::NoteOn { pitch, voice } => {
+                if let Some(f) = &self.rules.fixed {
+                    if f.voice == *voice && self.fixed_next < f.notes.len() {
+                        self.fixed_next += 1;
+                    }
+                }
                 self.last_pitch = Some(*pitch);
                 self.sounding.push(Sounding { pitch: *pitch, voice: *voice, end: None });
                 self.pending = Some(self.sounding.len() - 1);
@@ -442,6 +461,54 @@ impl Tracker {
                     let cadence_ok = cadence.is_none() || in_cadence(self.last_pitch);
                     self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open && cadence_ok
                 }
+            };
+        }
+        if r.fixed.is_some() {
+            self.mask_fixed(effects, allowed);
+        }
+    }
+
+    /// Whether a voice other than `fixed` may start a note at `t` (under `mono_voices`).
+    fn other_voice_free(&self, fixed: u8, t: Tick) -> bool {
+        !self.rules.mono_voices || self.voices.iter().any(|&v| v != fixed && self.voice_free_at(v, t))
+    }
+
+    /// The given voice (`fixed`): its next note must be written at its onset, first among the
+    /// notes there (REMI orders an onset's notes by voice), with its pitch and duration; time
+    /// may not pass an onset still owed, and the piece may not end before the last one.
+    fn mask_fixed(&self, effects: &Effects, allowed: &mut [bool]) {
+        let Some(f) = &self.rules.fixed else { return };
+        let next = f.notes.get(self.fixed_next).map(|&(s, d, p)| (self.start + s, d, p));
+        let owed_here = next.filter(|&(s, _, _)| s == self.pos);
+        let pending_fixed = self
+            .pending
+            .and_then(|i| self.sounding.get(i))
+            .filter(|s| s.voice == f.voice)
+            .and_then(|_| self.fixed_next.checked_sub(1).and_then(|i| f.notes.get(i)));
+        let bar_start = self.bar_start.unwrap_or(self.pos - self.pos % self.bar_ticks);
+        for (id, ok) in allowed.iter_mut().enumerate() {
+            if !*ok {
+                continue;
+            }
+            *ok = match effects.table.get(id).unwrap_or(&Effect::Other) {
+                Effect::NoteOn { voice, pitch } if *voice == f.voice => owed_here.is_some_and(|(_, _, p)| p == *pitch),
+                Effect::NoteOn { .. } | Effect::NoteLead => owed_here.is_none(),
+                Effect::Duration(d) => pending_fixed.is_none_or(|&(_, fd, _)| fd == *d),
+                // Up to the owed onset (REMI writes a position before the notes there); before
+                // it, only where another voice is free to start the note a position needs.
+                Effect::Position(t) => {
+                    let to = bar_start + t;
+                    let owed_at = next.is_some_and(|(s, _, _)| to == s);
+                    next.is_none_or(|(s, _, _)| to <= s) && (owed_at || self.other_voice_free(f.voice, to))
+                }
+                // The first bar line opens the bar the music is in; a later one may not skip an
+                // owed onset.
+                Effect::Bar => match self.bar_start {
+                    Some(b) => next.is_none_or(|(s, _, _)| s >= b + self.bar_ticks),
+                    None => true,
+                },
+                Effect::End => next.is_none(),
+                _ => true,
             };
         }
     }

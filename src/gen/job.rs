@@ -153,6 +153,7 @@ impl Request {
             mono_voices: g.mono_voices,
             bars: None,
             cadence: None,
+            fixed: None,
         };
         let length = g.bars.map_or(default_length, Length::Bars);
         Request { sampling, constraints, seed: g.seed.unwrap_or(0), ..Request::new(prompt, length) }

@@ -11,13 +11,15 @@ pub mod constraints;
 pub mod fast;
 pub mod form;
 pub mod generator;
+pub mod harmonize;
 pub mod job;
 pub mod likelihood;
 pub mod sampling;
 
-pub use constraints::{Constraints, Effect, Effects};
+pub use constraints::{Constraints, Effect, Effects, FixedVoice};
 pub use form::{generate_form, FormSpec, FormTake};
 pub use generator::{list_models, Generator};
+pub use harmonize::harmonize;
 pub use job::{Event, Job, Length, Overrides, Request, Session, Take, TakeRecord};
 pub use likelihood::{BarSurprise, Likelihood};
 pub use sampling::{Rng, Sampling};

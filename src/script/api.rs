@@ -489,6 +489,16 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
         ctx_of(&c)?.stage.generate(None, &gen_opts(&opts)?, &cancel).or_else(|e| fail(e, &cancel))
     });
     let c = w.clone();
+    engine.register_fn("harmonize", move |melody: Score, opts: Map| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.harmonize(&melody, &gen_opts(&opts)?, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("harmonize", move |melody: Score| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.harmonize(&melody, &GenOpts::default(), &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
     engine.register_fn("score_ll", move |s: Score| -> Res<Map> {
         let cancel = line_cancel();
         ctx_of(&c)?.stage.likelihood(&s, None, &cancel).or_else(|e| fail(e, &cancel))

@@ -70,6 +70,14 @@ pub const TOPICS: &[Topic] = &[
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",
     },
     Topic {
+        name: "harmonize",
+        signature: "harmonize(melody, #{model, seed, temperature, top_p, ...}) -> Score",
+        about: "Harmonises a melody: its top line is the soprano note for note and the model (`chorale` unless \
+                `model` names another with several voices) samples the other voices for the melody's bars, in its \
+                key and meter. Options as for gen. Ctrl-C cancels.",
+        example: "let choir = harmonize(abc(\"X:1\\nM:4/4\\nL:1/4\\nK:G\\nG A B c|d2 B2|c B A G|G4|]\"), #{seed: 3});",
+    },
+    Topic {
         name: "score_ll",
         signature: "score_ll(score [, model]) -> #{total, per_note, notes, bars}",
         about: "Log-likelihood of a score under the model: total (natural log), per note, and the surprise \

@@ -316,6 +316,20 @@ impl Stage {
         Ok(out)
     }
 
+    /// `harmonize(melody, opts)`: the melody as the soprano, the other voices sampled by the
+    /// model (`chorale` unless `model` says otherwise).
+    pub fn harmonize(&self, melody: &Score, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, String> {
+        let g = self.generator(Some(opts.model.as_deref().unwrap_or("chorale")), cancel)?;
+        let request = self.request(&g, None, opts)?;
+        let take = crate::gen::harmonize(&g, melody, &request).map_err(|e| e.to_string())?;
+        if take.record.cancelled {
+            return Err("cancelled".into());
+        }
+        let mut out = take.score.restore_pickup(melody.meta.pickup);
+        out.meta.gen.seed = Some(request.seed);
+        Ok(out)
+    }
+
     /// Builds the generation request from the options and the session's defaults.
     fn request(&self, g: &Generator, prompt: Option<&Score>, opts: &GenOpts) -> Result<Request, String> {
         let mut prompt = prompt.cloned().unwrap_or_default();

@@ -883,3 +883,36 @@ fn forms_reuse_sections_and_end_on_the_tonic() {
         assert_eq!(take.records.len(), 3, "A, B and the new half of A' were generated");
     }
 }
+
+/// Harmonising (`gen::harmonize`): the melody comes back as the soprano note for note, the
+/// other voices are sampled (one line each), for exactly the melody's bars; a one-line model is
+/// refused with a reason.
+#[test]
+fn harmonizing_keeps_the_melody_as_the_soprano() {
+    use cadenza::tokens::remi::{Remi, RemiConfig};
+    let enc = Remi::new(RemiConfig::chorale(CondSpec::default())).unwrap();
+    let vocab = enc.vocab().len();
+    let model = Uniform { vocab, device: Device::Cpu, context: usize::MAX };
+    let g = Generator::from_parts("choir", Arc::new(model), Arc::new(enc), "0000");
+    let melody = cadenza::dsl::parse("X:1\nM:3/4\nL:1/4\nK:D\nA|d c B|A2 F|G F E|D2|]\n").unwrap();
+    for seed in 0..4 {
+        let base = Request { seed, ..Request::new(Score::new(), Length::Tune) };
+        let take = cadenza::gen::harmonize(&g, &melody, &base).unwrap();
+        assert_eq!(take.record.skipped, 0);
+        let aligned = melody.align_pickup();
+        let mut want: Vec<(Tick, Tick, u8)> = aligned.notes.iter().map(|n| (n.start, n.dur, n.pitch)).collect();
+        want.sort_unstable();
+        let mut soprano: Vec<(Tick, Tick, u8)> =
+            take.score.notes.iter().filter(|n| n.voice == 0).map(|n| (n.start, n.dur, n.pitch)).collect();
+        soprano.sort_unstable();
+        assert_eq!(soprano, want, "seed {seed}");
+        assert!(take.score.notes.iter().any(|n| n.voice != 0), "seed {seed}: no other voice");
+        assert_eq!(take.score.length, 5 * 1440, "seed {seed}: the melody's five bars");
+        for v in 1..4u8 {
+            let line: Vec<&Note> = take.score.notes.iter().filter(|n| n.voice == v).collect();
+            assert!(sounding_at_most(&line.iter().map(|n| **n).collect::<Vec<_>>(), 1), "voice {v} is one line");
+        }
+    }
+    let e = cadenza::gen::harmonize(&real_gen("tune"), &melody, &Request::new(Score::new(), Length::Tune)).unwrap_err();
+    assert!(e.to_string().contains("several voices"), "{e}");
+}
