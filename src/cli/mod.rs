@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod likelihood;
 pub mod repl;

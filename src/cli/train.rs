@@ -115,6 +115,13 @@ pub struct Args {
     /// No progress bar (log lines only).
     #[arg(long)]
     pub quiet: bool,
+    /// Write the encoded corpus (ids per epoch, split, vocabulary, config) to this folder for
+    /// `scripts/train_hf.py` (PyTorch, many GPUs) instead of training.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Training epochs `--export` writes (00 unaugmented, the rest augmented as training would).
+    #[arg(long, default_value_t = 1, requires = "export")]
+    pub export_epochs: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -186,6 +193,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         augment: data.augment.clone(),
         seed: args.seed,
     };
+    if let Some(dir) = &args.export {
+        let meta = serde_json::json!({
+            "encoding": enc.name(),
+            "context": args.context,
+            "markov_nats_per_id": markov_loss,
+            "valid_notes": data.valid_notes,
+            "split": { "valid_fraction": args.valid_fraction, "seed": args.seed },
+            "command": command,
+        });
+        super::export::export(dir, &mut source, args.export_epochs, &enc.vocab().to_json(), &config.to_json(), meta)?;
+        eprintln!("exported {} epoch(s) of ids to {}", args.export_epochs, dir.display());
+        return Ok(());
+    }
     let report = train::train(&config, &mut source, &opts, &args.out, args.resume, &device)?;
     let card = model_card(&args, &command, &config, &opts, &data, &report, markov_loss, markov.alpha())?;
     std::fs::write(args.out.join("README.md"), card)
