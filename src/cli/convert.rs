@@ -22,6 +22,38 @@ pub struct Args {
     /// For ABC input: the tune to convert, by its `X:` number (default: the first tune).
     #[arg(long)]
     pub tune: Option<u32>,
+    /// Write even over the input file, or over an existing file of another kind.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Refuses an output that would destroy something: the input itself (a 20,000-tune file
+/// overwritten with one tune), or an existing file whose content is not the kind we would write.
+fn check_output(args: &Args) -> anyhow::Result<()> {
+    if args.force || !args.output.exists() {
+        return Ok(());
+    }
+    let same = match (args.input.canonicalize(), args.output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!("{}: that is the input file; writing it would lose it (--force to do it anyway)", args.output.display());
+    }
+    let mut head = [0u8; 4];
+    let is_midi = std::fs::File::open(&args.output)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map(|_| &head == b"MThd")
+        .unwrap_or(false);
+    let writing_midi = Kind::of(&args.output) == Some(Kind::Midi);
+    if is_midi != writing_midi {
+        let what = if is_midi { "a MIDI file" } else { "not a MIDI file" };
+        bail!(
+            "{}: it exists and is {what}; refusing to write over it (--force to do it anyway)",
+            args.output.display()
+        );
+    }
+    Ok(())
 }
 
 /// The kinds of file `convert` knows, by extension.
@@ -45,7 +77,11 @@ impl Kind {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    check_output(&args)?;
     let score = load(&args.input, args.tune)?;
+    if score.notes.is_empty() {
+        bail!("{}: no notes to convert (an empty or header-only tune)", args.input.display());
+    }
     save(&score, &args.output)?;
     eprintln!(
         "{} → {}: {} notes, {} voices, {:.1} beats",
@@ -238,5 +274,44 @@ mod tests {
         assert_eq!(guess_key(&s).to_string(), "Em");
         assert_eq!(Kind::of(Path::new("x.MXL")), Some(Kind::MusicXml));
         assert_eq!(Kind::of(Path::new("x.txt")), None);
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    fn args(input: &Path, output: &Path, force: bool) -> Args {
+        Args { input: input.to_path_buf(), output: output.to_path_buf(), tune: None, force }
+    }
+
+    /// Regression: `convert many.abc many.abc --tune 3` overwrote a 20,000-tune file with one
+    /// tune; a header-only file wrote an empty MIDI file with exit code 0.
+    #[test]
+    fn convert_refuses_to_overwrite_its_input_or_another_kind_and_empty_tunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let abc_path = dir.path().join("many.abc");
+        std::fs::write(&abc_path, "X:1\nK:G\nGABc|\nX:3\nK:D\nDFAd|\n").unwrap();
+        let e = run(Args { tune: Some(3), ..args(&abc_path, &abc_path, false) }).unwrap_err().to_string();
+        assert!(e.contains("input file"), "{e}");
+        assert!(std::fs::read_to_string(&abc_path).unwrap().contains("X:1"), "the input is intact");
+        // A MIDI file under an .abc name, and text under a .mid name, are not written over.
+        let midi = dir.path().join("take.mid");
+        run(args(&abc_path, &midi, false)).unwrap();
+        let disguised = dir.path().join("really-midi.abc");
+        std::fs::copy(&midi, &disguised).unwrap();
+        let e = run(args(&abc_path, &disguised, false)).unwrap_err().to_string();
+        assert!(e.contains("is a MIDI file"), "{e}");
+        let text = dir.path().join("notes.mid");
+        std::fs::write(&text, "my notes").unwrap();
+        assert!(run(args(&abc_path, &text, false)).unwrap_err().to_string().contains("not a MIDI file"));
+        run(args(&abc_path, &text, true)).unwrap();
+        // The same kind is rewritten as before.
+        run(args(&abc_path, &midi, false)).unwrap();
+        let header = dir.path().join("header.abc");
+        std::fs::write(&header, "X:1\nT:Only a header\nK:G\n").unwrap();
+        let e = run(args(&header, &dir.path().join("h.mid"), false)).unwrap_err().to_string();
+        assert!(e.contains("no notes"), "{e}");
+        assert!(!dir.path().join("h.mid").exists());
     }
 }

@@ -15,6 +15,18 @@ pub enum AbcFileError {
     Parse { path: PathBuf, source: dsl::DslError },
 }
 
+/// File text as the parser wants it: without a UTF-8 byte-order mark, and with old Mac line ends
+/// (a lone CR) as LF. Diagnostics quote this text, so their lines and carets stay right.
+pub fn normalize(text: &str) -> String {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        out.push(if c == '\r' && b.get(i + 1) != Some(&b'\n') { '\n' } else { c });
+    }
+    out
+}
+
 /// Writes `score` as ABC text to `path`.
 pub fn write(score: &Score, path: impl AsRef<Path>) -> Result<(), AbcFileError> {
     let path = path.as_ref();
@@ -26,7 +38,7 @@ pub fn read(path: impl AsRef<Path>, x: Option<u32>) -> Result<Score, AbcFileErro
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| AbcFileError::Read { path: path.to_path_buf(), source })?;
     // Old collections are Latin-1; only titles and lyrics would show the difference.
-    let text = String::from_utf8_lossy(&bytes);
+    let text = normalize(&String::from_utf8_lossy(&bytes));
     let parsed = match x {
         Some(x) => dsl::parse_tune(&text, x),
         None => dsl::parse(&text),
@@ -48,5 +60,24 @@ mod tests {
         assert!(matches!(read(dir.path().join("missing.abc"), None), Err(AbcFileError::Read { .. })));
         let err = read(&path, Some(9)).unwrap_err().to_string();
         assert!(err.contains("round.abc") && err.contains("X:9"), "{err}");
+    }
+
+    /// Regression: old-Mac line ends read as 0 notes with no error; a byte-order mark gave an
+    /// error at an invisible character.
+    #[test]
+    fn cr_line_ends_and_a_byte_order_mark_read_like_lf() {
+        let lf = "X:1\nM:2/4\nL:1/8\nK:D\nDFAd|fdAF|\n";
+        let dir = tempfile::tempdir().unwrap();
+        let want = dsl::parse(lf).unwrap();
+        for (name, text) in [
+            ("cr.abc", lf.replace('\n', "\r")),
+            ("bom.abc", format!("\u{feff}{lf}")),
+            ("crlf.abc", lf.replace('\n', "\r\n")),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let got = read(&path, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.notes, want.notes, "{name}");
+        }
     }
 }
