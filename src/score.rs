@@ -412,6 +412,9 @@ pub struct Score {
     pub length: Tick,
 }
 
+/// Most notes `score * n` / `repeat` may make in a script (about 200 MB of notes).
+pub const MAX_REPEAT_NOTES: usize = 10_000_000;
+
 /// What can go wrong in score operations (all from user arguments).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScoreError {
@@ -630,18 +633,44 @@ impl Score {
         out
     }
 
-    /// The score played `times` times in a row (0 gives an empty score with the same meta).
+    /// The score played `times` times in a row (0 gives an empty score with the same meta), as
+    /// `concat` would join the copies, in time linear in the result (each copy is written once,
+    /// not the whole result again per copy). Callers bound `times` (see `MAX_REPEAT_NOTES`).
     pub fn repeat(&self, times: u32) -> Score {
-        let mut out = Score { notes: Vec::new(), voices: self.voices.clone(), meta: self.meta.clone(), length: 0 };
-        out.meta.chord_symbols.clear();
-        out.meta.parts.clear();
-        for i in 0..times {
-            if i == 0 {
-                out = self.clone();
-            } else {
-                out = out.concat(self);
+        if times == 0 {
+            let mut out = Score { notes: Vec::new(), voices: self.voices.clone(), meta: self.meta.clone(), length: 0 };
+            out.meta.chord_symbols.clear();
+            out.meta.parts.clear();
+            return out;
+        }
+        let len = self.length;
+        let mut out = self.clone();
+        out.notes.reserve(self.notes.len().saturating_mul(times as usize - 1));
+        for i in 1..times as u64 {
+            let offset = len.saturating_mul(i);
+            out.notes.extend(self.notes.iter().map(|n| Note { start: n.start + offset, ..*n }));
+            let shift = |v: &Vec<(Tick, String)>| v.iter().map(|(t, s)| (t + offset, s.clone())).collect::<Vec<_>>();
+            out.meta.chord_symbols.extend(shift(&self.meta.chord_symbols));
+            out.meta.parts.extend(shift(&self.meta.parts));
+            // Meter, key and tempo changes inside the score come back in every copy.
+            if self.meta.meters.len() > 1 {
+                for (t, m) in &self.meta.meters {
+                    push_change(&mut out.meta.meters, t + offset, *m);
+                }
+            }
+            if self.meta.keys.len() > 1 {
+                for (t, k) in &self.meta.keys {
+                    push_change(&mut out.meta.keys, t + offset, k.clone());
+                }
+            }
+            if self.meta.tempo.changes().len() > 1 {
+                for c in self.meta.tempo.shifted(offset) {
+                    out.meta.tempo.push(c.tick, c.micros_per_quarter);
+                }
             }
         }
+        out.length = len.saturating_mul(times as u64);
+        out.normalize();
         out
     }
 
@@ -774,6 +803,27 @@ pub(crate) fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, ti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `abc(...) * 30000` took over a minute (each copy re-copied the whole result).
+    /// `repeat` must equal the copies joined by `concat`, meter, key and tempo changes included.
+    #[test]
+    fn repeat_equals_concatenated_copies_and_stays_linear() {
+        let mut s = scale_score();
+        s.meta.meters = vec![(0, Meter::new(4, 4)), (1920, Meter::new(3, 4))];
+        s.meta.keys = vec![(0, Key::default()), (1920, Key::new(1, 0, Mode::Major))];
+        s.meta.tempo.set(960, 400_000);
+        s.meta.parts.push((0, "A".into()));
+        let mut by_concat = s.clone();
+        for _ in 1..4 {
+            by_concat = by_concat.concat(&s);
+        }
+        assert_eq!(s.repeat(4), by_concat);
+        assert_eq!(s.repeat(1), s);
+        assert!(s.repeat(0).notes.is_empty());
+        let big = s.repeat(50_000);
+        assert_eq!(big.notes.len(), 400_000);
+        assert_eq!(big.length, 50_000 * s.length);
+    }
 
     fn scale_score() -> Score {
         let mut s = Score::new();

@@ -135,6 +135,19 @@ impl TempoMap {
         self.dedup();
     }
 
+    /// Sets the tempo from `tick` on, in constant time when `tick` is past the last change (as
+    /// when copies of a score are joined in order); otherwise as [`Self::set`].
+    pub fn push(&mut self, tick: Tick, micros_per_quarter: u32) {
+        match self.changes.last() {
+            Some(last) if tick > last.tick => {
+                if last.micros_per_quarter != micros_per_quarter {
+                    self.changes.push(TempoChange { tick, micros_per_quarter });
+                }
+            }
+            _ => self.set(tick, micros_per_quarter),
+        }
+    }
+
     pub fn set_bpm(&mut self, tick: Tick, bpm: f64) {
         self.set(tick, bpm_to_micros(bpm))
     }

@@ -186,6 +186,20 @@ fn map_bool(m: &Map, key: &str) -> Res<Option<bool>> {
     }
 }
 
+/// `score * n`: refused when the result would pass [`crate::score::MAX_REPEAT_NOTES`] notes.
+fn repeat_bounded(s: &Score, n: INT) -> Res<Score> {
+    let times = to_u32(n, "repeat count")?;
+    let notes = s.notes.len().saturating_mul(times as usize);
+    if notes > crate::score::MAX_REPEAT_NOTES {
+        return err(format!(
+            "repeat: {} notes × {times} would be {notes} notes; at most {}",
+            s.notes.len(),
+            crate::score::MAX_REPEAT_NOTES
+        ));
+    }
+    Ok(s.repeat(times))
+}
+
 /// The options map of `gen`, checked: unknown keys are errors, so a typo is not ignored.
 pub fn gen_opts(m: &Map) -> Res<GenOpts> {
     const KNOWN: &[&str] = &[
@@ -312,8 +326,8 @@ fn register_score(engine: &mut Engine) {
         Ok(out.unwrap_or_default())
     });
     engine.register_fn("+", |a: Score, b: Score| a.concat(&b));
-    engine.register_fn("repeat", |s: &mut Score, n: INT| -> Res<Score> { Ok(s.repeat(to_u32(n, "repeat count")?)) });
-    engine.register_fn("*", |s: Score, n: INT| -> Res<Score> { Ok(s.repeat(to_u32(n, "repeat count")?)) });
+    engine.register_fn("repeat", |s: &mut Score, n: INT| -> Res<Score> { repeat_bounded(s, n) });
+    engine.register_fn("*", |s: Score, n: INT| -> Res<Score> { repeat_bounded(&s, n) });
     engine.register_fn("stack", |a: &mut Score, b: Score| a.merge(&b));
     engine.register_fn("stack", |list: Array| -> Res<Score> {
         let mut out: Option<Score> = None;
