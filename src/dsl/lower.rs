@@ -225,8 +225,16 @@ pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
     };
     l.header(tune).map_err(|e| e.in_tune(tune.x))?;
     l.body(tune).map_err(|e| e.in_tune(tune.x))?;
+    // Voices are numbered in a byte; beyond that they would wrap onto the first ones.
+    if l.voices.len() > MAX_VOICES {
+        let found = format!("at most {MAX_VOICES} voices (this tune has {})", l.voices.len());
+        return Err(DslError::at(src, tune.span.start, found).in_tune(tune.x));
+    }
     Ok(l.finish())
 }
+
+/// Most voices a tune may have (as many as a `Score` holds; MIDI files are held to the same).
+pub const MAX_VOICES: usize = 256;
 
 impl<'s> Lowerer<'s> {
     fn field_err(&self, f: &ast::Field<'_>, e: FieldError) -> DslError {

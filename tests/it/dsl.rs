@@ -491,3 +491,16 @@ proptest! {
         let _ = dsl::parse(&format!("X:1\nK:C\n{text}\n"));
     }
 }
+
+/// Regression: voices past 256 wrapped around onto the first ones (`vi as u8`) with no error.
+#[test]
+fn more_than_256_voices_is_an_error_not_a_wrap() {
+    let mut text = String::from("X:1\nL:1/4\nK:C\n");
+    for v in 0..257 {
+        text.push_str(&format!("V:v{v}\nC|\n"));
+    }
+    let e = dsl::parse(&text).unwrap_err().to_string();
+    assert!(e.contains("at most 256 voices (this tune has 257)"), "{e}");
+    let ok: String = text.lines().take(3 + 2 * 256).map(|l| format!("{l}\n")).collect();
+    assert_eq!(dsl::parse(&ok).unwrap().voices.len(), 256);
+}

@@ -502,19 +502,19 @@ fn convert_abc_midi_abc_and_mxl() {
     std::fs::write(&abc, "X:1\nT:Hop\nM:6/8\nL:1/8\nQ:3/8=100\nK:Ador\n|:A2B c2d|e2d c2B:|\nX:2\nT:Two\nK:G\nG4|]\n")
         .unwrap();
     let mid = dir.path().join("tune.mid");
-    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: None }).unwrap();
+    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: None, force: false }).unwrap();
     let from_abc = cadenza::dsl::parse(&std::fs::read_to_string(&abc).unwrap()).unwrap();
     let s = midi_file::read(&mid).unwrap();
     assert_eq!(s, from_abc, "ABC → MIDI keeps the score (repeats expanded: 16 notes)");
     assert_eq!(s.notes.len(), 16);
     assert_eq!(s.meta.tempo.bpm_at(0), 150.0, "Q:3/8=100 is 150 quarters a minute");
-    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: Some(2) }).unwrap();
+    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: Some(2), force: false }).unwrap();
     assert_eq!(midi_file::read(&mid).unwrap().notes.len(), 1);
 
     // MIDI → ABC → score: a real format-0 file (music21's test06) comes back note for note.
     let real = data_dir().join("music21-test06.mid");
     let out = dir.path().join("test06.abc");
-    convert::run(Args { input: real.clone(), output: out.clone(), tune: None }).unwrap();
+    convert::run(Args { input: real.clone(), output: out.clone(), tune: None, force: false }).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("M:4/4") && text.contains("L:1/8"), "{text}");
     let back = cadenza::dsl::parse(&text).unwrap();
@@ -530,7 +530,7 @@ fn convert_abc_midi_abc_and_mxl() {
     // MusicXML (.mxl) → MIDI.
     let mxl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/musicxml/bwv66.6.mxl");
     let mid = dir.path().join("chorale.mid");
-    convert::run(Args { input: mxl, output: mid.clone(), tune: None }).unwrap();
+    convert::run(Args { input: mxl, output: mid.clone(), tune: None, force: false }).unwrap();
     let chorale = midi_file::read(&mid).unwrap();
     assert_eq!(
         chorale.voices.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
@@ -538,7 +538,8 @@ fn convert_abc_midi_abc_and_mxl() {
     );
     assert_eq!(chorale.notes.len(), 163, "music21 counts 163 notes after joining ties");
 
-    let err = convert::run(Args { input: dir.path().join("x.wav"), output: mid, tune: None }).unwrap_err();
+    let err =
+        convert::run(Args { input: dir.path().join("x.wav"), output: mid, tune: None, force: false }).unwrap_err();
     assert!(err.to_string().contains("unknown input type"), "{err}");
 }
 
