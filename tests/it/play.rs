@@ -189,14 +189,15 @@ mod jack {
     use std::time::{Duration, Instant};
 
     /// Starts `jackd -d dummy` unless a JACK server answers already. The server is left running
-    /// for the other tests of this run (it dies with the CI container).
+    /// for the other tests of this run; its PID goes to `target/tmp/cadenza-jackd.pid`, so that
+    /// `.ci/run` stops that server and never one the user was running.
     fn ensure_jackd() {
         let up =
             || Command::new("jack_lsp").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         if up() {
             return;
         }
-        Command::new("jackd")
+        let jackd = Command::new("jackd")
             // Real-time scheduling when allowed (root in CI) and long periods: on a loaded
             // 2-core machine short non-real-time cycles overrun and JACK drops their MIDI.
             .args(["-d", "dummy", "-r", "48000", "-p", "1024"])
@@ -204,6 +205,8 @@ mod jack {
             .stderr(Stdio::null())
             .spawn()
             .expect("jackd is installed (apt-get install jackd2)");
+        let pidfile = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cadenza-jackd.pid");
+        let _ = std::fs::write(pidfile, jackd.id().to_string());
         let t = Instant::now();
         while !up() {
             assert!(t.elapsed() < Duration::from_secs(20), "jackd did not come up");
