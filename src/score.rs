@@ -602,6 +602,20 @@ impl Score {
         out
     }
 
+    /// The pickup a score written as the models learnt it implies: music that starts after a
+    /// silent lead shorter than a bar (an aligned pickup, see [`Score::align_pickup`]) has a
+    /// pickup of the rest of that bar; otherwise 0. A take from an empty prompt is printed with
+    /// `restore_pickup(implied_pickup())` so it starts with its pickup, not with a rest.
+    pub fn implied_pickup(&self) -> Tick {
+        let bar = self.meter().bar_ticks();
+        let first = self.notes.iter().map(|n| n.start).min().unwrap_or(0);
+        if first > 0 && first < bar {
+            bar - first
+        } else {
+            0
+        }
+    }
+
     /// This score followed by `other`, which starts at this score's `length`.
     pub fn concat(&self, other: &Score) -> Score {
         let offset = self.length;
@@ -806,6 +820,21 @@ mod tests {
 
     /// Regression: `abc(...) * 30000` took over a minute (each copy re-copied the whole result).
     /// `repeat` must equal the copies joined by `concat`, meter, key and tempo changes included.
+    #[test]
+    fn a_silent_lead_shorter_than_a_bar_is_a_pickup() {
+        let mut s = Score::new();
+        s.meta.meters.push((0, Meter::new(3, 4)));
+        s.notes = vec![Note::new(960, 480, 67), Note::new(1440, 480, 72)];
+        s.length = 2880;
+        assert_eq!(s.implied_pickup(), 480);
+        let back = s.restore_pickup(s.implied_pickup());
+        assert_eq!(back.meta.pickup, 480);
+        assert_eq!(back.notes[0].start, 0);
+        assert_eq!(back.align_pickup().notes, s.notes, "align_pickup undoes it");
+        s.notes[0].start = 0;
+        assert_eq!(s.implied_pickup(), 0);
+    }
+
     #[test]
     fn repeat_equals_concatenated_copies_and_stays_linear() {
         let mut s = scale_score();

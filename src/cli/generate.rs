@@ -181,8 +181,12 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     Ok(req)
 }
 
-/// Writes a take (prompt and continuation) with the prompt's pickup as it was written.
+/// Writes a take (prompt and continuation) with the prompt's pickup as it was written; a take
+/// from an empty prompt that opens with a silent lead starts with its pickup instead.
 fn write_take(take: &Take, pickup: crate::time::Tick, path: &Path) -> anyhow::Result<()> {
+    // Every note generated: the prompt had none.
+    let prompt_empty = take.notes.len() == take.score.notes.len();
+    let pickup = if pickup == 0 && prompt_empty { take.score.implied_pickup() } else { pickup };
     let score = take.score.restore_pickup(pickup);
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {

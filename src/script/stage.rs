@@ -311,6 +311,11 @@ impl Stage {
             out.length = out.length.max(end);
             out = out.slice_ticks(0, end);
         }
+        // A whole tune from nothing starts with its pickup, not with the rest the model writes
+        // before it (the aligned pickup it learnt).
+        if prompt_len == 0 && request.length == Length::Tune {
+            out = out.restore_pickup(out.implied_pickup());
+        }
         // What made the take (sampling, constraints, seed) travels with it and prints back.
         out.meta.gen = take.score.meta.gen.clone();
         Ok(out)
