@@ -2,6 +2,7 @@
 //! tunes (feature overlap, a classifier's AUC, novelty against the training tunes, BLEU), with
 //! "real vs real" and optionally a Markov baseline as rows to read the numbers by.
 
+use super::convert::Kind;
 use crate::corpus::{Collection, Filter};
 use crate::eval::{self, Options, Sets};
 use crate::score::Score;
@@ -269,21 +270,9 @@ pub fn read_tunes(path: &Path, what: &str) -> anyhow::Result<Vec<Score>> {
     Ok(tunes)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Abc,
-    Midi,
-    MusicXml,
-}
-
+/// The file kinds `convert` knows, by extension (one table for both commands).
 fn kind(path: &Path) -> Option<Kind> {
-    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    match ext.as_str() {
-        "abc" => Some(Kind::Abc),
-        "mid" | "midi" => Some(Kind::Midi),
-        "xml" | "musicxml" | "mxl" => Some(Kind::MusicXml),
-        _ => None,
-    }
+    Kind::of(path)
 }
 
 #[cfg(test)]

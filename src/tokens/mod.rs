@@ -368,6 +368,22 @@ pub(crate) fn prefix_tokens(cond: &CondTable) -> (Vec<String>, Vec<TokenKind>) {
     (tokens, kinds)
 }
 
+/// Writes the meter changes a decoder read into `meta`: `initial` at tick 0 when the first
+/// change comes later, a later change at the same tick replacing an earlier one.
+pub(crate) fn apply_meter_changes(
+    meta: &mut crate::score::Meta,
+    changes: &[(Tick, crate::time::Meter)],
+    initial: crate::time::Meter,
+) {
+    for (tick, m) in changes {
+        if meta.meters.is_empty() && *tick > 0 {
+            meta.meters.push((0, initial));
+        }
+        meta.meters.retain(|(t, _)| t != tick);
+        meta.meters.push((*tick, *m));
+    }
+}
+
 /// `<bos>` and the six conditioning ids for `c` (conditioning ids follow the specials).
 pub(crate) fn prefix_ids(cond: &CondTable, c: &Conditioning) -> Vec<u32> {
     let mut ids = vec![BOS];

@@ -494,13 +494,7 @@ impl Decoder for RemiDecoder {
         let d = *self;
         let mut score = Score::new();
         d.header.cond.apply_to(&mut score.meta);
-        for (tick, m) in &d.meters {
-            if score.meta.meters.is_empty() && *tick > 0 {
-                score.meta.meters.push((0, d.t.effective_meter(d.header.cond.meter)));
-            }
-            score.meta.meters.retain(|(t, _)| t != tick);
-            score.meta.meters.push((*tick, *m));
-        }
+        super::apply_meter_changes(&mut score.meta, &d.meters, d.t.effective_meter(d.header.cond.meter));
         if d.t.cfg.voices > 1 {
             score.voices = (0..d.t.cfg.voices as usize)
                 .map(|v| Voice {

@@ -677,13 +677,7 @@ impl Decoder for TuneDecoder {
         let d = *self;
         let mut score = Score::new();
         d.header.cond.apply_to(&mut score.meta);
-        for (tick, m) in &d.meters {
-            if score.meta.meters.is_empty() && *tick > 0 {
-                score.meta.meters.push((0, d.t.effective_meter(d.header.cond.meter)));
-            }
-            score.meta.meters.retain(|(t, _)| t != tick);
-            score.meta.meters.push((*tick, *m));
-        }
+        super::apply_meter_changes(&mut score.meta, &d.meters, d.t.effective_meter(d.header.cond.meter));
         score.meta.pickup = d.pickup.unwrap_or(0);
         score.notes = d.notes;
         score.length = d.pos;

@@ -561,10 +561,15 @@ fn real_tune_folds_into_repeats_as_golden() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(dir.join("tests/data/dsl/our_boys_reel.abc")).expect("tune");
     let aligned = cadenza::dsl::parse(&text).expect("parses").align_pickup();
-    let enc = tune_enc();
-    let ids = enc.encode(&aligned);
+    assert_tokens_match_golden(&tune_enc(), &aligned, "our_boys_reel.tune.txt");
+}
+
+/// `score` through `enc`, one token a line, against `tests/data/tokens/NAME` (CADENZA_BLESS=1
+/// rewrites it), and back to the same notes.
+fn assert_tokens_match_golden(enc: &dyn Encoding, score: &Score, name: &str) {
+    let ids = enc.encode(score);
     let got: String = ids.iter().map(|&i| enc.vocab().token(i).unwrap_or("?")).collect::<Vec<_>>().join("\n") + "\n";
-    let golden = dir.join("tests/data/tokens/our_boys_reel.tune.txt");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokens").join(name);
     if std::env::var("CADENZA_BLESS").is_ok() {
         std::fs::write(&golden, &got).expect("bless");
     }
@@ -572,7 +577,7 @@ fn real_tune_folds_into_repeats_as_golden() {
     assert_eq!(got, want);
     let back = enc.decode(&ids);
     assert_eq!(back.skipped, 0);
-    assert_eq!(proj(&back.score), proj(&aligned));
+    assert_eq!(proj(&back.score), proj(score));
 }
 
 /// The chorales read as four voices (S A T B) and round-trip through the four-voice REMI.
@@ -705,17 +710,5 @@ fn real_tune_tokens_match_golden() {
     let text = std::fs::read_to_string(dir.join("tests/data/dsl/our_boys_reel.abc")).expect("tune");
     let score = cadenza::dsl::parse(&text).expect("parses");
     assert_eq!(score.meta.pickup, 240, "the DSL finds the pickup");
-    let aligned = score.align_pickup();
-    let enc = remi_melody();
-    let ids = enc.encode(&aligned);
-    let got: String = ids.iter().map(|&i| enc.vocab().token(i).unwrap_or("?")).collect::<Vec<_>>().join("\n") + "\n";
-    let golden = dir.join("tests/data/tokens/our_boys_reel.remi.txt");
-    if std::env::var("CADENZA_BLESS").is_ok() {
-        std::fs::write(&golden, &got).expect("bless");
-    }
-    let want = std::fs::read_to_string(&golden).expect("golden file");
-    assert_eq!(got, want);
-    let back = enc.decode(&ids);
-    assert_eq!(back.skipped, 0);
-    assert_eq!(proj(&back.score), proj(&aligned));
+    assert_tokens_match_golden(&remi_melody(), &score.align_pickup(), "our_boys_reel.remi.txt");
 }
