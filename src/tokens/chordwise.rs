@@ -70,13 +70,7 @@ pub struct Chordwise {
 impl Chordwise {
     pub fn new(cfg: ChordwiseConfig) -> Result<Self, TokenError> {
         let bad = |r: String| TokenError::Other(format!("chordwise settings: {r}"));
-        let spq = cfg.steps_per_quarter;
-        if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
-            return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
-        }
-        if cfg.pitch_lo > cfg.pitch_hi || cfg.pitch_hi > 127 {
-            return Err(bad(format!("pitch range {}..={} is empty or beyond 127", cfg.pitch_lo, cfg.pitch_hi)));
-        }
+        let step = super::check_grid("chordwise", cfg.steps_per_quarter, cfg.pitch_lo, cfg.pitch_hi)?;
         for c in &cfg.chords {
             if c.len() < 2
                 || c.windows(2).any(|w| w[0] >= w[1])
@@ -85,7 +79,6 @@ impl Chordwise {
                 return Err(bad(format!("chord {c:?} must hold 2+ ascending pitches inside the range")));
             }
         }
-        let step = (PPQ / spq) as Tick;
         let cond = CondTable::new(&cfg.cond);
         let (mut tokens, mut kinds) = prefix_tokens(&cond);
         let unk = tokens.len() as u32;

@@ -368,6 +368,21 @@ pub(crate) fn prefix_tokens(cond: &CondTable) -> (Vec<String>, Vec<TokenKind>) {
     (tokens, kinds)
 }
 
+/// Checks the settings every encoding shares and returns its grid step in ticks: grid steps
+/// per quarter that divide [`crate::time::PPQ`] (at most 48), and a pitch range inside MIDI's.
+pub(crate) fn check_grid(name: &str, steps_per_quarter: u32, pitch_lo: u8, pitch_hi: u8) -> Result<Tick, TokenError> {
+    use crate::time::PPQ;
+    let bad = |r: String| TokenError::Other(format!("{name} settings: {r}"));
+    let spq = steps_per_quarter;
+    if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
+        return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
+    }
+    if pitch_lo > pitch_hi || pitch_hi > 127 {
+        return Err(bad(format!("pitch range {pitch_lo}..={pitch_hi} is empty or beyond 127")));
+    }
+    Ok((PPQ / spq) as Tick)
+}
+
 /// Writes the meter changes a decoder read into `meta`: `initial` at tick 0 when the first
 /// change comes later, a later change at the same tick replacing an earlier one.
 pub(crate) fn apply_meter_changes(

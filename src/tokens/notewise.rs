@@ -19,7 +19,7 @@ use super::{
     TokenKind, Vocab, DEFAULT_VELOCITY, EOS,
 };
 use crate::score::{Note, Score, Voice};
-use crate::time::{Meter, Tick, PPQ};
+use crate::time::{Meter, Tick};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NotewiseConfig {
-    /// Grid steps per quarter note; must divide [`PPQ`] (480).
+    /// Grid steps per quarter note; must divide [`crate::time::PPQ`] (480).
     pub steps_per_quarter: u32,
     /// Longest single wait token, in steps.
     pub max_wait_steps: u32,
@@ -73,17 +73,10 @@ pub struct Notewise {
 impl Notewise {
     pub fn new(cfg: NotewiseConfig) -> Result<Self, TokenError> {
         let bad = |r: String| TokenError::Other(format!("notewise settings: {r}"));
-        let spq = cfg.steps_per_quarter;
-        if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
-            return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
-        }
-        if cfg.pitch_lo > cfg.pitch_hi || cfg.pitch_hi > 127 {
-            return Err(bad(format!("pitch range {}..={} is empty or beyond 127", cfg.pitch_lo, cfg.pitch_hi)));
-        }
+        let step = super::check_grid("notewise", cfg.steps_per_quarter, cfg.pitch_lo, cfg.pitch_hi)?;
         if !(1..=16).contains(&cfg.voices) || !(1..=4096).contains(&cfg.max_wait_steps) {
             return Err(bad("voices must be 1..=16 and max_wait_steps 1..=4096".into()));
         }
-        let step = (PPQ / spq) as Tick;
         let cond = CondTable::new(&cfg.cond);
         let (mut tokens, mut kinds) = prefix_tokens(&cond);
         let span = (cfg.pitch_hi - cfg.pitch_lo) as u32 + 1;

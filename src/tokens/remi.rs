@@ -23,7 +23,7 @@ use super::{
     Encoding, Sounding, TokenError, TokenKind, Vocab, DEFAULT_VELOCITY, EOS,
 };
 use crate::score::{Note, Score, Voice};
-use crate::time::{Meter, Tick, PPQ};
+use crate::time::{Meter, Tick};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -31,7 +31,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RemiConfig {
-    /// Grid steps per quarter note; must divide [`PPQ`] (480).
+    /// Grid steps per quarter note; must divide [`crate::time::PPQ`] (480).
     pub steps_per_quarter: u32,
     /// Longest duration token, in steps (longer notes are shortened to it).
     pub max_duration_steps: u32,
@@ -103,20 +103,13 @@ impl Remi {
     /// divide the PPQ, an empty pitch range, a meter whose bar is off the grid ...).
     pub fn new(cfg: RemiConfig) -> Result<Self, TokenError> {
         let bad = |r: String| TokenError::Other(format!("remi settings: {r}"));
-        let spq = cfg.steps_per_quarter;
-        if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
-            return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
-        }
-        if cfg.pitch_lo > cfg.pitch_hi || cfg.pitch_hi > 127 {
-            return Err(bad(format!("pitch range {}..={} is empty or beyond 127", cfg.pitch_lo, cfg.pitch_hi)));
-        }
+        let step = super::check_grid("remi", cfg.steps_per_quarter, cfg.pitch_lo, cfg.pitch_hi)?;
         if !(1..=16).contains(&cfg.voices) {
             return Err(bad(format!("voices {} must be 1..=16", cfg.voices)));
         }
         if cfg.velocity_bins > 127 || !(1..=4096).contains(&cfg.max_duration_steps) {
             return Err(bad("velocity_bins must be at most 127 and max_duration_steps 1..=4096".into()));
         }
-        let step = (PPQ / spq) as Tick;
         let cond = CondTable::new(&cfg.cond);
         let mut max_bar = Meter::default().bar_ticks();
         for &(n, d) in &cond.spec.meters {

@@ -37,7 +37,7 @@ use super::{
     TokenError, TokenKind, Vocab, DEFAULT_VELOCITY, EOS, SPECIALS,
 };
 use crate::score::{Note, Score};
-use crate::time::{Meter, Tick, PPQ};
+use crate::time::{Meter, Tick};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -51,7 +51,7 @@ pub const MAX_ENDING_BARS: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TuneConfig {
-    /// Grid steps per quarter note; must divide [`PPQ`] (480).
+    /// Grid steps per quarter note; must divide [`crate::time::PPQ`] (480).
     pub steps_per_quarter: u32,
     /// Longest `Len` token, in steps (longer notes are cut to it, longer rests split).
     pub max_duration_steps: u32,
@@ -102,17 +102,10 @@ impl Tune {
     /// Builds the vocabulary for `cfg`; fails on settings that cannot work.
     pub fn new(cfg: TuneConfig) -> Result<Self, TokenError> {
         let bad = |r: String| TokenError::Other(format!("tune settings: {r}"));
-        let spq = cfg.steps_per_quarter;
-        if spq == 0 || !PPQ.is_multiple_of(spq) || spq > 48 {
-            return Err(bad(format!("steps_per_quarter {spq} must divide {PPQ} and be at most 48")));
-        }
-        if cfg.pitch_lo > cfg.pitch_hi || cfg.pitch_hi > 127 {
-            return Err(bad(format!("pitch range {}..={} is empty or beyond 127", cfg.pitch_lo, cfg.pitch_hi)));
-        }
+        let step = super::check_grid("tune", cfg.steps_per_quarter, cfg.pitch_lo, cfg.pitch_hi)?;
         if !(1..=4096).contains(&cfg.max_duration_steps) {
             return Err(bad("max_duration_steps must be 1..=4096".into()));
         }
-        let step = (PPQ / spq) as Tick;
         let cond = CondTable::new(&cfg.cond);
         let (mut tokens, mut kinds) = prefix_tokens(&cond);
         let mut add = |t: String, k: TokenKind| {
