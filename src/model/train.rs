@@ -536,7 +536,13 @@ pub fn train(
         let mut vm = varmap.clone();
         vm.load(&wp).map_err(|e| err(&wp, e))?;
         let op = dir.ck("optimizer.safetensors");
-        opt.load(&op, saved.step).map_err(|e| err(&op, e))?;
+        if op.exists() {
+            opt.load(&op, saved.step).map_err(|e| err(&op, e))?;
+        } else {
+            // Bundled models commit their weights and state but not the optimizer's moments
+            // (twice the weights' size): AdamW starts them afresh, the step count carries on.
+            eprintln!("{}: not found; the optimizer's moments start afresh", op.display());
+        }
         st = TrainState { options: opts.clone(), total_steps: steps_per_epoch * opts.epochs, ..saved };
         if st.epoch > 0 {
             train_seqs = data.train_epoch(st.epoch)?;
