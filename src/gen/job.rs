@@ -627,8 +627,11 @@ impl Session {
     ) -> Result<(), GenError> {
         self.request.length = length;
         let constraints = self.request.effective_constraints();
-        let meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();
+        let prompt_meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();
         for r in &mut self.rows {
+            // A meter the row sampled is its own (the prompt had none).
+            let head = self.encoding.decode(&r.prefix).score;
+            let meter = if head.meta.meters.is_empty() { prompt_meter } else { head.meter() };
             r.done = false;
             r.cancelled = false;
             r.truncated = false;
