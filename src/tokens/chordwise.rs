@@ -205,8 +205,7 @@ impl ChordwiseDecoder {
     }
 
     fn meter(&self) -> Meter {
-        let m = self.header.cond.meter;
-        m.and_then(|m| self.t.cond.meter_value(m)).and_then(|v| self.t.cond.meter(v)).unwrap_or_default()
+        self.t.cond.effective_meter(self.header.cond.meter)
     }
 
     /// Ends every open note not in `keep` at the current position.

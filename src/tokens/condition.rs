@@ -255,6 +255,20 @@ impl CondTable {
         self.spec.meters.get(value as usize).map(|&(n, d)| Meter::new(n, d))
     }
 
+    /// The meter a decoder uses for the conditioning meter `m`: `m` when the vocabulary has a
+    /// token for it, else 4/4 (what `<unk>` decodes as).
+    pub fn effective_meter(&self, m: Option<Meter>) -> Meter {
+        m.and_then(|m| self.meter_value(m)).and_then(|v| self.meter(v)).unwrap_or_default()
+    }
+
+    /// The id of the meter token that changes `current` to `m` inside the music (written right
+    /// after a bar line), and the meter it sets; `None` when `m` is no change or has no token.
+    pub fn meter_change(&self, m: Meter, current: Meter) -> Option<(u32, Meter)> {
+        let v = self.meter_value(m)?;
+        (self.meter(v) != Some(current))
+            .then(|| ((super::SPECIALS.len() + self.index(Category::Meter, Some(v))) as u32, Meter::new(m.num, m.den)))
+    }
+
     /// The six prefix indices (into [`Self::tokens`]) for a conditioning.
     pub fn prefix(&self, c: &super::Conditioning) -> [usize; 6] {
         let key = c.key.as_ref().and_then(key_value).map(|(pc, m)| (m * 12 + pc as usize) as u16);

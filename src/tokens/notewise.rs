@@ -125,7 +125,7 @@ impl Inner {
     }
 
     fn meter(&self, m: Option<Meter>) -> Meter {
-        m.and_then(|m| self.cond.meter_value(m)).and_then(|v| self.cond.meter(v)).unwrap_or_default()
+        self.cond.effective_meter(m)
     }
 
     fn waits(&self, mut steps: u64, ids: &mut Vec<u32>) {

@@ -183,12 +183,6 @@ impl Inner {
         let span = (c.pitch_hi - c.pitch_lo) as u32 + 1;
         Some(self.pitch0 + v * span + (pitch - c.pitch_lo) as u32)
     }
-
-    /// The meter the decoder will use from the prefix: the conditioning meter if the
-    /// vocabulary has it, else 4/4.
-    fn effective_meter(&self, m: Option<Meter>) -> Meter {
-        m.and_then(|m| self.cond.meter_value(m)).and_then(|v| self.cond.meter(v)).unwrap_or_default()
-    }
 }
 
 impl Encoding for Remi {
@@ -219,7 +213,7 @@ impl Encoding for Remi {
             .collect();
         notes.sort_unstable();
         let end = snap(score.length).max(notes.last().map_or(0, |n| n.0 + 1));
-        let mut meter = t.effective_meter(cond.meter);
+        let mut meter = t.cond.effective_meter(cond.meter);
         let mut bar_start: Tick = 0;
         let mut i = 0;
         let mut first = true;
@@ -227,12 +221,9 @@ impl Encoding for Remi {
             ids.push(t.bar);
             if !first {
                 // A meter change the vocabulary can write takes effect at this bar.
-                let m = score.meter_at(bar_start);
-                if let Some(v) = t.cond.meter_value(m) {
-                    if t.cond.meter(v) != Some(meter) {
-                        meter = Meter::new(m.num, m.den);
-                        ids.push((super::SPECIALS.len() + t.cond.index(super::Category::Meter, Some(v))) as u32);
-                    }
+                if let Some((id, m)) = t.cond.meter_change(score.meter_at(bar_start), meter) {
+                    meter = m;
+                    ids.push(id);
                 }
             }
             first = false;
@@ -386,7 +377,7 @@ impl RemiDecoder {
                 }
                 match self.bar_start {
                     None => {
-                        self.meter = self.t.effective_meter(self.header.cond.meter);
+                        self.meter = self.t.cond.effective_meter(self.header.cond.meter);
                         self.bar_start = Some(0);
                     }
                     Some(b) => self.bar_start = Some(b + self.meter.bar_ticks()),
@@ -470,7 +461,7 @@ impl Decoder for RemiDecoder {
             bar_ticks: if self.bar_start.is_some() {
                 self.meter.bar_ticks()
             } else {
-                self.t.effective_meter(self.header.cond.meter).bar_ticks()
+                self.t.cond.effective_meter(self.header.cond.meter).bar_ticks()
             },
             bars: self.bars(),
             sounding,
@@ -487,7 +478,7 @@ impl Decoder for RemiDecoder {
         let d = *self;
         let mut score = Score::new();
         d.header.cond.apply_to(&mut score.meta);
-        super::apply_meter_changes(&mut score.meta, &d.meters, d.t.effective_meter(d.header.cond.meter));
+        super::apply_meter_changes(&mut score.meta, &d.meters, d.t.cond.effective_meter(d.header.cond.meter));
         if d.t.cfg.voices > 1 {
             score.voices = (0..d.t.cfg.voices as usize)
                 .map(|v| Voice {

@@ -34,7 +34,7 @@
 use super::condition::{CondSpec, CondTable, Header};
 use super::{
     mask_by, prefix_ids, prefix_tokens, Category, Conditioning, Decoded, Decoder, DecoderState, Encoding, Sounding,
-    TokenError, TokenKind, Vocab, DEFAULT_VELOCITY, EOS, SPECIALS,
+    TokenError, TokenKind, Vocab, DEFAULT_VELOCITY, EOS,
 };
 use crate::score::{Note, Score};
 use crate::time::{Meter, Tick};
@@ -278,10 +278,6 @@ impl Inner {
             ids.push(self.rest);
         }
     }
-
-    fn effective_meter(&self, m: Option<Meter>) -> Meter {
-        m.and_then(|m| self.cond.meter_value(m)).and_then(|v| self.cond.meter(v)).unwrap_or_default()
-    }
 }
 
 impl Encoding for Tune {
@@ -330,18 +326,14 @@ impl Encoding for Tune {
         // Folding needs one meter throughout: a meter token belongs to the bar it starts.
         let segments =
             if score.meta.meters.len() > 1 { (0..nbars).map(Segment::Bar).collect() } else { fold(&keys, &clean) };
-        let mut meter = t.effective_meter(cond.meter);
-        let cond_id = |v: u16| (SPECIALS.len() + t.cond.index(Category::Meter, Some(v))) as u32;
+        let mut meter = t.cond.effective_meter(cond.meter);
         let mut carry: Vec<u32> = Vec::new();
         let mut write_bar = |ids: &mut Vec<u32>, b: usize, markers: &[u32], carry: &mut Vec<u32>| {
             ids.push(t.bar);
             if b > 0 {
-                let m = score.meter_at(starts[b]);
-                if let Some(v) = t.cond.meter_value(m) {
-                    if t.cond.meter(v) != Some(meter) {
-                        meter = Meter::new(m.num, m.den);
-                        ids.push(cond_id(v));
-                    }
+                if let Some((id, m)) = t.cond.meter_change(score.meter_at(starts[b]), meter) {
+                    meter = m;
+                    ids.push(id);
                 }
             }
             ids.append(carry);
@@ -547,7 +539,7 @@ impl TuneDecoder {
             TokenKind::BarLine => {
                 if self.after == After::Prefix {
                     self.header.end();
-                    self.meter = self.t.effective_meter(self.header.cond.meter);
+                    self.meter = self.t.cond.effective_meter(self.header.cond.meter);
                 } else {
                     self.bars += 1;
                     if self.bars == 1 && self.pos < self.meter.bar_ticks() {
@@ -653,7 +645,7 @@ impl Decoder for TuneDecoder {
             bar_ticks: if self.bar_start.is_some() {
                 self.meter.bar_ticks()
             } else {
-                self.t.effective_meter(self.header.cond.meter).bar_ticks()
+                self.t.cond.effective_meter(self.header.cond.meter).bar_ticks()
             },
             bars: self.bars,
             sounding,
@@ -670,7 +662,7 @@ impl Decoder for TuneDecoder {
         let d = *self;
         let mut score = Score::new();
         d.header.cond.apply_to(&mut score.meta);
-        super::apply_meter_changes(&mut score.meta, &d.meters, d.t.effective_meter(d.header.cond.meter));
+        super::apply_meter_changes(&mut score.meta, &d.meters, d.t.cond.effective_meter(d.header.cond.meter));
         score.meta.pickup = d.pickup.unwrap_or(0);
         score.notes = d.notes;
         score.length = d.pos;
