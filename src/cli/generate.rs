@@ -230,6 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &gen,
                 &melody,
                 &Request { seed: req.seed.wrapping_add(i as u64), ..req.clone() },
+                &std::sync::atomic::AtomicBool::new(false),
             )?;
             let out = if args.count == 1 { args.out.clone() } else { args.out.join(format!("take-{:02}.mid", i + 1)) };
             if i == 0 && args.count > 1 {

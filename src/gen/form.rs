@@ -207,7 +207,7 @@ pub fn generate_form(
             cadence: if spec.cadence { cadence_classes(&request.prompt, last) } else { None },
             ..base.constraints.clone()
         };
-        let take = gen.generate(&request)?;
+        let take = gen.generate_cancellable(&request, cancel)?;
         if take.record.cancelled {
             return Err(GenError::Cancelled);
         }

@@ -249,8 +249,14 @@ impl Generator {
 
     /// One take, blocking.
     pub fn generate(&self, request: &Request) -> Result<Take, GenError> {
-        let mut takes = self.generate_batch(request, 1)?;
-        takes.pop().ok_or_else(|| GenError::Worker("no take came back".into()))
+        self.generate_cancellable(request, &AtomicBool::new(false))
+    }
+
+    /// One take, blocking, stopped before its next token once `cancel` is set (the take then
+    /// records `cancelled`).
+    pub fn generate_cancellable(&self, request: &Request, cancel: &AtomicBool) -> Result<Take, GenError> {
+        let session = self.session(request, 1, cancel, &mut |_| {})?;
+        session.takes().pop().ok_or_else(|| GenError::Worker("no take came back".into()))
     }
 
     /// `n` takes batched on the model (batch dimension `n`); take `i` uses seed `seed + i`.

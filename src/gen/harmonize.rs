@@ -12,6 +12,7 @@ use super::GenError;
 use crate::score::Score;
 use crate::time::Tick;
 use crate::tokens::TokenKind;
+use std::sync::atomic::AtomicBool;
 
 /// Most notes a melody to harmonise may have.
 pub const MAX_MELODY_NOTES: usize = 4096;
@@ -30,8 +31,9 @@ fn top_line(melody: &Score) -> Vec<(Tick, Tick, u8)> {
 }
 
 /// Harmonises `melody` with `gen`'s model, sampling with `base`'s settings (its prompt is
-/// ignored: the melody's key, meter and tempo condition the take).
-pub fn harmonize(gen: &Generator, melody: &Score, base: &Request) -> Result<Take, GenError> {
+/// ignored: the melody's key, meter and tempo condition the take); `cancel` stops it before
+/// its next token.
+pub fn harmonize(gen: &Generator, melody: &Score, base: &Request, cancel: &AtomicBool) -> Result<Take, GenError> {
     let enc = gen.encoding();
     let bad = |why: String| GenError::Request(format!("harmonize: {why}"));
     let has_voice = |v: u8| enc.kinds().iter().any(|k| matches!(k, TokenKind::Pitch { voice, .. } if *voice == v));
@@ -72,7 +74,7 @@ pub fn harmonize(gen: &Generator, melody: &Score, base: &Request) -> Result<Take
     request.constraints = base.constraints.clone();
     request.constraints.mono_voices = true;
     request.constraints.fixed = Some(FixedVoice { voice: 0, notes });
-    gen.generate(&request)
+    gen.generate_cancellable(&request, cancel)
 }
 
 #[cfg(test)]

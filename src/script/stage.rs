@@ -326,7 +326,7 @@ impl Stage {
     pub fn harmonize(&self, melody: &Score, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, String> {
         let g = self.generator(Some(opts.model.as_deref().unwrap_or("chorale")), cancel)?;
         let request = self.request(&g, None, opts)?;
-        let take = crate::gen::harmonize(&g, melody, &request).map_err(|e| e.to_string())?;
+        let take = crate::gen::harmonize(&g, melody, &request, cancel).map_err(|e| e.to_string())?;
         if take.record.cancelled {
             return Err("cancelled".into());
         }

@@ -897,7 +897,7 @@ fn harmonizing_keeps_the_melody_as_the_soprano() {
     let melody = cadenza::dsl::parse("X:1\nM:3/4\nL:1/4\nK:D\nA|d c B|A2 F|G F E|D2|]\n").unwrap();
     for seed in 0..4 {
         let base = Request { seed, ..Request::new(Score::new(), Length::Tune) };
-        let take = cadenza::gen::harmonize(&g, &melody, &base).unwrap();
+        let take = cadenza::gen::harmonize(&g, &melody, &base, &AtomicBool::new(false)).unwrap();
         assert_eq!(take.record.skipped, 0);
         let aligned = melody.align_pickup();
         let mut want: Vec<(Tick, Tick, u8)> = aligned.notes.iter().map(|n| (n.start, n.dur, n.pitch)).collect();
@@ -913,6 +913,12 @@ fn harmonizing_keeps_the_melody_as_the_soprano() {
             assert!(sounding_at_most(&line.iter().map(|n| **n).collect::<Vec<_>>(), 1), "voice {v} is one line");
         }
     }
-    let e = cadenza::gen::harmonize(&real_gen("tune"), &melody, &Request::new(Score::new(), Length::Tune)).unwrap_err();
+    let e = cadenza::gen::harmonize(
+        &real_gen("tune"),
+        &melody,
+        &Request::new(Score::new(), Length::Tune),
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("several voices"), "{e}");
 }
