@@ -417,9 +417,6 @@ impl Session {
         let body = &ids[prefix_len..];
         let keep = ctx.saturating_sub(prefix_len).saturating_sub(ctx / 4).max(1);
         let window_body = if ids.len() >= ctx { &body[body.len().saturating_sub(keep)..] } else { body };
-        for r in &mut self.rows {
-            r.ids = ids[..to_sample.first().copied().unwrap_or(prefix_len)].to_vec();
-        }
         let Some(&first) = to_sample.first() else {
             let mut window = ids[..prefix_len].to_vec();
             window.extend_from_slice(window_body);
@@ -428,6 +425,9 @@ impl Session {
             }
             return self.forward_rows(&vec![window; n]);
         };
+        for r in &mut self.rows {
+            r.ids = ids[..first].to_vec();
+        }
         self.forward_rows(&vec![ids[..first].to_vec(); n])?;
         for pos in first..prefix_len {
             let mut column = Vec::with_capacity(n);
