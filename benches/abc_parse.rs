@@ -5,6 +5,9 @@
 //! every tune of every file with `dsl::parse_file` (parse + lower to a Score, repeats expanded).
 //! Run: `cargo bench --bench abc_parse`. Goal from issue 2: at least 50 MB/s.
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::path::{Path, PathBuf};
 
@@ -44,22 +47,19 @@ fn bench(c: &mut Criterion) {
     }
     eprintln!("abc_parse: {} files, {bytes} bytes, {ok} tunes parsed, {failed} failed", texts.len());
     // The build machine is shared, so wall-clock numbers sag under load; this thread's CPU
-    // time (from /proc, Linux only) gives a throughput that other processes hardly disturb.
-    if let Some(before) = thread_cpu_seconds() {
-        let rounds = 10;
-        for _ in 0..rounds {
-            for t in &texts {
-                std::hint::black_box(cadenza::dsl::parse_file(t));
-            }
-        }
-        if let Some(after) = thread_cpu_seconds() {
-            let secs = after - before;
-            eprintln!(
-                "abc_parse: {rounds} rounds in {secs:.2} s of CPU time = {:.1} MB/s (CPU time)",
-                (bytes * rounds) as f64 / 1e6 / secs.max(1e-9)
-            );
+    // time gives a throughput that other processes hardly disturb.
+    let before = cpu::thread_cpu_seconds();
+    let rounds = 10;
+    for _ in 0..rounds {
+        for t in &texts {
+            std::hint::black_box(cadenza::dsl::parse_file(t));
         }
     }
+    let secs = cpu::thread_cpu_seconds() - before;
+    eprintln!(
+        "abc_parse: {rounds} rounds in {secs:.2} s of CPU time = {:.1} MB/s (CPU time)",
+        (bytes * rounds) as f64 / 1e6 / secs.max(1e-9)
+    );
     let mut g = c.benchmark_group("abc_parse");
     g.throughput(Throughput::Bytes(bytes as u64));
     g.sample_size(20);
@@ -93,16 +93,6 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// User + system CPU time of this thread, from `/proc/thread-self/stat` (clock ticks of 10 ms).
-fn thread_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 criterion_group!(benches, bench);

@@ -5,6 +5,9 @@
 //! for the number of generated tokens per run). Numbers are best-of-N wall times: other
 //! processes on the machine only ever make a run slower.
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 use cadenza::gen::fast::FastGpt;
 use cadenza::gen::sampling::{sample, Rng, Sampling};
 use cadenza::gen::{Generator, Length, Request};
@@ -22,16 +25,10 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// CPU time of this process so far (every thread, exited ones included), in seconds, from
-/// `/proc/self/stat` (utime + stime, in 1/100 s). On a shared, loaded machine wall time mostly
+/// CPU time of this process so far (every thread): on a shared, loaded machine wall time mostly
 /// measures the neighbours; CPU time measures the work.
 fn cpu_seconds() -> f64 {
-    let Ok(text) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
-    // Fields after the `(name)`: state is field 3, utime 14, stime 15.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / 100.0
+    cpu::process_cpu_seconds()
 }
 
 thread_local! {

@@ -412,8 +412,23 @@ pub struct Score {
     pub length: Tick,
 }
 
-/// Most notes `score * n` / `repeat` may make in a script (about 200 MB of notes).
-pub const MAX_REPEAT_NOTES: usize = 10_000_000;
+/// The largest score cadenza reads, makes or writes. Every reader (ABC, MIDI, MusicXML, token
+/// decoders) and every script operation that grows a score refuses beyond these with
+/// [`ScoreError::TooLarge`] (see [`Score::check_size`]), so that a tiny file claiming a huge
+/// length cannot make a per-bar pass allocate gigabytes or run for hours.
+///
+/// Most notes in one score: about 200 MB of notes.
+pub const MAX_NOTES: usize = 10_000_000;
+/// Longest score in ticks: 2^27 ticks is 279,620 quarter notes, 38.8 hours at 120 bpm.
+pub const MAX_TICKS: Tick = 1 << 27;
+/// Most bars (a bar list is 8 bytes a bar): 2^20 bars, 8 MB.
+pub const MAX_BARS: usize = 1 << 20;
+/// Longest playing time in seconds: 48 hours, whatever the tempo.
+pub const MAX_SECONDS: f64 = 48.0 * 3600.0;
+/// Most voices: voice numbers are a byte (MIDI files and ABC tunes are held to the same).
+pub const MAX_VOICES: usize = 256;
+/// Most notes `score * n` / `repeat` may make in a script: the same bound as any score.
+pub const MAX_REPEAT_NOTES: usize = MAX_NOTES;
 
 /// What can go wrong in score operations (all from user arguments).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -426,6 +441,8 @@ pub enum ScoreError {
     BadStretch { num: u64, den: u64 },
     #[error("quantize grid must be at least one tick")]
     BadGrid,
+    #[error("the score is too large: {what} (a score holds at most {limit})")]
+    TooLarge { what: String, limit: String },
 }
 
 impl Score {
@@ -459,27 +476,92 @@ impl Score {
     }
 
     /// Tick where each bar starts, following meter changes, up to (not including) `length`.
-    /// A score of length 0 has no bars.
+    /// A score of length 0 has no bars. Linear in bars plus meter changes; at most
+    /// [`MAX_BARS`] bars are listed (a score that passed [`Score::check_size`] has no more).
     pub fn bar_starts(&self) -> Vec<Tick> {
         let mut starts = Vec::new();
-        let mut t = 0;
-        // A pickup is a short first bar.
-        if self.meta.pickup > 0 && self.meta.pickup < self.meter().bar_ticks() && self.meta.pickup < self.length {
-            starts.push(0);
-            t = self.meta.pickup;
-        }
-        while t < self.length {
+        self.walk_bars(|t| {
             starts.push(t);
-            let bar = self.meter_at(t).bar_ticks().max(1);
-            // A meter change inside a bar starts a new bar at the change.
-            let next_change = self.meta.meters.iter().map(|(mt, _)| *mt).find(|&mt| mt > t && mt < t + bar);
-            t = next_change.unwrap_or(t + bar);
-        }
+            starts.len() < MAX_BARS
+        });
         starts
     }
 
+    /// Calls `visit` with each bar's start tick in order while it returns true.
+    fn walk_bars(&self, mut visit: impl FnMut(Tick) -> bool) {
+        let meters = &self.meta.meters;
+        let mut t = 0;
+        // A pickup is a short first bar.
+        if self.meta.pickup > 0 && self.meta.pickup < self.meter().bar_ticks() && self.meta.pickup < self.length {
+            if !visit(0) {
+                return;
+            }
+            t = self.meta.pickup;
+        }
+        // `m` indexes the first meter change after `t`: meters are in tick order, so one pass.
+        let mut m = 0;
+        let mut meter = Meter::default();
+        while t < self.length {
+            while m < meters.len() && meters[m].0 <= t {
+                meter = meters[m].1;
+                m += 1;
+            }
+            if !visit(t) {
+                return;
+            }
+            let bar = meter.bar_ticks().max(1);
+            // A meter change inside a bar starts a new bar at the change.
+            t = match meters.get(m) {
+                Some(&(mt, _)) if mt < t + bar => mt,
+                _ => t + bar,
+            };
+        }
+    }
+
     pub fn bar_count(&self) -> usize {
-        self.bar_starts().len()
+        let mut n = 0;
+        self.walk_bars(|_| {
+            n += 1;
+            n < MAX_BARS
+        });
+        n
+    }
+
+    /// Refuses a score beyond [`MAX_NOTES`], [`MAX_TICKS`], [`MAX_BARS`] or [`MAX_SECONDS`],
+    /// saying which bound it passes. Linear in the notes' count (the bars are counted, not
+    /// listed, and counting stops at the bound).
+    pub fn check_size(&self) -> Result<(), ScoreError> {
+        let too_large = |what: String, limit: String| Err(ScoreError::TooLarge { what, limit });
+        if self.voices.len() > MAX_VOICES {
+            return too_large(format!("{} voices", self.voices.len()), format!("{MAX_VOICES} voices"));
+        }
+        if self.notes.len() > MAX_NOTES {
+            return too_large(format!("{} notes", self.notes.len()), format!("{MAX_NOTES} notes"));
+        }
+        let end = self.notes.iter().map(Note::end).max().unwrap_or(0).max(self.length);
+        if end > MAX_TICKS {
+            let quarters = end / PPQ as Tick;
+            return too_large(
+                format!("{end} ticks ({quarters} quarter notes)"),
+                format!("{MAX_TICKS} ticks, {} quarter notes", MAX_TICKS / PPQ as Tick),
+            );
+        }
+        let mut bars = 0usize;
+        self.walk_bars(|_| {
+            bars += 1;
+            bars <= MAX_BARS
+        });
+        if bars > MAX_BARS {
+            return too_large(format!("more than {MAX_BARS} bars"), format!("{MAX_BARS} bars"));
+        }
+        let seconds = self.meta.tempo.seconds_at(end);
+        if seconds > MAX_SECONDS {
+            return too_large(
+                format!("{:.1} hours of music", seconds / 3600.0),
+                format!("{} hours", MAX_SECONDS / 3600.0),
+            );
+        }
+        Ok(())
     }
 
     /// Moves every pitch by `semitones`, and the keys with them.
@@ -618,8 +700,29 @@ impl Score {
 
     /// This score followed by `other`, which starts at this score's `length`.
     pub fn concat(&self, other: &Score) -> Score {
-        let offset = self.length;
         let mut out = self.clone();
+        out.append_unsorted(other);
+        out.normalize();
+        out
+    }
+
+    /// The scores one after another, as `concat` would join them pairwise, in time linear in
+    /// the result (pairwise joining would copy the growing result once per score).
+    pub fn concat_all<'a>(scores: impl IntoIterator<Item = &'a Score>) -> Score {
+        let mut scores = scores.into_iter();
+        let Some(first) = scores.next() else { return Score::default() };
+        let mut out = first.clone();
+        for s in scores {
+            out.append_unsorted(s);
+        }
+        out.normalize();
+        out
+    }
+
+    /// Appends `other` at this score's `length`, leaving the notes to be put in order.
+    fn append_unsorted(&mut self, other: &Score) {
+        let offset = self.length;
+        let out = self;
         let voice_map = out.merge_voices(&other.voices);
         for n in &other.notes {
             out.notes.push(Note { start: n.start + offset, voice: voice_map[n.voice as usize], ..*n });
@@ -643,8 +746,6 @@ impl Score {
             }
         }
         out.length = offset + other.length;
-        out.normalize();
-        out
     }
 
     /// The score played `times` times in a row (0 gives an empty score with the same meta), as
@@ -691,30 +792,67 @@ impl Score {
     /// Plays `other` at the same time as this score, keeping its voices apart.
     pub fn merge(&self, other: &Score) -> Score {
         let mut out = self.clone();
-        let voice_map: Vec<u8> = other
-            .voices
-            .iter()
-            .map(|v| {
-                out.voices.push(v.clone());
-                (out.voices.len() - 1) as u8
-            })
-            .collect();
+        out.list_voices();
+        out.merge_unsorted(other);
+        out.normalize();
+        out
+    }
+
+    /// The scores played together, as `merge` would stack them pairwise, in time linear in the
+    /// result.
+    pub fn merge_all<'a>(scores: impl IntoIterator<Item = &'a Score>) -> Score {
+        let mut scores = scores.into_iter();
+        let Some(first) = scores.next() else { return Score::default() };
+        let mut out = first.clone();
+        out.list_voices();
+        for s in scores {
+            out.merge_unsorted(s);
+        }
+        out.meta.chord_symbols.sort();
+        out.normalize();
+        out
+    }
+
+    /// Lists every voice the notes name (a bare score names voices it does not list), set up
+    /// from each one's first note, so voices stacked on it do not take their numbers.
+    fn list_voices(&mut self) {
+        let named = self.notes.iter().map(|n| n.voice as usize + 1).max().unwrap_or(0);
+        for v in self.voices.len()..named {
+            let first = self.notes.iter().find(|n| n.voice as usize == v);
+            let (channel, program) = first.map_or((0, 0), |n| (n.channel, n.program));
+            self.voices.push(Voice { name: (v + 1).to_string(), channel, program });
+        }
+    }
+
+    /// Adds `other`'s notes and voices, leaving notes and chord symbols to be put in order.
+    /// Voice numbers saturate at the last a byte can name; [`Score::check_size`] refuses a
+    /// score with more than [`MAX_VOICES`] voices.
+    fn merge_unsorted(&mut self, other: &Score) {
+        let out = self;
+        let new_voice = |out: &mut Score, v: Voice| {
+            out.voices.push(v);
+            (out.voices.len() - 1).min(u8::MAX as usize) as u8
+        };
+        // `other`'s voice number → ours; a note of a voice `other` does not list gets one new
+        // voice per number, named and set up from its first note.
+        let mut voice_map: Vec<Option<u8>> = vec![None; 256];
+        for (i, v) in other.voices.iter().enumerate().take(256) {
+            voice_map[i] = Some(new_voice(out, v.clone()));
+        }
         for n in &other.notes {
-            let voice = voice_map.get(n.voice as usize).copied().unwrap_or_else(|| {
-                out.voices.push(Voice {
-                    name: format!("{}", out.voices.len() + 1),
-                    channel: n.channel,
-                    program: n.program,
-                });
-                (out.voices.len() - 1) as u8
-            });
+            let voice = match voice_map[n.voice as usize] {
+                Some(v) => v,
+                None => {
+                    let name = format!("{}", out.voices.len() + 1);
+                    let v = new_voice(out, Voice { name, channel: n.channel, program: n.program });
+                    voice_map[n.voice as usize] = Some(v);
+                    v
+                }
+            };
             out.notes.push(Note { voice, ..*n });
         }
         out.meta.chord_symbols.extend(other.meta.chord_symbols.iter().cloned());
-        out.meta.chord_symbols.sort();
-        out.length = self.length.max(other.length);
-        out.normalize();
-        out
+        out.length = out.length.max(other.length);
     }
 
     /// Snaps starts and ends to a grid of `grid` ticks; a note never shrinks to nothing (it keeps
@@ -771,7 +909,7 @@ impl Score {
                 Some(i) => i as u8,
                 None => {
                     self.voices.push(v.clone());
-                    (self.voices.len() - 1) as u8
+                    (self.voices.len() - 1).min(u8::MAX as usize) as u8
                 }
             })
             .collect();
@@ -817,6 +955,75 @@ pub(crate) fn push_change<T: Clone + PartialEq>(changes: &mut Vec<(Tick, T)>, ti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::WHOLE;
+
+    fn bars_walked_one_change_at_a_time(s: &Score) -> Vec<Tick> {
+        // The definition, quadratic but plain: each bar asks for the meter at its start.
+        let mut starts = Vec::new();
+        let mut t = 0;
+        if s.meta.pickup > 0 && s.meta.pickup < s.meter().bar_ticks() && s.meta.pickup < s.length {
+            starts.push(0);
+            t = s.meta.pickup;
+        }
+        while t < s.length {
+            starts.push(t);
+            let bar = s.meter_at(t).bar_ticks().max(1);
+            t = s.meta.meters.iter().map(|(mt, _)| *mt).find(|&mt| mt > t && mt < t + bar).unwrap_or(t + bar);
+        }
+        starts
+    }
+
+    #[test]
+    fn bar_starts_equal_the_definition_with_pickups_and_changes_inside_bars() {
+        let mut s = Score::new();
+        s.length = 40 * WHOLE;
+        s.meta.pickup = 480;
+        s.meta.meters = vec![(0, Meter::new(3, 4)), (1440 * 3 + 480, Meter::new(6, 8)), (5000, Meter::new(5, 8))];
+        assert_eq!(s.bar_starts(), bars_walked_one_change_at_a_time(&s));
+        assert_eq!(s.bar_count(), s.bar_starts().len());
+        s.meta.pickup = 0;
+        s.meta.meters.push((20 * WHOLE, Meter::new(1, 64)));
+        assert_eq!(s.bar_starts(), bars_walked_one_change_at_a_time(&s));
+    }
+
+    #[test]
+    fn check_size_names_the_bound_a_score_passes() {
+        let mut s = Score::new();
+        s.length = MAX_TICKS;
+        assert_eq!(s.check_size(), Ok(()));
+        s.length = MAX_TICKS + 1;
+        assert!(s.check_size().unwrap_err().to_string().contains("134217729 ticks"));
+        // Bars of 1/64 (30 ticks) pass the bar bound long before the tick bound.
+        s.length = 31_500_000;
+        s.meta.meters = vec![(0, Meter::new(1, 64))];
+        assert!(s.check_size().unwrap_err().to_string().contains("at most 1048576 bars"));
+        // The slowest tempo MIDI stores (16.7 s a quarter) passes 48 hours.
+        s.meta.meters.clear();
+        s.length = MAX_TICKS / 2;
+        s.meta.tempo = TempoMap::default();
+        s.meta.tempo.set(0, 0xFF_FFFF);
+        assert!(s.check_size().unwrap_err().to_string().contains("hours of music"));
+        s.meta.tempo = TempoMap::default();
+        assert_eq!(s.check_size(), Ok(()));
+        s.voices = vec![Voice { name: "v".into(), channel: 0, program: 0 }; MAX_VOICES + 1];
+        assert!(s.check_size().unwrap_err().to_string().contains("257 voices"));
+    }
+
+    /// A score whose notes name voices it does not list gets one new voice per voice number
+    /// when stacked, not one per note.
+    #[test]
+    fn stacking_a_bare_score_adds_one_voice_per_voice_number() {
+        let a = Score { notes: vec![Note::new(0, 480, 60)], voices: vec![], length: 480, ..Score::default() };
+        let mut b = a.clone();
+        b.notes = vec![Note::new(0, 480, 64), Note::new(480, 480, 65), Note { voice: 1, ..Note::new(0, 960, 48) }];
+        b.length = 960;
+        let m = a.merge(&b);
+        assert_eq!(m.voices.len(), 3, "{:?}", m.voices);
+        assert_eq!(m.notes.iter().filter(|n| n.voice == 0).count(), 1, "a keeps its voice to itself");
+        assert_eq!(Score::merge_all([&a, &b, &b]), a.merge(&b).merge(&b));
+        assert_eq!(Score::concat_all([&a, &b, &a]), a.concat(&b).concat(&a));
+        assert_eq!(Score::concat_all([]), Score::default());
+    }
 
     /// Regression: `abc(...) * 30000` took over a minute (each copy re-copied the whole result).
     /// `repeat` must equal the copies joined by `concat`, meter, key and tempo changes included.

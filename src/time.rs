@@ -43,6 +43,9 @@ impl Default for Meter {
     }
 }
 
+/// Largest numerator or denominator of a meter (see [`Meter::is_writable`]).
+pub const MAX_METER_PART: u32 = 64;
+
 impl Meter {
     pub const fn new(num: u32, den: u32) -> Self {
         Meter { num, den, symbol: MeterSymbol::Numeric }
@@ -51,6 +54,14 @@ impl Meter {
     /// `M:none`. Bars still need a length for slicing; we use 4/4.
     pub const fn free() -> Self {
         Meter { num: 4, den: 4, symbol: MeterSymbol::Free }
+    }
+
+    /// Whether every score format cadenza writes can say this meter: numerator and denominator
+    /// from 1 to [`MAX_METER_PART`], the bound the ABC reader holds `M:` to. Readers of other
+    /// formats leave out time signatures beyond it (a MIDI file's `1/32768`), so whatever cadenza
+    /// reads it can write and read back.
+    pub fn is_writable(&self) -> bool {
+        (1..=MAX_METER_PART).contains(&self.num) && (1..=MAX_METER_PART).contains(&self.den)
     }
 
     /// Length of one bar in ticks.

@@ -209,7 +209,7 @@ pub fn meter_value(v: &str) -> Result<Meter, FieldError> {
     }
     let den = first[slash + 1..].parse::<u32>();
     match den {
-        Ok(den) if num > 0 && (1..=64).contains(&den) && num <= 64 => Ok(Meter::new(num, den)),
+        Ok(den) if Meter::new(num, den).is_writable() => Ok(Meter::new(num, den)),
         _ => err(body_at, "a meter like `6/8` with numbers from 1 to 64"),
     }
 }

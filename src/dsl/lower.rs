@@ -20,7 +20,7 @@ use super::ast::{self, BarKind, Item, RestKind, Tune};
 use super::diagnostics::DslError;
 use super::fields::{self, key_value, meter_value, tempo_value, unit_value, FieldError};
 use super::instruments;
-use crate::score::{push_change, Key, Meta, Note, Score, Voice, LETTER_SEMITONES};
+use crate::score::{push_change, Key, Meta, Note, Score, ScoreError, Voice, LETTER_SEMITONES};
 use crate::time::{bpm_to_micros, Meter, MeterSymbol, TempoMap, Tick, WHOLE};
 
 /// An exact rational number of ticks.
@@ -230,11 +230,16 @@ pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
         let found = format!("at most {MAX_VOICES} voices (this tune has {})", l.voices.len());
         return Err(DslError::at(src, tune.span.start, found).in_tune(tune.x));
     }
-    Ok(l.finish())
+    let score = l.finish();
+    if let Err(ScoreError::TooLarge { what, limit }) = score.check_size() {
+        let expected = format!("a tune of at most {limit} (this one makes {what})");
+        return Err(DslError::at(src, tune.span.start, expected).in_tune(tune.x));
+    }
+    Ok(score)
 }
 
-/// Most voices a tune may have (as many as a `Score` holds; MIDI files are held to the same).
-pub const MAX_VOICES: usize = 256;
+/// Most voices a tune may have: as many as a `Score` holds.
+pub use crate::score::MAX_VOICES;
 
 impl<'s> Lowerer<'s> {
     fn field_err(&self, f: &ast::Field<'_>, e: FieldError) -> DslError {

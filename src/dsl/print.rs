@@ -66,18 +66,15 @@ fn is_plain(ticks: Tick) -> bool {
 /// The unit length `L:` to print: of a quarter, an eighth and a sixteenth, the one that writes
 /// the notes' lengths in the fewest characters (an eighth on a tie, as most tunes are written).
 fn unit_length(score: &Score) -> Tick {
-    let mut counts: Vec<(Tick, usize)> = Vec::new();
+    let mut counts: std::collections::HashMap<Tick, usize> = std::collections::HashMap::new();
     for n in score.notes.iter().filter(|n| n.dur > 0) {
-        match counts.iter_mut().find(|(d, _)| *d == n.dur) {
-            Some((_, c)) => *c += 1,
-            None => counts.push((n.dur, 1)),
-        }
+        *counts.entry(n.dur).or_default() += 1;
     }
     let mut text = String::new();
     let cost = |unit: Tick, text: &mut String| -> usize {
         counts
             .iter()
-            .map(|&(d, c)| {
+            .map(|(&d, &c)| {
                 text.clear();
                 write_len(text, d, unit);
                 text.len() * c
@@ -158,8 +155,41 @@ fn default_channel(i: usize) -> u8 {
     (if i < 9 { i } else { (i + 1).min(15) }) as u8
 }
 
+/// A tempo in quarter notes per minute, in the fewest decimals that read back to the same
+/// microseconds per quarter (`Q:3/8=110` is 165 quarters a minute, printed `165`, not
+/// `165.000165000165`).
 fn bpm_text(micros: u32) -> String {
-    format!("{}", 60_000_000.0 / micros as f64)
+    let bpm = 60_000_000.0 / micros.max(1) as f64;
+    (0..=6)
+        .map(|decimals| format!("{bpm:.decimals$}"))
+        .find(|text| text.parse::<f64>().is_ok_and(|b| crate::time::bpm_to_micros(b) == micros))
+        .unwrap_or_else(|| format!("{bpm}"))
+}
+
+/// Each voice's `V:` id: a voice's name when it is one ABC word no other voice has, else the
+/// name made into one (spaces and marks become `_`) and made unique with `_2`, `_3` ... The
+/// reader knows a voice by its id alone, so two tracks named "Solo Violin" must not print as
+/// one `V:Solo` voice, and a name with a line break must not start a header line.
+fn voice_ids(names: &[String]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let word: String = name
+                .chars()
+                .map(|c| if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+                .collect();
+            let word = if word.trim_matches('_').is_empty() { (i + 1).to_string() } else { word };
+            let mut id = word.clone();
+            let mut n = 2;
+            while !taken.insert(id.clone()) {
+                id = format!("{word}_{n}");
+                n += 1;
+            }
+            id
+        })
+        .collect()
 }
 
 /// Prints `score` as ABC text.
@@ -246,11 +276,26 @@ pub fn print(score: &Score) -> String {
         name == "1" && ch == 0 && prog == default_program
     };
     let bars = score.bar_starts();
-    let repeats = find_repeats(score, &bars, voice_count);
-    for vi in 0..voice_count {
+    let repeats = Repeats::new(find_repeats(score, &bars, voice_count), bars.len());
+    let marks = Marks::new(score);
+    // Each voice's notes, in start order, found in one pass rather than one pass per voice.
+    let mut by_voice: Vec<Vec<&Note>> = vec![Vec::new(); voice_count];
+    for n in &score.notes {
+        if let Some(v) = by_voice.get_mut(n.voice as usize) {
+            v.push(n);
+        }
+    }
+    let ids = voice_ids(&(0..voice_count).map(|vi| voice_info(vi).0).collect::<Vec<_>>());
+    for (vi, notes) in by_voice.iter().enumerate() {
         let (name, channel, program) = voice_info(vi);
         if !plain {
-            let _ = writeln!(out, "V:{name}");
+            let id = &ids[vi];
+            if *id == name {
+                let _ = writeln!(out, "V:{id}");
+            } else {
+                // Other ABC programs show the name; cadenza reads the id.
+                let _ = writeln!(out, "V:{id} name=\"{}\"", one_line(&name).replace('"', "'"));
+            }
             if program != default_program {
                 let _ = writeln!(out, "%%MIDI program {program}");
             }
@@ -258,9 +303,78 @@ pub fn print(score: &Score) -> String {
                 let _ = writeln!(out, "%%MIDI channel {}", channel as u32 + 1);
             }
         }
-        print_voice(&mut out, score, vi, &bars, &repeats, unit);
+        print_voice(&mut out, score, vi, notes, &bars, &repeats, &marks, unit);
     }
     out
+}
+
+/// Which bars `find_repeats` folded, indexed by bar so printing each bar asks in O(1).
+struct Repeats {
+    /// The section starting at this bar is printed between `|:` and `:|`.
+    starts: Vec<bool>,
+    /// This bar is the second copy of a repeated section: not printed.
+    skipped: Vec<bool>,
+    /// The bar printed after this one (after a `:|`, the copy is skipped).
+    next_printed: Vec<usize>,
+}
+
+impl Repeats {
+    fn new(sections: Vec<(usize, usize)>, nbars: usize) -> Self {
+        let mut r = Repeats {
+            starts: vec![false; nbars + 1],
+            skipped: vec![false; nbars],
+            next_printed: (1..=nbars).collect(),
+        };
+        for (i, k) in sections {
+            r.starts[i] = true;
+            r.skipped[i + k..i + 2 * k].iter_mut().for_each(|s| *s = true);
+            r.next_printed[i + k - 1] = i + 2 * k;
+        }
+        r
+    }
+}
+
+/// Everything printed at a tick besides notes (keys, meters, parts, tempo changes, chord
+/// symbols), each sorted by tick once, so printing walks them with cursors in one pass.
+struct Marks<'s> {
+    keys: Vec<(Tick, &'s Key)>,
+    meters: Vec<(Tick, crate::time::Meter)>,
+    parts: Vec<(Tick, &'s str)>,
+    tempos: Vec<(Tick, u32)>,
+    chords: Vec<(Tick, &'s str)>,
+}
+
+impl<'s> Marks<'s> {
+    fn new(score: &'s Score) -> Self {
+        let m = &score.meta;
+        let mut marks = Marks {
+            keys: m.keys.iter().map(|(t, k)| (*t, k)).collect(),
+            meters: m.meters.clone(),
+            parts: m.parts.iter().map(|(t, p)| (*t, p.as_str())).collect(),
+            tempos: m.tempo.changes().iter().map(|c| (c.tick, c.micros_per_quarter)).collect(),
+            chords: m.chord_symbols.iter().map(|(t, c)| (*t, c.as_str())).collect(),
+        };
+        // Stable sorts: marks at one tick keep the order they were written in.
+        marks.keys.sort_by_key(|x| x.0);
+        marks.meters.sort_by_key(|x| x.0);
+        marks.parts.sort_by_key(|x| x.0);
+        marks.tempos.sort_by_key(|x| x.0);
+        marks.chords.sort_by_key(|x| x.0);
+        marks
+    }
+}
+
+/// The entries of a tick-sorted list at tick `t`, advancing `cursor` past earlier ones (the
+/// ticks asked for only grow).
+fn at_tick<'a, T>(list: &'a [(Tick, T)], cursor: &mut usize, t: Tick) -> &'a [(Tick, T)] {
+    while *cursor < list.len() && list[*cursor].0 < t {
+        *cursor += 1;
+    }
+    let from = *cursor;
+    while *cursor < list.len() && list[*cursor].0 == t {
+        *cursor += 1;
+    }
+    &list[from..*cursor]
 }
 
 /// Field values must stay on their line.
@@ -276,26 +390,54 @@ fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<(usize, usiz
         return Vec::new();
     }
     let ends: Vec<Tick> = bars.iter().skip(1).copied().chain(std::iter::once(score.length)).collect();
-    // Each bar's content relative to its start, or None if a note crosses its edges.
+    // Which bar starts a note sounds across (start < edge < end): a difference array over bar
+    // indices, so a long note costs two binary searches, not one step per bar it spans.
+    let mut crossed = vec![0i64; bars.len() + 1];
+    for n in &score.notes {
+        let first = bars.partition_point(|&b| b <= n.start);
+        let last = bars.partition_point(|&b| b < n.end());
+        if first < last {
+            crossed[first] += 1;
+            crossed[last] -= 1;
+        }
+    }
+    let mut running = 0;
+    let edge_crossed: Vec<bool> = crossed
+        .iter()
+        .map(|d| {
+            running += d;
+            running > 0
+        })
+        .collect();
+    let mut chords: Vec<(Tick, &str)> = m.chord_symbols.iter().map(|(t, c)| (*t, c.as_str())).collect();
+    chords.sort_by_key(|c| c.0);
+    // Each bar's content relative to its start, or None if a note crosses its edges. Notes are
+    // sorted by start, so each bar's notes are the next run of them.
     type BarNotes = Vec<(u8, Tick, Tick, u8, u8)>;
     type BarContent<'s> = Option<(BarNotes, Vec<(Tick, &'s str)>)>;
+    let (mut next_note, mut next_chord) = (0, 0);
     let content: Vec<BarContent> = bars
         .iter()
         .zip(&ends)
-        .map(|(&a, &b)| {
-            let mut notes = Vec::new();
-            for n in &score.notes {
-                let inside = n.start >= a && n.end() <= b;
-                let crosses = (n.start < a && n.end() > a) || (n.start < b && n.end() > b);
-                if crosses {
-                    return None;
-                }
-                if inside && n.start < b {
-                    notes.push((n.voice.min(voices as u8), n.start - a, n.dur, n.pitch, n.velocity));
-                }
+        .enumerate()
+        .map(|(i, (&a, &b))| {
+            let from = next_note;
+            while next_note < score.notes.len() && score.notes[next_note].start < b {
+                next_note += 1;
             }
-            let chords =
-                m.chord_symbols.iter().filter(|(t, _)| *t >= a && *t < b).map(|(t, s)| (t - a, s.as_str())).collect();
+            let chord_from = next_chord;
+            while next_chord < chords.len() && chords[next_chord].0 < b {
+                next_chord += 1;
+            }
+            if edge_crossed[i] || edge_crossed.get(i + 1).copied().unwrap_or(false) {
+                return None;
+            }
+            let notes = score.notes[from..next_note]
+                .iter()
+                .filter(|n| n.start >= a)
+                .map(|n| (n.voice.min(voices as u8), n.start - a, n.dur, n.pitch, n.velocity))
+                .collect();
+            let chords = chords[chord_from..next_chord].iter().filter(|c| c.0 >= a).map(|&(t, s)| (t - a, s)).collect();
             Some((notes, chords))
         })
         .collect();
@@ -328,8 +470,17 @@ fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<(usize, usiz
     out
 }
 
-fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeats: &[(usize, usize)], unit: Tick) {
-    let notes: Vec<&Note> = score.notes.iter().filter(|n| n.voice as usize == vi).collect();
+#[allow(clippy::too_many_arguments)]
+fn print_voice(
+    out: &mut String,
+    score: &Score,
+    vi: usize,
+    notes: &[&Note],
+    bars: &[Tick],
+    repeats: &Repeats,
+    marks: &Marks,
+    unit: Tick,
+) {
     let end = score.length;
     if end == 0 {
         return;
@@ -338,7 +489,7 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
     // Where this voice must be cut: bar lines, note edges, and every tick something is written.
     let mut cuts: Vec<Tick> = Vec::with_capacity(notes.len() * 2 + bars.len() + 2);
     cuts.extend_from_slice(bars);
-    for n in &notes {
+    for n in notes {
         cuts.push(n.start);
         cuts.push(n.end());
     }
@@ -355,11 +506,12 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
     cuts.sort_unstable();
     cuts.dedup();
 
-    // Skipped bars (the second copy of a repeated section) and bar-line kinds.
-    let skip = |b: usize| repeats.iter().any(|&(i, k)| b >= i + k && b < i + 2 * k);
-    let starts_rep = |b: usize| repeats.iter().any(|&(i, _)| i == b);
+    let skip = |b: usize| repeats.skipped[b];
+    let starts_rep = |b: usize| repeats.starts[b];
 
     let mut active: Vec<&Note> = Vec::new();
+    // Where each list of `marks` has been read up to: keys, meters, parts, tempos, chords.
+    let mut cursors = [0usize; 5];
     let mut velocity = 80u8;
     let mut next = 0;
     let mut bar_index = 0;
@@ -379,7 +531,7 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
             let lead = if bar == 0 { meter.bar_ticks().saturating_sub(stop - start) } else { 0 };
             render_bar(out, elems, key, beam_beat(meter, unit), lead, unit);
             // The bar printed next: after a `:|` the copy is skipped.
-            let next_printed = repeats.iter().find(|&&(i, k)| i + k == bar + 1).map_or(bar + 1, |&(i, k)| i + 2 * k);
+            let next_printed = repeats.next_printed[bar];
             let last = next_printed >= nbars;
             let bl = match (next_printed != bar + 1, starts_rep(next_printed) && !last) {
                 (true, true) => ":|:",
@@ -411,25 +563,28 @@ fn print_voice(out: &mut String, score: &Score, vi: usize, bars: &[Tick], repeat
         }
         let mut prefix = String::new();
         let mut key_here = None;
+        let keys_here = at_tick(&marks.keys, &mut cursors[0], t);
+        let meters_here = at_tick(&marks.meters, &mut cursors[1], t);
         if t > 0 {
-            if let Some((_, k)) = m.keys.iter().find(|(kt, _)| *kt == t) {
+            if let Some((_, k)) = keys_here.first() {
                 let _ = write!(prefix, "[K:{k}]");
-                key_here = Some(k.clone());
+                key_here = Some((*k).clone());
             }
-            if let Some((_, me)) = m.meters.iter().find(|(mt, _)| *mt == t) {
+            if let Some((_, me)) = meters_here.first() {
                 let _ = write!(prefix, "[M:{me}]");
             }
         }
         if vi == 0 {
-            for (_, p) in m.parts.iter().filter(|(pt, _)| *pt == t) {
+            for (_, p) in at_tick(&marks.parts, &mut cursors[2], t) {
                 let _ = write!(prefix, "[P:{}]", p.replace(']', ""));
             }
+            let tempos_here = at_tick(&marks.tempos, &mut cursors[3], t);
             if t > 0 {
-                if let Some(c) = m.tempo.changes().iter().find(|c| c.tick == t) {
-                    let _ = write!(prefix, "[Q:1/4={}]", bpm_text(c.micros_per_quarter));
+                if let Some((_, micros)) = tempos_here.first() {
+                    let _ = write!(prefix, "[Q:1/4={}]", bpm_text(*micros));
                 }
             }
-            for (_, c) in m.chord_symbols.iter().filter(|(ct, _)| *ct == t) {
+            for (_, c) in at_tick(&marks.chords, &mut cursors[4], t) {
                 let _ = write!(prefix, "\"{}\"", c.replace('"', "'"));
             }
         }

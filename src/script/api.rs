@@ -197,7 +197,24 @@ fn repeat_bounded(s: &Score, n: INT) -> Res<Score> {
             crate::score::MAX_REPEAT_NOTES
         ));
     }
-    Ok(s.repeat(times))
+    within_bounds(s.repeat(times))
+}
+
+/// A score made by a script operation, refused (with the bound it passes) beyond the sizes any
+/// score may have, so `a + a + a ...` or `stretch(1e9)` cannot grow without end.
+fn within_bounds(s: Score) -> Res<Score> {
+    s.check_size().or_else(err)?;
+    Ok(s)
+}
+
+/// The scores of a script array, or an error naming the first value that is not one.
+fn scores_of(what: &str, list: Array) -> Res<Vec<Score>> {
+    list.into_iter()
+        .map(|v| {
+            let name = v.type_name();
+            v.try_cast::<Score>().map_or_else(|| err(format!("{what}: expected scores, found {name}")), Ok)
+        })
+        .collect()
 }
 
 /// The options map of `gen`, checked: unknown keys are errors, so a typo is not ignored.
@@ -311,36 +328,16 @@ fn register_score(engine: &mut Engine) {
     engine.register_fn("slice", |s: &mut Score, from: INT, to: INT| -> Res<Score> {
         s.slice_bars(to_u32(from, "first bar")?, to_u32(to, "end bar")?).or_else(err)
     });
-    engine.register_fn("concat", |a: &mut Score, b: Score| a.concat(&b));
+    engine.register_fn("concat", |a: &mut Score, b: Score| within_bounds(a.concat(&b)));
     engine.register_fn("concat", |list: Array| -> Res<Score> {
-        let mut out: Option<Score> = None;
-        for v in list {
-            let Some(s) = v.clone().try_cast::<Score>() else {
-                return err(format!("concat: expected scores, found {}", v.type_name()));
-            };
-            out = Some(match out {
-                None => s,
-                Some(o) => o.concat(&s),
-            });
-        }
-        Ok(out.unwrap_or_default())
+        within_bounds(Score::concat_all(&scores_of("concat", list)?))
     });
-    engine.register_fn("+", |a: Score, b: Score| a.concat(&b));
+    engine.register_fn("+", |a: Score, b: Score| within_bounds(a.concat(&b)));
     engine.register_fn("repeat", |s: &mut Score, n: INT| -> Res<Score> { repeat_bounded(s, n) });
     engine.register_fn("*", |s: Score, n: INT| -> Res<Score> { repeat_bounded(&s, n) });
-    engine.register_fn("stack", |a: &mut Score, b: Score| a.merge(&b));
+    engine.register_fn("stack", |a: &mut Score, b: Score| within_bounds(a.merge(&b)));
     engine.register_fn("stack", |list: Array| -> Res<Score> {
-        let mut out: Option<Score> = None;
-        for v in list {
-            let Some(s) = v.clone().try_cast::<Score>() else {
-                return err(format!("stack: expected scores, found {}", v.type_name()));
-            };
-            out = Some(match out {
-                None => s,
-                Some(o) => o.merge(&s),
-            });
-        }
-        Ok(out.unwrap_or_default())
+        within_bounds(Score::merge_all(&scores_of("stack", list)?))
     });
     engine.register_fn("quantize", |s: &mut Score, division: INT| -> Res<Score> {
         // `division` as in note values: 8 = eighth notes, 16 = sixteenths.
@@ -356,7 +353,7 @@ fn register_score(engine: &mut Engine) {
         // A rational close to the factor keeps tick arithmetic exact.
         let den = 1000u64;
         let num = (factor * den as f64).round().max(1.0) as u64;
-        s.stretch(num, den).or_else(err)
+        within_bounds(s.stretch(num, den).or_else(err)?)
     });
     engine.register_fn("channel", |s: &mut Score, ch: INT| -> Res<Score> {
         if !(1..=16).contains(&ch) {

@@ -73,6 +73,10 @@ pub enum Invalid {
     TooManyVoices(usize),
     #[error("a gap of {0} ticks between events is longer than MIDI can store")]
     GapTooLong(Tick),
+    /// Beyond a score's documented bounds ([`crate::score::MAX_TICKS`] and the others): a tiny
+    /// file can claim days of music in one delta.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// Which Standard MIDI File layout to write.
@@ -131,6 +135,18 @@ const SIDECAR_TAG: &[u8] = b"\x7Dcadenza1";
 struct Sidecar {
     voices: Vec<Voice>,
     meta: Meta,
+}
+
+impl Sidecar {
+    /// Whether the sidecar says only what a score may hold: it comes from a file anyone may have
+    /// edited, and a channel of 201 or a meter of 0/0 in it would be written out as given. A
+    /// sidecar that is not sound is ignored and the file read from its MIDI events alone.
+    fn is_sound(&self) -> bool {
+        self.voices.len() <= crate::score::MAX_VOICES
+            && self.voices.iter().all(|v| v.channel < 16 && v.program < 128)
+            && self.meta.meters.iter().all(|(_, m)| m.is_writable())
+            && self.meta.program.is_none_or(|p| p < 128)
+    }
 }
 
 /// How a meter looks in a MIDI time signature (numerator, power-of-two denominator).
@@ -338,7 +354,10 @@ fn parse(bytes: &[u8]) -> Result<Score, Invalid> {
                 TrackEventKind::Meta(meta) => match meta {
                     MetaMessage::EndOfTrack => break,
                     MetaMessage::Tempo(us) if !timecode && us.as_int() > 0 => tempos.push((now, us.as_int())),
-                    MetaMessage::TimeSignature(num, den_pow, _, _) if num > 0 && den_pow < 16 => {
+                    // A time signature no score format can write (`1/32768`) is left out.
+                    MetaMessage::TimeSignature(num, den_pow, _, _)
+                        if den_pow < 16 && Meter::new(num as u32, 1 << den_pow).is_writable() =>
+                    {
                         meters.push((now, Meter::new(num as u32, 1 << den_pow)))
                     }
                     MetaMessage::KeySignature(sf, minor) if (-7..=7).contains(&sf) => {
@@ -349,7 +368,7 @@ fn parse(bytes: &[u8]) -> Result<Score, Invalid> {
                     }
                     MetaMessage::Marker(text) => markers.push((now, String::from_utf8_lossy(text).trim().to_string())),
                     MetaMessage::SequencerSpecific(data) if data.starts_with(SIDECAR_TAG) => {
-                        sidecar = serde_json::from_slice(&data[SIDECAR_TAG.len()..]).ok();
+                        sidecar = serde_json::from_slice(&data[SIDECAR_TAG.len()..]).ok().filter(Sidecar::is_sound);
                     }
                     _ => {}
                 },
@@ -377,6 +396,7 @@ fn parse(bytes: &[u8]) -> Result<Score, Invalid> {
     build_meta(&mut score.meta, &infos, tempos, meters, keys, markers, sidecar);
     score.length = length;
     score.normalize();
+    score.check_size().map_err(|e| Invalid::TooLarge(e.to_string()))?;
     Ok(score)
 }
 

@@ -369,6 +369,7 @@ fn parse_str(text: &str) -> Result<Score, Failure> {
     score.meta.keys = dedup(keys);
     score.length = ticks(t);
     score.normalize();
+    score.check_size().map_err(|e| Failure::Unsupported(e.to_string()))?;
     Ok(score)
 }
 
@@ -546,7 +547,7 @@ fn read_time(tm: Node) -> Option<Meter> {
     }
     let beats: u32 = child_text(tm, "beats")?.split('+').map(|b| b.trim().parse::<u32>().ok()).sum::<Option<u32>>()?;
     let den: u32 = child_text(tm, "beat-type")?.parse().ok()?;
-    if beats == 0 || den == 0 || beats > 64 || den > 64 {
+    if !Meter::new(beats, den).is_writable() {
         return None;
     }
     let symbol = match tm.attribute("symbol") {

@@ -577,3 +577,123 @@ fn musicxml_corpus_report() {
     }
     println!("{ok}/{} MusicXML files read, {notes} notes, {:.2} s", files.len(), t.elapsed().as_secs_f64());
 }
+
+/// A variable-length quantity, as SMF deltas and meta lengths are written.
+fn vlq(mut v: u32) -> Vec<u8> {
+    let mut out = vec![(v & 0x7F) as u8];
+    v >>= 7;
+    while v > 0 {
+        out.insert(0, (v & 0x7F) as u8 | 0x80);
+        v >>= 7;
+    }
+    out
+}
+
+/// A meta event at delta 0.
+fn meta(kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x00, 0xFF, kind];
+    out.extend(vlq(data.len() as u32));
+    out.extend(data);
+    out
+}
+
+/// One track of a hostile file: a name anyone could type into a sequencer, a time signature
+/// (numerator, power-of-two denominator) and a tempo as given, then a melody on the sixteenth
+/// grid (each note `(sixteenths, pitch)`, or a rest when the pitch is 0).
+fn hostile_track(name: &str, ts: (u8, u8), micros: u32, channel: u8, melody: &[(u8, u8)]) -> Vec<u8> {
+    let mut t = meta(0x03, name.as_bytes());
+    t.extend(meta(0x58, &[ts.0, ts.1, 24, 8]));
+    t.extend(meta(0x51, &micros.to_be_bytes()[1..]));
+    let mut wait = 0u32;
+    for &(sixteenths, pitch) in melody {
+        let len = sixteenths as u32 * 120;
+        if pitch == 0 {
+            wait += len;
+            continue;
+        }
+        t.extend(vlq(wait));
+        t.extend([0x90 | channel, pitch, 90]);
+        t.extend(vlq(len));
+        t.extend([0x80 | channel, pitch, 0]);
+        wait = 0;
+    }
+    t.extend([0x00, 0xFF, 0x2F, 0x00]);
+    t
+}
+
+/// `(voice, start, dur, pitch)` of every note, sorted.
+fn voiced(s: &Score) -> Vec<(u8, Tick, Tick, u8)> {
+    let mut v: Vec<_> = s.notes.iter().map(|n| (n.voice, n.start, n.dur, n.pitch)).collect();
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Whatever cadenza writes, it reads back to the same notes, even from files with hostile
+    /// metadata: duplicate track names, names with spaces, line breaks, quotes and ABC field
+    /// syntax, time signatures such as 1/32768 or 0/4, and any tempo MIDI can store.
+    #[test]
+    fn hostile_metadata_survives_midi_abc_midi(
+        names in prop::collection::vec(prop::sample::select(vec![
+            "Solo Violin", "Solo Violin", "", " ", "V:2", "x\nK:F#\nT:injected", "\"quoted\" ]%", "1", "1", "Ünïcödé",
+        ]), 2..5),
+        ts in prop::collection::vec((0u8..=255, 0u8..=20), 2..5),
+        micros in 1u32..=0xFF_FFFF,
+        melodies in prop::collection::vec(prop::collection::vec((1u8..=8, prop::sample::select(vec![0u8, 48, 60, 62, 67, 72, 84])), 1..12), 2..5),
+    ) {
+        let tracks: Vec<Vec<u8>> = names
+            .iter()
+            .zip(melodies.iter().cycle())
+            .enumerate()
+            .map(|(i, (name, melody))| hostile_track(name, ts[i % ts.len()], micros, i as u8, melody))
+            .collect();
+        let refs: Vec<&[u8]> = tracks.iter().map(Vec::as_slice).collect();
+        let score = midi_file::read_bytes(&smf(1, 480, &refs)).unwrap();
+        for (_, m) in &score.meta.meters {
+            prop_assert!(m.is_writable(), "meter {m} kept");
+        }
+        let text = cadenza::dsl::print(&score);
+        let back = cadenza::dsl::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}\n{e}")))?;
+        prop_assert_eq!(back.voices.len(), score.voices.len(), "printed:\n{}", text);
+        prop_assert_eq!(voiced(&back), voiced(&score), "printed:\n{}", text);
+        prop_assert_eq!(back.meta.tempo.changes()[0].micros_per_quarter, micros);
+        let again = midi_file::read_bytes(&midi_file::to_bytes(&back).unwrap()).unwrap();
+        prop_assert_eq!(voiced(&again), voiced(&score));
+    }
+}
+
+/// A tiny file may claim days of music in one delta: reading it is refused with the bound it
+/// passes, instead of a per-bar pass allocating gigabytes (issue 13, 37 bytes → 4 GB).
+#[test]
+fn a_file_claiming_a_huge_length_is_refused() {
+    let mut track = vec![0x00, 0x90, 60, 64];
+    track.extend(vlq(0x0FFF_FFFF)); // the largest delta SMF can store: 2^28 - 1 ticks
+    track.extend([0x80, 60, 0, 0x00, 0xFF, 0x2F, 0x00]);
+    match invalid(midi_file::read_bytes(&smf(0, 1, &[&track]))) {
+        Invalid::TooLarge(why) => assert!(why.contains("at most 134217728 ticks"), "{why}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The same note at a sane length reads.
+    let mut short = vec![0x00, 0x90, 60, 64];
+    short.extend(vlq(480 * 64));
+    short.extend([0x80, 60, 0, 0x00, 0xFF, 0x2F, 0x00]);
+    assert_eq!(midi_file::read_bytes(&smf(0, 480, &[&short])).unwrap().notes.len(), 1);
+}
+
+/// A sidecar (cadenza's own metadata event) edited to say channel 201 or meter 0/0 is ignored:
+/// the file reads from its events, and prints as ABC that reads back.
+#[test]
+fn an_unsound_sidecar_is_ignored() {
+    let mut score = cadenza::dsl::parse("X:1\nL:1/4\nK:C\nV:a\nCDEF|\nV:b\nEFGA|\n").unwrap();
+    score.voices[1].channel = 200;
+    score.meta.meters = vec![(0, Meter::new(0, 0))];
+    let bytes = midi_file::to_bytes(&score).unwrap();
+    let back = midi_file::read_bytes(&bytes).unwrap();
+    assert!(back.voices.iter().all(|v| v.channel < 16), "{:?}", back.voices);
+    assert!(back.meta.meters.iter().all(|(_, m)| m.is_writable()), "{:?}", back.meta.meters);
+    let text = cadenza::dsl::print(&back);
+    assert!(!text.contains("channel 201"), "{text}");
+    assert_eq!(voiced(&cadenza::dsl::parse(&text).unwrap()), voiced(&back));
+}

@@ -75,6 +75,9 @@ fn score_methods_equal_the_score_operations() {
     assert_eq!(score_of(s.eval("t.repeat(3)").unwrap()), t.repeat(3));
     assert_eq!(score_of(s.eval("t * 2").unwrap()), t.repeat(2));
     assert_eq!(score_of(s.eval("t.stack(t.transpose(7))").unwrap()), t.merge(&t.transpose(7).unwrap()));
+    let (up, down) = (t.transpose(7).unwrap(), t.transpose(-5).unwrap());
+    assert_eq!(score_of(s.eval("stack([t, t.transpose(7), t.transpose(-5)])").unwrap()), t.merge(&up).merge(&down));
+    assert_eq!(score_of(s.eval("concat([t, t.transpose(7), t])").unwrap()), t.concat(&up).concat(&t));
     assert_eq!(score_of(s.eval("t.quantize(8)").unwrap()), t.quantize(240).unwrap());
     assert_eq!(s.eval("t.bars").unwrap().as_int().unwrap(), 4);
     assert_eq!(s.eval("t.len").unwrap().as_int().unwrap(), t.notes.len() as i64);
@@ -88,6 +91,13 @@ fn score_methods_equal_the_score_operations() {
     assert!(e.contains("out of MIDI"), "{e}");
     let e = s.eval("t.slice(3, 1)").unwrap_err().to_string();
     assert!(e.contains("empty or reversed"), "{e}");
+    // Growing a score past the bounds every score has is refused, saying which bound.
+    let e = s.eval("t.stretch(1000000.0)").unwrap_err().to_string();
+    assert!(e.contains("too large") && e.contains("at most 134217728 ticks"), "{e}");
+    let e = s.eval("let u = t; for i in 0..20 { u = u + u; } u").unwrap_err().to_string();
+    assert!(e.contains("too large"), "{e}");
+    let e = s.eval("let v = []; for i in 0..257 { v.push(t) } stack(v)").unwrap_err().to_string();
+    assert!(e.contains("257 voices"), "{e}");
     // The REPL shows a score as one line.
     let v = s.eval("t").unwrap();
     assert_eq!(s.describe(&v).unwrap(), "Score(4 bars, 24 notes, K:G M:6/8, \"Kesh\", G4..G5)");
