@@ -43,7 +43,13 @@ pub enum MusicXmlError {
 /// Reads a MusicXML file (`.mxl` archives by their zip signature, whatever the extension).
 pub fn read(path: impl AsRef<Path>) -> Result<Score, MusicXmlError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| MusicXmlError::Read { path: path.to_path_buf(), source })?;
+    let read_err = |source| MusicXmlError::Read { path: path.to_path_buf(), source };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > MAX_XML_BYTES {
+        let reason = format!("{size} bytes; at most {MAX_XML_BYTES} are read");
+        return Err(MusicXmlError::Unsupported { path: path.to_path_buf(), reason });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
     read_bytes(&bytes, path)
 }
 
@@ -76,14 +82,23 @@ enum Failure {
 fn unzip_root(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
     let read_entry = |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> Result<Vec<u8>, String> {
-        let mut f = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+        let f = zip.by_name(name).map_err(|e| format!("{name}: {e}"))?;
+        let too_big = |size: u64| format!("{name} unpacks to {size} bytes; at most {MAX_XML_BYTES} are read");
+        if f.size() > MAX_XML_BYTES {
+            return Err(too_big(f.size()));
+        }
+        // The declared size is the archive's word; the bytes read are held to the bound too.
         let mut out = Vec::new();
-        f.read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+        f.take(MAX_XML_BYTES + 1).read_to_end(&mut out).map_err(|e| format!("{name}: {e}"))?;
+        if out.len() as u64 > MAX_XML_BYTES {
+            return Err(too_big(out.len() as u64));
+        }
         Ok(out)
     };
     let root = match read_entry(&mut zip, "META-INF/container.xml") {
         Ok(container) => {
             let text = decode_text(&container);
+            check_depth(&text).map_err(|e| format!("META-INF/container.xml: {e}"))?;
             let doc = Document::parse(&text).map_err(|e| format!("META-INF/container.xml: {e}"))?;
             doc.descendants()
                 .find(|n| n.has_tag_name("rootfile"))
@@ -227,7 +242,74 @@ fn beat_unit_quarters(unit: &str, dots: usize) -> Option<f64> {
     Some(base * (2.0 - 0.5f64.powi(dots as i32)))
 }
 
+/// Deepest element nesting read: real MusicXML nests about ten deep. roxmltree recurses once
+/// per level, so a document 20,000 levels deep would overflow the stack and abort.
+pub const MAX_XML_DEPTH: usize = 256;
+/// Largest MusicXML text read, from a file or unpacked from an `.mxl`: a large orchestral
+/// score is tens of megabytes; a zip entry claiming gigabytes is refused before it is unpacked.
+pub const MAX_XML_BYTES: u64 = 256 << 20;
+
+/// Refuses XML nested deeper than [`MAX_XML_DEPTH`] before a tree is built, naming the line
+/// where the limit is passed. A linear scan that knows comments, CDATA, processing
+/// instructions, declarations and quoted attribute values; anything else malformed is left to
+/// the parser to report.
+fn check_depth(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    let skip_past = |from: usize, end: &[u8]| -> usize {
+        b[from..].windows(end.len()).position(|w| w == end).map_or(b.len(), |p| from + p + end.len())
+    };
+    // The index just past the `>` closing a tag or declaration that starts at `from`, skipping
+    // quoted values and, in a DOCTYPE, the bracketed internal subset.
+    let tag_end = |from: usize| -> usize {
+        let (mut i, mut quote, mut brackets) = (from, 0u8, 0usize);
+        while i < b.len() {
+            match b[i] {
+                q if quote == q => quote = 0,
+                _ if quote != 0 => {}
+                q @ (b'"' | b'\'') => quote = q,
+                b'[' => brackets += 1,
+                b']' => brackets = brackets.saturating_sub(1),
+                b'>' if brackets == 0 => return i + 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        b.len()
+    };
+    let (mut i, mut depth) = (0, 0usize);
+    while let Some(p) = b[i..].iter().position(|&c| c == b'<') {
+        let at = i + p;
+        let rest = &b[at..];
+        i = if rest.starts_with(b"<!--") {
+            skip_past(at + 4, b"-->")
+        } else if rest.starts_with(b"<![CDATA[") {
+            skip_past(at + 9, b"]]>")
+        } else if rest.starts_with(b"<?") {
+            skip_past(at + 2, b"?>")
+        } else if rest.starts_with(b"<!") {
+            tag_end(at + 2)
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            tag_end(at + 2)
+        } else {
+            let end = tag_end(at + 1);
+            if end >= 2 && b[end - 2] != b'/' {
+                depth += 1;
+                if depth > MAX_XML_DEPTH {
+                    let line = b[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+                    return Err(format!(
+                        "elements nested more than {MAX_XML_DEPTH} deep (line {line}); real MusicXML nests about ten"
+                    ));
+                }
+            }
+            end
+        };
+    }
+    Ok(())
+}
+
 fn parse_str(text: &str) -> Result<Score, Failure> {
+    check_depth(text).map_err(Failure::Xml)?;
     let opts = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
     let doc = Document::parse_with_options(text, opts).map_err(|e| Failure::Xml(e.to_string()))?;
     let root = doc.root_element();
@@ -609,6 +691,43 @@ fn playing_order(bars: &[Barlines]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// Regression: 20,000 nested elements overflowed roxmltree's recursion and aborted.
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = |n: usize| format!("<score-partwise>{}{}</score-partwise>", "<a>".repeat(n), "</a>".repeat(n));
+        let e = read_str(&deep(20_000)).unwrap_err().to_string();
+        assert!(e.contains("nested more than 256 deep"), "{e}");
+        // At the limit it goes on to the parser (which finds no parts, not a nesting error).
+        let e = read_str(&deep(MAX_XML_DEPTH - 1)).unwrap_err().to_string();
+        assert!(!e.contains("nested"), "{e}");
+        // Comments, CDATA, quoted `>` and `/>`, self-closing tags and a DOCTYPE subset count
+        // nothing.
+        let tricky = format!(
+            "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY e \"<b>\">]><score-partwise a=\"/>\" b='>'>{}{}</score-partwise>",
+            "<!-- <c> --><![CDATA[<d>]]><e/><f x=\"<g>\"></f>".repeat(1000),
+            format!("{}{}", "<h>".repeat(10), "</h>".repeat(10))
+        );
+        assert_eq!(check_depth(&tricky), Ok(()));
+    }
+
+    /// An `.mxl` entry that claims to unpack to gigabytes is refused before it is unpacked.
+    #[test]
+    fn an_archive_entry_claiming_gigabytes_is_refused() {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("score.xml", stored).unwrap();
+        zip.write_all(b"<score-partwise/>").unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        // As written, the archive unpacks (the score inside is read, empty as it is).
+        assert!(!matches!(read_bytes(&bytes, Path::new("ok.mxl")), Err(MusicXmlError::Archive { .. })));
+        // The central directory's uncompressed size (offset 24 of its header) says 3 GB.
+        let cd = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        bytes[cd + 24..cd + 28].copy_from_slice(&3_000_000_000u32.to_le_bytes());
+        let e = read_bytes(&bytes, Path::new("bomb.mxl")).unwrap_err().to_string();
+        assert!(e.contains("unpacks to 3000000000 bytes"), "{e}");
+    }
 
     #[test]
     fn repeats_and_endings_expand() {
