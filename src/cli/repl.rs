@@ -58,6 +58,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, session.cancel_flag());
     let _sigint2 = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
     let _sigterm = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
+    // Registering a flag replaces SIGTERM's default of ending the process, so the script must be
+    // stopped by it too, or a busy script would never end.
+    let _sigterm2 = signal_hook::flag::register(signal_hook::consts::SIGTERM, session.cancel_flag());
     let result = session.eval(&expr);
     let status = match &result {
         Ok(v) => {

@@ -30,10 +30,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = super::repl::options(&args.session, script::stdout_output());
     let mut session = Session::new(options);
     let cancel = Arc::new(AtomicBool::new(false));
-    // Ctrl-C stops the script (and then the wait); SIGTERM ends the wait. Notes go off either way.
+    // Ctrl-C and SIGTERM stop the script and the wait. Notes go off either way.
     let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, session.cancel_flag());
     let _sigint2 = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
     let _sigterm = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
+    // Registering a flag replaces SIGTERM's default of ending the process, so the script must be
+    // stopped by it too, or a busy script would never end.
+    let _sigterm2 = signal_hook::flag::register(signal_hook::consts::SIGTERM, session.cancel_flag());
     session.set_var("ARGS", args.args.iter().map(|a| rhai::Dynamic::from(a.clone())).collect::<rhai::Array>().into());
     let result = run_file(&mut session, &args.file);
     if result.is_ok() {

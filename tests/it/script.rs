@@ -21,6 +21,46 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Regression: SIGTERM was registered only to end the wait after a script, so `cadenza -e` or
+/// `cadenza run` busy in a loop of slow built-ins ignored it (850 s). Ctrl-C and SIGTERM both
+/// stop a running script. The 60 s deadline only tells a hang from an exit; it times nothing.
+#[test]
+fn sigterm_and_ctrl_c_stop_a_busy_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.rhai");
+    std::fs::write(&path, "let a = []; for i in 0..100000000 { a.push(i) }\nprint(\"finished\");").unwrap();
+    for (signal, args) in [
+        (libc::SIGTERM, vec!["run".to_string(), "--no-midi".into(), path.display().to_string()]),
+        (libc::SIGINT, vec!["run".to_string(), "--no-midi".into(), path.display().to_string()]),
+        (
+            libc::SIGTERM,
+            vec!["--no-midi".to_string(), "-e".into(), "let a = []; for i in 0..100000000 { a.push(i) }".into()],
+        ),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cadenza"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // SAFETY: signalling our own child process by its pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} ignored signal {signal}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"), "{args:?}: {out:?}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("finished"), "{args:?}: {out:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The API through a Session
 // ---------------------------------------------------------------------------------------------
