@@ -36,24 +36,30 @@ pub struct SessionArgs {
     /// at the end of their cycle (without it, until the script stops them).
     #[arg(long = "for", value_name = "SECONDS")]
     pub for_seconds: Option<f64>,
+    /// A folder scripts may read and write besides the working folder (repeatable). Scripts
+    /// may use no other files: load, save, abc of a file, read_text and write_text refuse
+    /// paths outside, symbolic links followed.
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    pub allow_dirs: Vec<std::path::PathBuf>,
 }
 
-/// Session options from the shared flags.
-pub fn options(args: &SessionArgs, output: script::Output) -> Options {
+/// Session options from the shared flags; a granted folder that does not exist is an error.
+pub fn options(args: &SessionArgs, output: script::Output) -> anyhow::Result<Options> {
     let mut o = Options::new(output);
+    o.sandbox = script::sandbox::Sandbox::new(&args.allow_dirs)?;
     o.model = args.model.clone();
     o.port = args.port.clone();
     o.no_midi = args.no_midi;
     o.exit_handlers = true;
-    o
+    Ok(o)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(expr) = args.eval else {
-        let options = options(&args.session, script::stdout_output());
+        let options = options(&args.session, script::stdout_output())?;
         return crate::repl::run(crate::repl::ReplConfig { vi: args.vi, history: args.history, options });
     };
-    let mut session = Session::new(options(&args.session, script::stdout_output()));
+    let mut session = Session::new(options(&args.session, script::stdout_output())?);
     let cancel = Arc::new(AtomicBool::new(false));
     let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, session.cancel_flag());
     let _sigint2 = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());

@@ -27,7 +27,7 @@ pub enum RunError {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let options = super::repl::options(&args.session, script::stdout_output());
+    let options = super::repl::options(&args.session, script::stdout_output())?;
     let mut session = Session::new(options);
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C and SIGTERM stop the script and the wait. Notes go off either way.

@@ -1,5 +1,6 @@
 //! The functions and the `Score` type a script sees; each wraps one call into a lower layer.
 
+use super::sandbox::Access;
 use super::stage::GenOpts;
 use super::Ctx;
 use crate::score::Score;
@@ -614,16 +615,37 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
     });
 
     // --- files ---------------------------------------------------------------------------
-    engine.register_fn("write_text", |path: &str, text: &str| -> Res<()> {
-        std::fs::write(path, text).or_else(|e| err(format!("write_text {path}: {e}")))
+    // Only inside the sandbox (the working folder and --allow-dir folders).
+    let c = w.clone();
+    engine.register_fn("write_text", move |path: &str, text: &str| -> Res<()> {
+        let real = ctx_of(&c)?.stage.sandbox.check(path, Access::Write).or_else(|e| err(format!("write_text: {e}")))?;
+        std::fs::write(real, text).or_else(|e| err(format!("write_text {path}: {e}")))
     });
-    engine.register_fn("read_text", |path: &str| -> Res<String> {
-        std::fs::read_to_string(path).or_else(|e| err(format!("read_text {path}: {e}")))
+    let c = w.clone();
+    engine.register_fn("read_text", move |path: &str| -> Res<String> {
+        let real = ctx_of(&c)?.stage.sandbox.check(path, Access::Read).or_else(|e| err(format!("read_text: {e}")))?;
+        read_text_bounded(&real).or_else(|e| err(format!("read_text {path}: {e}")))
     });
 
     // --- help ------------------------------------------------------------------------------
     engine.register_fn("help", super::help::overview);
     engine.register_fn("help", |name: &str| super::help::topic(name).unwrap_or_else(|| super::help::unknown(name)));
+}
+
+/// Most bytes `read_text` reads: the longest string a script may hold.
+pub const MAX_TEXT_BYTES: u64 = super::MAX_STRING_BYTES as u64;
+
+/// A text file of at most [`MAX_TEXT_BYTES`], read without trusting its size (a device or a
+/// growing file may claim none).
+fn read_text_bounded(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_TEXT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        let msg = format!("longer than {MAX_TEXT_BYTES} bytes, the longest text a script holds");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The cancel flag of the code running on this thread (a fresh, never-raised one outside a run).

@@ -24,14 +24,16 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "load",
         signature: "load(path) -> Score",
-        about: "Reads a score from a file: .abc, .mid/.midi, .xml/.musicxml/.mxl.",
-        example: r#"save(tune, "/tmp/cadenza-help.mid"); let t = load("/tmp/cadenza-help.mid");"#,
+        about: "Reads a score from a file: .abc, .mid/.midi, .xml/.musicxml/.mxl. Scripts use files in the working \
+                folder and folders granted with --allow-dir only.",
+        example: r#"save(tune, "help.mid"); let t = load("help.mid");"#,
     },
     Topic {
         name: "save",
         signature: "save(score, path)",
-        about: "Writes a score as a MIDI file (.mid) or ABC text (.abc), by extension.",
-        example: r#"save(tune, "/tmp/cadenza-help.abc");"#,
+        about: "Writes a score as a MIDI file (.mid) or ABC text (.abc), by extension, in the working folder or a \
+                folder granted with --allow-dir.",
+        example: r#"save(tune, "help.abc");"#,
     },
     Topic {
         name: "show",
@@ -304,13 +306,13 @@ pub const TOPICS: &[Topic] = &[
         name: "write_text",
         signature: "write_text(path, text)",
         about: "Writes text to a file (a CSV of results, say).",
-        example: r#"write_text("/tmp/cadenza-help.csv", "a,b\n1,2\n");"#,
+        example: r#"write_text("help.csv", "a,b\n1,2\n");"#,
     },
     Topic {
         name: "read_text",
         signature: "read_text(path) -> string",
         about: "Reads a text file.",
-        example: r#"let t = read_text("Cargo.toml");"#,
+        example: r#"write_text("help.txt", "hello"); let t = read_text("help.txt");"#,
     },
     Topic {
         name: "help",

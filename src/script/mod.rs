@@ -9,12 +9,16 @@
 pub mod api;
 pub mod help;
 pub mod loops;
+pub mod sandbox;
 pub mod stage;
 
 use rhai::{Dynamic, Engine, EvalAltResult, ParseErrorType, Position, Scope, AST};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Longest string a script may make or read (Rhai refuses longer ones).
+pub const MAX_STRING_BYTES: usize = 16 << 20;
 
 /// Where a session's text output goes: stdout for batch runs, rustyline's external printer
 /// (above the prompt) in the REPL, a buffer in tests. Called from any thread.
@@ -160,6 +164,8 @@ pub struct Options {
     /// When the play engine starts, install its SIGTERM/SIGHUP/SIGQUIT and panic handlers
     /// (every note off on the way out). For programs, not for sessions inside tests.
     pub exit_handlers: bool,
+    /// The folders scripts may read and write (the working folder by default).
+    pub sandbox: sandbox::Sandbox,
 }
 
 impl Options {
@@ -174,6 +180,7 @@ impl Options {
             outputs: Vec::new(),
             clock: None,
             exit_handlers: false,
+            sandbox: sandbox::Sandbox::new(&[]).unwrap_or_else(|_| sandbox::Sandbox::closed()),
         }
     }
 }
@@ -229,7 +236,7 @@ impl Session {
         let mut engine = Engine::new();
         engine.set_max_call_levels(96);
         engine.set_max_expr_depths(128, 64);
-        engine.set_max_string_size(16 << 20);
+        engine.set_max_string_size(MAX_STRING_BYTES);
         engine.set_max_array_size(4 << 20);
         engine.set_max_map_size(1 << 20);
         engine.on_progress(|ops| {

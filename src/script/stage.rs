@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::sandbox::Access;
+
 /// The lowercase extension of `path` (empty when none).
 fn extension(path: &str) -> String {
     std::path::Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
@@ -82,6 +84,8 @@ pub struct Stage {
     follower: Mutex<Option<crate::play::clock_sync::FollowHandle>>,
     closing: Arc<AtomicBool>,
     exit_handlers: bool,
+    /// The folders scripts may read and write.
+    pub sandbox: super::sandbox::Sandbox,
 }
 
 /// Loaded models by name. A model loads once; callers asking while it loads wait for it.
@@ -114,6 +118,7 @@ impl Stage {
             follower: Mutex::new(None),
             closing: Arc::new(AtomicBool::new(false)),
             exit_handlers: options.exit_handlers,
+            sandbox: options.sandbox.clone(),
         }
     }
 
@@ -197,8 +202,13 @@ impl Stage {
     /// `abc(text)`: the first tune of `text`, or of the file when `text` is a path to one.
     pub fn abc(&self, text: &str) -> Result<Score, String> {
         let t = text.trim();
-        if !t.contains('\n') && (t.ends_with(".abc") || t.ends_with(".txt")) && std::path::Path::new(t).is_file() {
-            return self.load(t);
+        if !t.contains('\n') && (t.ends_with(".abc") || t.ends_with(".txt")) {
+            // A path is checked before it is looked at, so `abc` cannot probe for files.
+            if let Ok(real) = self.sandbox.check(t, Access::Read) {
+                if real.is_file() {
+                    return self.load(t);
+                }
+            }
         }
         crate::dsl::parse(text).map_err(|e| format!("abc: {e}"))
     }
@@ -207,21 +217,23 @@ impl Stage {
         Ok(crate::dsl::print(s))
     }
 
-    /// Reads a score by the file's extension.
+    /// Reads a score by the file's extension, from inside the sandbox.
     pub fn load(&self, path: &str) -> Result<Score, String> {
+        let real = self.sandbox.check(path, Access::Read).map_err(|e| format!("load: {e}"))?;
         match extension(path).as_str() {
-            "abc" | "txt" => crate::sink::abc::read(path, None).map_err(|e| e.to_string()),
-            "mid" | "midi" | "smf" => crate::sink::midi_file::read(path).map_err(|e| e.to_string()),
-            "xml" | "musicxml" | "mxl" => crate::sink::musicxml::read(path).map_err(|e| e.to_string()),
+            "abc" | "txt" => crate::sink::abc::read(&real, None).map_err(|e| e.to_string()),
+            "mid" | "midi" | "smf" => crate::sink::midi_file::read(&real).map_err(|e| e.to_string()),
+            "xml" | "musicxml" | "mxl" => crate::sink::musicxml::read(&real).map_err(|e| e.to_string()),
             other => Err(format!("load {path}: unknown file type `.{other}` (use .abc, .mid, .xml, .mxl)")),
         }
     }
 
-    /// Writes a score by the file's extension.
+    /// Writes a score by the file's extension, inside the sandbox.
     pub fn save(&self, s: &Score, path: &str) -> Result<(), String> {
+        let real = self.sandbox.check(path, Access::Write).map_err(|e| format!("save: {e}"))?;
         match extension(path).as_str() {
-            "abc" => crate::sink::abc::write(s, path).map_err(|e| e.to_string()),
-            "mid" | "midi" => crate::sink::midi_file::write(s, path).map_err(|e| e.to_string()),
+            "abc" => crate::sink::abc::write(s, &real).map_err(|e| e.to_string()),
+            "mid" | "midi" => crate::sink::midi_file::write(s, &real).map_err(|e| e.to_string()),
             other => Err(format!("save {path}: unknown file type `.{other}` (use .mid or .abc)")),
         }
     }

@@ -3,6 +3,7 @@
 
 use cadenza::play::FakeClock;
 use cadenza::score::Score;
+use cadenza::script::sandbox::Sandbox;
 use cadenza::script::{buffer_output, Options, ScriptError, Session};
 use cadenza::sink::out::{Recorder, RecorderHandle};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,14 @@ fn session() -> (Session, Arc<Mutex<Vec<String>>>) {
     let (out, buf) = buffer_output();
     let mut o = Options::new(out);
     o.no_midi = true;
+    o.sandbox = temp_sandbox();
     (Session::new(o), buf)
+}
+
+/// The working folder plus the system's temporary folder, where the tests' files are (as
+/// `--allow-dir /tmp` would grant it).
+fn temp_sandbox() -> Sandbox {
+    Sandbox::new(&[std::env::temp_dir()]).unwrap()
 }
 
 fn crate_dir() -> PathBuf {
@@ -171,6 +179,62 @@ fn files_round_trip_through_save_and_load() {
     assert_eq!(again.notes, t.notes);
     let e = s.eval(r#"save(t, "/tmp/x.wav")"#).unwrap_err().to_string();
     assert!(e.contains("unknown file type `.wav`"), "{e}");
+}
+
+/// Scripts get the working folder and granted folders, nothing else (issue 13: a shared script
+/// could read `/etc/shadow` or write `../../.bashrc`).
+#[test]
+fn scripts_use_no_file_outside_their_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(dir.path().join("secret.abc"), KESH).unwrap();
+    let (out, _) = buffer_output();
+    let mut o = Options::new(out);
+    o.no_midi = true;
+    o.sandbox = Sandbox::with_base(&work, &[]).unwrap();
+    let mut s = Session::new(o);
+    let _ = s.eval(&format!("let t = abc({KESH:?});")).unwrap();
+    for (line, verb) in [
+        ("read_text(\"/etc/passwd\")", "read"),
+        ("read_text(\"../secret.abc\")", "read"),
+        ("load(\"../secret.abc\")", "read"),
+        ("write_text(\"../../evil.txt\", \"x\")", "write"),
+        ("save(t, \"../escape.mid\")", "write"),
+    ] {
+        let e = s.eval(line).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("outside the folders this script may {verb}")) && e.contains("--allow-dir"),
+            "{line}: {e}"
+        );
+    }
+    // `abc` of a path outside reads it as ABC text (not a file), so it cannot probe for files.
+    assert!(s.eval("abc(\"../secret.abc\")").is_err());
+    assert!(!dir.path().join("escape.mid").exists());
+    // Inside the working folder, relative paths work.
+    let _ = s.eval("save(t, \"take.mid\"); write_text(\"notes.txt\", \"hello\");").unwrap();
+    assert!(work.join("take.mid").is_file());
+    assert_eq!(s.eval("read_text(\"notes.txt\")").unwrap().into_string().unwrap(), "hello");
+    // `cadenza run --allow-dir` grants a folder; a folder that does not exist is an error.
+    let script = work.join("s.rhai");
+    std::fs::write(&script, "print(read_text(\"../secret.abc\").len());").unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cadenza"))
+            .current_dir(&work)
+            .args(["run", "--no-midi"])
+            .args(extra)
+            .arg(&script)
+            .output()
+            .unwrap()
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("outside"), "{refused:?}");
+    let allowed = run(&["--allow-dir", ".."]);
+    assert!(allowed.status.success(), "{allowed:?}");
+    assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), KESH.len().to_string());
+    let typo = run(&["--allow-dir", "../nope"]);
+    assert!(!typo.status.success() && String::from_utf8_lossy(&typo.stderr).contains("nope"), "{typo:?}");
 }
 
 #[test]
@@ -368,9 +432,15 @@ fn test_model() -> &'static Path {
 
 /// A session whose model is the test model, on a fake clock with a recorder.
 fn model_session() -> (Session, Arc<Mutex<Vec<String>>>, RecorderHandle) {
+    model_session_in(temp_sandbox())
+}
+
+/// As [`model_session`], with scripts held to `sandbox`.
+fn model_session_in(sandbox: Sandbox) -> (Session, Arc<Mutex<Vec<String>>>, RecorderHandle) {
     let (out, buf) = buffer_output();
     let mut o = Options::new(out);
     o.no_midi = true;
+    o.sandbox = sandbox;
     o.model = test_model().display().to_string();
     let (rec, handle) = Recorder::new("recorder", 1 << 16);
     o.outputs.push(Box::new(rec));
@@ -458,7 +528,10 @@ fn every_help_example_runs() {
             eprintln!("help example of `model` not run: the bundled folk model is not there");
             continue;
         }
-        let (mut s, _, _) = model_session();
+        // Examples name files relative to the working folder, as a user would: here a fresh
+        // temporary one.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _, _) = model_session_in(Sandbox::with_base(dir.path(), &[]).unwrap());
         let _ = s.eval(EXAMPLE_SETUP).unwrap();
         if let Err(e) = s.eval(t.example) {
             panic!("the example of `{}` fails:\n{}\n{e}", t.name, t.example);
