@@ -7,9 +7,10 @@
 //! file's time and key signatures, or the key is guessed from the notes when the file has none.
 
 use crate::score::{Key, Mode, Score};
-use crate::sink::{abc, midi_file, musicxml};
+use crate::sink::files::Kind;
+use crate::sink::{abc, midi_file};
 use crate::time::{Tick, PPQ};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use std::path::{Path, PathBuf};
 
 /// Arguments of this command.
@@ -56,26 +57,6 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The kinds of file `convert` knows, by extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Abc,
-    Midi,
-    MusicXml,
-}
-
-impl Kind {
-    pub fn of(path: &Path) -> Option<Kind> {
-        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-        match ext.as_str() {
-            "abc" => Some(Kind::Abc),
-            "mid" | "midi" => Some(Kind::Midi),
-            "xml" | "musicxml" | "mxl" => Some(Kind::MusicXml),
-            _ => None,
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args)?;
     let score = load(&args.input, args.tune)?;
@@ -96,17 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Reads any input kind into a score.
 pub fn load(path: &Path, tune: Option<u32>) -> anyhow::Result<Score> {
-    let kind = Kind::of(path).with_context(|| {
-        format!("{}: unknown input type (expected .abc, .mid, .midi, .xml, .musicxml or .mxl)", path.display())
-    })?;
-    if tune.is_some() && kind != Kind::Abc {
-        bail!("--tune selects a tune of an ABC file; {} is not ABC", path.display());
-    }
-    Ok(match kind {
-        Kind::Abc => abc::read(path, tune)?,
-        Kind::Midi => midi_file::read(path)?,
-        Kind::MusicXml => musicxml::read(path)?,
-    })
+    Ok(crate::sink::files::read(path, tune)?)
 }
 
 /// Writes a score as the kind the output's extension names.
@@ -272,8 +243,6 @@ mod tests {
         let e_minor = [64u8, 66, 67, 69, 71, 72, 74, 76, 64];
         s.notes = e_minor.iter().enumerate().map(|(i, &p)| Note::new(i as Tick * 240, 240, p)).collect();
         assert_eq!(guess_key(&s).to_string(), "Em");
-        assert_eq!(Kind::of(Path::new("x.MXL")), Some(Kind::MusicXml));
-        assert_eq!(Kind::of(Path::new("x.txt")), None);
     }
 }
 

@@ -2,10 +2,10 @@
 //! tunes (feature overlap, a classifier's AUC, novelty against the training tunes, BLEU), with
 //! "real vs real" and optionally a Markov baseline as rows to read the numbers by.
 
-use super::convert::Kind;
 use crate::corpus::{Collection, Filter};
 use crate::eval::{self, Options, Sets};
 use crate::score::Score;
+use crate::sink::files::Kind;
 use crate::sink::{midi_file, musicxml};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};

@@ -104,12 +104,7 @@ pub struct Args {
 
 /// Reads a prompt file by extension.
 pub fn read_score(path: &Path) -> anyhow::Result<Score> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "abc" | "txt" => crate::sink::abc::read(path, None).with_context(|| format!("reading {}", path.display())),
-        "mid" | "midi" => crate::sink::midi_file::read(path).with_context(|| format!("reading {}", path.display())),
-        _ => bail!("{}: unknown prompt format `.{ext}` (use .abc or .mid)", path.display()),
-    }
+    Ok(crate::sink::files::read(path, None)?)
 }
 
 /// The prompt the arguments give (`--prompt` file, `--abc` text, or nothing).

@@ -46,7 +46,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("{}: {e:#}", path.display());
+                // Reading errors name the file already; others get it in front.
+                let msg = super::report(&e);
+                let name = path.display().to_string();
+                if msg.contains(&name) {
+                    eprintln!("{msg}");
+                } else {
+                    eprintln!("{name}: {msg}");
+                }
             }
         }
     }

@@ -8,3 +8,18 @@ pub mod likelihood;
 pub mod repl;
 pub mod run;
 pub mod train;
+
+/// The error and those causes its message does not already quote. Our error types print their
+/// source inside their own message (a DSL error's caret must stay under its line), so anyhow's
+/// default report would print the same caret twice.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str("\ncaused by: ");
+            out.push_str(&c);
+        }
+    }
+    out
+}

@@ -97,6 +97,9 @@ impl FastGpt {
             if v.len() != len {
                 return Err(format!("weight `{name}` has {} values, expected {len}", v.len()));
             }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(format!("weight `{name}` holds NaN or infinity (value {i}): the file is corrupted"));
+            }
             Ok(v)
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);

@@ -104,6 +104,11 @@ pub fn find_model(name_or_dir: &str) -> Result<PathBuf, GenError> {
     if let Some((_, p)) = models.iter().find(|(n, _)| n == name_or_dir) {
         return Ok(p.clone());
     }
+    if direct.is_dir() {
+        // A folder was meant: say what it lacks rather than that no model has its name.
+        let reason = "has no config.json (a model folder holds config.json, model.safetensors and vocab.json)";
+        return Err(GenError::ModelFiles { path: direct.display().to_string(), reason: reason.into() });
+    }
     let searched = model_roots().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     let known = if models.is_empty() {
         "(none)".to_string()

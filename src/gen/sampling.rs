@@ -180,6 +180,13 @@ pub fn sample(
     allowed: Option<&[bool]>,
     history: &[u32],
 ) -> Result<u32, GenError> {
+    if let Some(i) = logits.iter().position(|l| l.is_nan()) {
+        // Finite weights can still overflow; say so rather than blame the constraints.
+        return Err(GenError::Model(crate::model::ModelError::Other(format!(
+            "the model's output holds NaN (token {i} of {}): its weights or input overflowed",
+            logits.len()
+        ))));
+    }
     let p = sampling.distribution(logits, allowed, history).ok_or(GenError::NoValidToken)?;
     rng.categorical(&p).ok_or(GenError::NoValidToken)
 }
@@ -194,6 +201,12 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nan_logits_are_named_not_blamed_on_the_constraints() {
+        let e = sample(&Sampling::default(), &mut Rng::new(1), &[0.0, f32::NAN, 1.0], None, &[]).unwrap_err();
+        assert!(e.to_string().contains("NaN (token 1 of 3)"), "{e}");
+    }
 
     fn close(a: &[f64], b: &[f64]) {
         assert_eq!(a.len(), b.len());

@@ -220,12 +220,7 @@ impl Stage {
     /// Reads a score by the file's extension, from inside the sandbox.
     pub fn load(&self, path: &str) -> Result<Score, String> {
         let real = self.sandbox.check(path, Access::Read).map_err(|e| format!("load: {e}"))?;
-        match extension(path).as_str() {
-            "abc" | "txt" => crate::sink::abc::read(&real, None).map_err(|e| e.to_string()),
-            "mid" | "midi" | "smf" => crate::sink::midi_file::read(&real).map_err(|e| e.to_string()),
-            "xml" | "musicxml" | "mxl" => crate::sink::musicxml::read(&real).map_err(|e| e.to_string()),
-            other => Err(format!("load {path}: unknown file type `.{other}` (use .abc, .mid, .xml, .mxl)")),
-        }
+        crate::sink::files::read(&real, None).map_err(|e| format!("load: {e}"))
     }
 
     /// Writes a score by the file's extension, inside the sandbox.

@@ -308,6 +308,19 @@ fn load_errors_name_the_file_and_reason() {
     std::fs::write(tmp.path().join("model.safetensors"), b"not safetensors").unwrap();
     let text = model::load(tmp.path(), &Device::Cpu).err().unwrap().to_string();
     assert!(text.contains("model.safetensors") && text.contains("not a safetensors file"), "{text}");
+
+    // Weights holding NaN say so, naming the tensor, in both GPT implementations (before,
+    // generation failed later with "no token satisfies the constraints").
+    std::fs::copy(data("tiny-gpt2/config.json"), tmp.path().join("config.json")).unwrap();
+    let mut tensors = candle_core::safetensors::load(data("tiny-gpt2/model.safetensors"), &Device::Cpu).unwrap();
+    let name = tensors.keys().find(|k| k.ends_with("ln_f.bias")).unwrap().clone();
+    let poisoned = tensors[&name].affine(0.0, f64::NAN).unwrap();
+    tensors.insert(name.clone(), poisoned);
+    candle_core::safetensors::save(&tensors, tmp.path().join("model.safetensors")).unwrap();
+    let text = model::load(tmp.path(), &Device::Cpu).err().unwrap().to_string();
+    assert!(text.contains(&format!("weight `{name}` holds NaN")), "{text}");
+    let text = cadenza::gen::fast::FastGpt::load(tmp.path()).err().unwrap().to_string();
+    assert!(text.contains("holds NaN"), "{text}");
 }
 
 #[test]

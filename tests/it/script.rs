@@ -895,3 +895,40 @@ fn history_survives_a_restart_and_quit_exits() {
     t.line(":quit");
     t.wait_for("exit", |_| t.dead());
 }
+
+/// `cadenza score` reads every kind `convert` reads (MusicXML prompts were refused), names a bad
+/// file once and prints its caret once (the path came three times, the error twice), and a
+/// folder without config.json is called that, not "no model of that name".
+#[test]
+fn score_reads_every_kind_and_reports_each_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.abc");
+    std::fs::write(&good, KESH).unwrap();
+    let bad = dir.path().join("bad.abc");
+    std::fs::write(&bad, "X:1\nK:C\nCDEF|\n&&&\n").unwrap();
+    let xml = dir.path().join("p.xml");
+    std::fs::write(
+        &xml,
+        r#"<?xml version="1.0"?><score-partwise><part-list><score-part id="P1"/></part-list><part id="P1"><measure number="1"><attributes><divisions>1</divisions></attributes><note><pitch><step>C</step><octave>4</octave></pitch><duration>1</duration></note><note><pitch><step>E</step><octave>4</octave></pitch><duration>1</duration></note></measure></part></score-partwise>"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cadenza"))
+        .args(["score", "--model"])
+        .arg(test_model())
+        .args([&good, &bad, &xml])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("good.abc: 24 notes") && stdout.contains("p.xml: 2 notes"), "{stdout}");
+    assert_eq!(stderr.matches("bad.abc").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches('^').count(), 1, "{stderr}");
+    assert!(stderr.contains("1 of 3 files could not be scored"), "{stderr}");
+    let empty = dir.path().join("empty-model");
+    std::fs::create_dir(&empty).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_cadenza")).args(["score", "--model"]).arg(&empty).arg(&good).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no config.json"), "{stderr}");
+}
