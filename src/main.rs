@@ -33,6 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cadenza::sink::out::silence_alsa_diagnostics();
     let result = match cli.command {
         Some(Command::Convert(a)) => cadenza::cli::convert::run(a),
         Some(Command::Train(a)) => cadenza::cli::train::run(a),

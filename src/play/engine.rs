@@ -143,7 +143,7 @@ pub struct Engine {
     /// Commands sent to the sequencer (see `SeqShared::handled`).
     sent: AtomicU64,
     slots: Arc<Mutex<Vec<Option<Slot>>>>,
-    seen_late: Mutex<([u64; 4], [u64; MAX_PORTS])>,
+    seen_late: Mutex<SeenLate>,
     closing: Arc<AtomicBool>,
     lookahead: Nanos,
 }
@@ -281,7 +281,7 @@ impl Engine {
             generation: AtomicU64::new(1),
             sent: AtomicU64::new(0),
             slots,
-            seen_late: Mutex::new(([0; 4], [0; MAX_PORTS])),
+            seen_late: Mutex::new(SeenLate::default()),
             closing,
             lookahead: config.lookahead,
         }
@@ -568,19 +568,29 @@ impl Engine {
         }
         let mut seen = self.seen_late.lock().unwrap_or_else(|p| p.into_inner());
         let now: [u64; 4] = std::array::from_fn(|i| self.stats.late_over[i].load(Ordering::Relaxed));
-        if let Some(i) = (0..4).rev().find(|&i| now[i] > seen.0[i]) {
-            out.push(Report::Late {
-                step_ms: LATE_STEPS[i] / MILLI,
-                count: now[i] - seen.0[i],
-                max_ms: self.stats.max_late.load(Ordering::Relaxed) as f64 / MILLI as f64,
-            });
+        // The highest step crossed since it was last shown; a step already shown is shown again
+        // only after LATE_REPEAT, with the count since, so a slow machine gets one line a
+        // minute, not one per entry.
+        if let Some(i) = (0..4).rev().find(|&i| now[i] > seen.shown_count[i]) {
+            let due = seen.shown_at[i].is_none_or(|at| at.elapsed() >= LATE_REPEAT);
+            if due {
+                out.push(Report::Late {
+                    step_ms: LATE_STEPS[i] / MILLI,
+                    count: now[i] - seen.shown_count[i],
+                    max_ms: self.stats.max_late.load(Ordering::Relaxed) as f64 / MILLI as f64,
+                });
+                // Lower steps are covered by this line too.
+                for j in 0..=i {
+                    seen.shown_count[j] = now[j];
+                    seen.shown_at[j] = Some(std::time::Instant::now());
+                }
+            }
         }
-        seen.0 = now;
         for p in 0..MAX_PORTS {
             let e = self.stats.send_errors[p].load(Ordering::Relaxed);
-            if e > seen.1[p] {
-                out.push(Report::SendErrors { port: p as u8, count: e - seen.1[p] });
-                seen.1[p] = e;
+            if e > seen.send_errors[p] {
+                out.push(Report::SendErrors { port: p as u8, count: e - seen.send_errors[p] });
+                seen.send_errors[p] = e;
             }
         }
         out
@@ -672,6 +682,18 @@ pub const EXIT_GRACE: Duration = Duration::from_millis(100);
 /// Name of the real-time thread (the panic hook must not wait on it from inside it).
 pub const PLAYER_THREAD: &str = "cadenza-player";
 
+/// How long before a lateness step already shown is shown again.
+const LATE_REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What [`Engine::take_reports`] has told the user so far.
+#[derive(Default)]
+struct SeenLate {
+    /// Events over each lateness step when that step was last shown, and when.
+    shown_count: [u64; 4],
+    shown_at: [Option<std::time::Instant>; 4],
+    send_errors: [u64; MAX_PORTS],
+}
+
 /// Silences the player from another thread: panic hooks, signal handlers.
 #[derive(Clone)]
 pub struct Silencer {
@@ -719,6 +741,7 @@ fn sequencer_thread(
     loop {
         match commands.recv_timeout(wait) {
             Ok(c) => {
+                seq.catch_up(clock.now());
                 seq.handle(c);
                 while let Ok(c) = commands.try_recv() {
                     seq.handle(c);

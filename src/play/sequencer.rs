@@ -349,6 +349,22 @@ impl Sequencer {
         self.horizon
     }
 
+    /// Before commands are handled: when nothing plays and the horizon has fallen behind `now`
+    /// (the engine just started and connecting the port took 16 ms, or the thread slept), moves
+    /// it to a lookahead past `now`, as a running sequencer keeps it. Otherwise `At::Now` would
+    /// land in the past and the first notes go out late. Nothing is scheduled before the new
+    /// horizon, so nothing is skipped; bar lines keep their origin.
+    pub fn catch_up(&mut self, now: Nanos) {
+        if !self.tracks.is_empty() || !self.backlog.is_empty() || self.pending_tempo.is_some() {
+            return;
+        }
+        let due = self.tick_at(now + self.lookahead);
+        if due > self.horizon {
+            self.horizon = due;
+            self.shared.horizon.store(self.horizon, Ordering::Relaxed);
+        }
+    }
+
     pub fn bpm(&self) -> f64 {
         self.bpm
     }
@@ -860,3 +876,45 @@ fn nanos_per_tick(bpm: f64) -> f64 {
 
 /// Default lookahead: long enough to ride out scheduler hiccups, short enough to feel live.
 pub const DEFAULT_LOOKAHEAD: Nanos = 100 * MILLI;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::play::clock::MILLI;
+    use crate::play::player::Rings;
+    use crate::score::Note;
+
+    /// Regression: the first notes after the engine started went out 16 ms late, because
+    /// connecting the port took that long and `At::Now` still meant tick 0 (the engine's start).
+    #[test]
+    fn a_play_after_an_idle_start_is_due_after_now_not_at_the_start() {
+        let rings = Rings::new(64);
+        let (tx, _reports) = std::sync::mpsc::channel();
+        let lookahead = 40 * MILLI;
+        let mut seq = Sequencer::new(
+            0,
+            lookahead,
+            120.0,
+            false,
+            rings.events.0,
+            rings.control.0,
+            tx,
+            Arc::new(SeqShared::default()),
+        );
+        let mut events = rings.events.1;
+        let mut score = Score::new();
+        score.notes = vec![Note::new(0, 480, 60)];
+        score.length = 480;
+        let now = 16 * MILLI;
+        seq.catch_up(now);
+        seq.handle(Command::Play { score: score.clone(), port: 0, at: At::Now });
+        seq.fill(now);
+        let first = events.pop().expect("the note-on was scheduled");
+        assert!(first.at >= now, "due at {} ns, before now ({now} ns)", first.at);
+        assert!(first.at <= now + lookahead + MILLI, "due at {} ns, more than a lookahead away", first.at);
+        // While something plays, the horizon is left alone: nothing may be skipped.
+        let before = seq.horizon();
+        seq.catch_up(now + 10 * lookahead);
+        assert_eq!(seq.horizon(), before);
+    }
+}

@@ -151,6 +151,36 @@ impl RecorderHandle {
     }
 }
 
+/// Stops the ALSA library printing its own diagnostics to stderr (`ALSA lib seq_hw.c:466:
+/// (snd_seq_hw_open) open /dev/snd/seq failed`), which would land in the middle of the REPL's
+/// line; cadenza reports the failure itself, with the port and what to do. Call once at start.
+pub fn silence_alsa_diagnostics() {
+    #[cfg(all(target_os = "linux", not(feature = "jack")))]
+    {
+        use std::os::raw::{c_char, c_int};
+        /// ALSA's handler is variadic; one that reads only the fixed arguments is safe to call
+        /// variadically on the Linux ABIs (the extra arguments are simply not read).
+        unsafe extern "C" fn ignore(
+            _file: *const c_char,
+            _line: c_int,
+            _func: *const c_char,
+            _err: c_int,
+            _fmt: *const c_char,
+        ) {
+        }
+        unsafe extern "C" {
+            fn snd_lib_error_set_handler(
+                handler: Option<unsafe extern "C" fn(*const c_char, c_int, *const c_char, c_int, *const c_char)>,
+            ) -> c_int;
+        }
+        // SAFETY: sets a process-wide function pointer inside libasound (linked through midir);
+        // `ignore` touches nothing.
+        unsafe {
+            snd_lib_error_set_handler(Some(ignore));
+        }
+    }
+}
+
 /// Names of the MIDI output ports the system offers now, in midir's order (index = position).
 pub fn list_ports() -> Result<Vec<String>, OutError> {
     let out = midir::MidiOutput::new("cadenza-list").map_err(|e| OutError::Init(e.to_string()))?;
