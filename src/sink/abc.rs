@@ -36,7 +36,7 @@ pub fn write(score: &Score, path: impl AsRef<Path>) -> Result<(), AbcFileError> 
 /// Reads tune `x` from an ABC file (the first tune when `x` is `None`), in playing order.
 pub fn read(path: impl AsRef<Path>, x: Option<u32>) -> Result<Score, AbcFileError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| AbcFileError::Read { path: path.to_path_buf(), source })?;
+    let bytes = super::read_bounded(path).map_err(|source| AbcFileError::Read { path: path.to_path_buf(), source })?;
     // Old collections are Latin-1; only titles and lyrics would show the difference.
     let text = normalize(&String::from_utf8_lossy(&bytes));
     let parsed = match x {

@@ -94,7 +94,7 @@ const MEMORY: &str = "<memory>";
 /// Reads a MIDI file.
 pub fn read(path: impl AsRef<Path>) -> Result<Score, MidiError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| MidiError::Read { path: path.to_path_buf(), source })?;
+    let bytes = super::read_bounded(path).map_err(|source| MidiError::Read { path: path.to_path_buf(), source })?;
     parse(&bytes).map_err(|reason| MidiError::Invalid { path: path.to_path_buf(), reason })
 }
 

@@ -6,3 +6,21 @@ pub mod midi_file;
 pub mod musicxml;
 pub mod out;
 pub mod pianoroll;
+
+/// Largest score file any reader opens (ABC, MIDI, MusicXML): well past any real collection
+/// or performance, and past what a score may hold ([`crate::score::MAX_NOTES`]), so a
+/// multi-gigabyte file is refused by its size before it is read.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads a whole file of at most [`MAX_FILE_BYTES`], or says it is larger (the size is checked
+/// on the bytes read, not only on what the file system claims).
+pub fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let msg = format!("larger than {MAX_FILE_BYTES} bytes, the largest score file cadenza reads");
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
+    }
+    Ok(bytes)
+}

@@ -43,13 +43,7 @@ pub enum MusicXmlError {
 /// Reads a MusicXML file (`.mxl` archives by their zip signature, whatever the extension).
 pub fn read(path: impl AsRef<Path>) -> Result<Score, MusicXmlError> {
     let path = path.as_ref();
-    let read_err = |source| MusicXmlError::Read { path: path.to_path_buf(), source };
-    let size = std::fs::metadata(path).map_err(read_err)?.len();
-    if size > MAX_XML_BYTES {
-        let reason = format!("{size} bytes; at most {MAX_XML_BYTES} are read");
-        return Err(MusicXmlError::Unsupported { path: path.to_path_buf(), reason });
-    }
-    let bytes = std::fs::read(path).map_err(read_err)?;
+    let bytes = super::read_bounded(path).map_err(|source| MusicXmlError::Read { path: path.to_path_buf(), source })?;
     read_bytes(&bytes, path)
 }
 
@@ -245,9 +239,9 @@ fn beat_unit_quarters(unit: &str, dots: usize) -> Option<f64> {
 /// Deepest element nesting read: real MusicXML nests about ten deep. roxmltree recurses once
 /// per level, so a document 20,000 levels deep would overflow the stack and abort.
 pub const MAX_XML_DEPTH: usize = 256;
-/// Largest MusicXML text read, from a file or unpacked from an `.mxl`: a large orchestral
-/// score is tens of megabytes; a zip entry claiming gigabytes is refused before it is unpacked.
-pub const MAX_XML_BYTES: u64 = 256 << 20;
+/// Largest MusicXML text unpacked from an `.mxl` (the same bound as any score file): a large
+/// orchestral score is tens of megabytes; an entry claiming gigabytes is refused unread.
+pub const MAX_XML_BYTES: u64 = super::MAX_FILE_BYTES;
 
 /// Refuses XML nested deeper than [`MAX_XML_DEPTH`] before a tree is built, naming the line
 /// where the limit is passed. A linear scan that knows comments, CDATA, processing

@@ -697,3 +697,16 @@ fn an_unsound_sidecar_is_ignored() {
     assert!(!text.contains("channel 201"), "{text}");
     assert_eq!(voiced(&cadenza::dsl::parse(&text).unwrap()), voiced(&back));
 }
+
+/// Every reader refuses a file larger than `MAX_FILE_BYTES` by what it reads, naming the file
+/// (a sparse file claims 300 MB without using the disk).
+#[test]
+fn files_past_the_size_bound_are_refused_by_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["huge.abc", "huge.mid", "huge.xml"] {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path).unwrap().set_len(cadenza::sink::MAX_FILE_BYTES + 1).unwrap();
+        let e = cadenza::sink::files::read(&path, None).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("larger than 268435456 bytes"), "{e}");
+    }
+}
