@@ -8,10 +8,10 @@
 #[path = "common/cpu.rs"]
 mod cpu;
 
-use cadenza::gen::fast::FastGpt;
 use cadenza::gen::sampling::{sample, Rng, Sampling};
 use cadenza::gen::{Generator, Length, Request};
 use cadenza::model::gpt::Gpt;
+use cadenza::model::gpt_cpu::CpuGpt;
 use cadenza::model::lstm::Lstm;
 use cadenza::model::{GptConfig, LanguageModel, LstmConfig};
 use candle_core::{DType, Device, Tensor};
@@ -199,7 +199,7 @@ fn main() {
     }))
     .expect("GPT config");
     let (gpt, tensors) = random_gpt(&cfg).expect("random GPT");
-    let fast = FastGpt::from_tensors(&cfg, &tensors).expect("fast GPT");
+    let fast = CpuGpt::from_tensors(&cfg, &tensors).expect("fast GPT");
     println!(
         "\n## GPT-2 {} layers × {} wide, vocabulary {}, {} parameters",
         cfg.n_layer,

@@ -9,7 +9,6 @@ use crate::score::GenSettings;
 use crate::score::Score;
 use crate::tokens::{Encoding, Vocab};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -60,94 +59,18 @@ fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
     })
 }
 
-/// Where bundled models are looked for, in order: `$CADENZA_MODELS`, `./models`, and the
-/// `models/` folder of the source tree this binary was built from.
-pub fn model_roots() -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    if let Some(dir) = std::env::var_os("CADENZA_MODELS") {
-        roots.push(PathBuf::from(dir));
-    }
-    roots.push(PathBuf::from("models"));
-    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")));
-    roots
-}
-
-/// Every model found under [`model_roots`] (a folder with `config.json`), by name; the first
-/// root that has a name wins.
-pub fn list_models() -> Vec<(String, PathBuf)> {
-    let mut found: Vec<(String, PathBuf)> = Vec::new();
-    for root in model_roots() {
-        let Ok(entries) = std::fs::read_dir(&root) else { continue };
-        let mut here: Vec<(String, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.join("config.json").is_file())
-            .filter_map(|p| Some((p.file_name()?.to_string_lossy().into_owned(), p)))
-            .collect();
-        here.sort();
-        for (name, path) in here {
-            if !found.iter().any(|(n, _)| *n == name) {
-                found.push((name, path));
-            }
-        }
-    }
-    found
-}
-
-/// Finds `name_or_dir`: a folder with `config.json`, or the name of a bundled model.
-pub fn find_model(name_or_dir: &str) -> Result<PathBuf, GenError> {
-    let direct = Path::new(name_or_dir);
-    if direct.join("config.json").is_file() {
-        return Ok(direct.to_path_buf());
-    }
-    let models = list_models();
-    if let Some((_, p)) = models.iter().find(|(n, _)| n == name_or_dir) {
-        return Ok(p.clone());
-    }
-    if direct.is_dir() {
-        // A folder was meant: say what it lacks rather than that no model has its name.
-        let reason = "has no config.json (a model folder holds config.json, model.safetensors and vocab.json)";
-        return Err(GenError::ModelFiles { path: direct.display().to_string(), reason: reason.into() });
-    }
-    let searched = model_roots().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-    let known = if models.is_empty() {
-        "(none)".to_string()
-    } else {
-        models.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-    };
-    Err(GenError::ModelNotFound { name: name_or_dir.to_string(), searched, known })
-}
-
-/// SHA-256 of a file, hex: the model's identity in a take's record.
-pub fn file_sha256(path: &Path) -> Result<String, GenError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })?;
-    Ok(hex(&Sha256::digest(&bytes)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Generator {
     /// Loads a model by bundled name or folder: weights (`model::load` on the default device),
     /// `vocab.json`, and the encoding the vocabulary names.
     pub fn load(name_or_dir: &str) -> Result<Generator, GenError> {
-        let dir = find_model(name_or_dir)?;
+        let dir = crate::model::find(name_or_dir)?;
         let vocab_path = dir.join("vocab.json");
         let text = std::fs::read_to_string(&vocab_path)
             .map_err(|e| GenError::ModelFiles { path: vocab_path.display().to_string(), reason: e.to_string() })?;
         let vocab = Vocab::from_json(&text)
             .map_err(|e| GenError::ModelFiles { path: vocab_path.display().to_string(), reason: e.to_string() })?;
         let encoding = super::adapt::encoding_for(&vocab)?;
-        let device = crate::model::default_device();
-        // GPT-2 on the CPU runs through the hand-written decoder (same logits, several times
-        // faster at batch 1; see `fast`); CADENZA_CANDLE=1 forces the candle model.
-        let use_fast = device.is_cpu()
-            && std::env::var_os("CADENZA_CANDLE").is_none()
-            && matches!(crate::model::load::read_config(&dir)?, crate::model::Config::Gpt2(_));
-        let model: Arc<dyn LanguageModel> =
-            if use_fast { Arc::new(super::fast::FastGpt::load(&dir)?) } else { crate::model::load(&dir, &device)? };
+        let model = crate::model::load(&dir, &crate::model::default_device())?;
         if model.vocab_size() != encoding.vocab().len() {
             return Err(GenError::ModelFiles {
                 path: dir.display().to_string(),
@@ -158,7 +81,7 @@ impl Generator {
                 ),
             });
         }
-        let model_hash = file_sha256(&dir.join("model.safetensors"))?;
+        let model_hash = crate::model::weights_sha256(&dir)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name_or_dir.to_string());
         let mut g = Generator::from_parts(&name, model, encoding, &model_hash);
         g.defaults = read_generation_config(&dir)?;

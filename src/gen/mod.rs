@@ -8,7 +8,6 @@
 
 pub mod adapt;
 pub mod constraints;
-pub mod fast;
 pub mod form;
 pub mod generator;
 pub mod harmonize;
@@ -18,7 +17,7 @@ pub mod sampling;
 
 pub use constraints::{Constraints, Effect, Effects, FixedVoice};
 pub use form::{generate_form, FormSpec, FormTake};
-pub use generator::{list_models, Generator};
+pub use generator::Generator;
 pub use harmonize::harmonize;
 pub use job::{Event, Job, Length, Overrides, Request, Session, Take, TakeRecord};
 pub use likelihood::{BarSurprise, Likelihood};
@@ -30,8 +29,6 @@ use crate::tokens::TokenError;
 /// What can go wrong while generating or scoring.
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
-    #[error("model `{name}` not found (looked in {searched}); known models: {known}")]
-    ModelNotFound { name: String, searched: String, known: String },
     #[error("model {path}: {reason}")]
     ModelFiles { path: String, reason: String },
     #[error("unknown {what} `{name}` for model `{model}`; known: {known}")]

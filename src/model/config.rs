@@ -57,6 +57,24 @@ impl GptConfig {
         self.n_embd / self.n_head
     }
 
+    /// What attention scores are multiplied by in `layer` (from 0), by Hugging Face's rules:
+    /// 1/sqrt(head_dim) with `scale_attn_weights`, divided by `layer + 1` with
+    /// `scale_attn_by_inverse_layer_idx`. Both GPT implementations read it here.
+    pub fn attn_scale(&self, layer: usize) -> f64 {
+        let base = if self.scale_attn_weights { 1.0 / (self.head_dim() as f64).sqrt() } else { 1.0 };
+        if self.scale_attn_by_inverse_layer_idx {
+            base / (layer + 1) as f64
+        } else {
+            base
+        }
+    }
+
+    /// Whether the MLP's GELU is the exact (erf) one, `gelu`; else GPT-2's tanh approximation
+    /// (`gelu_new`, `gelu_pytorch_tanh`).
+    pub fn exact_gelu(&self) -> bool {
+        self.activation_function == "gelu"
+    }
+
     /// Checks the numbers fit together; the reason names the offending field.
     pub fn validate(&self) -> Result<(), String> {
         if self.vocab_size == 0 || self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_positions == 0 {

@@ -84,14 +84,7 @@ impl Gpt {
                     c_proj: Conv1D::load(e, e, vb.pp("attn.c_proj"))?,
                     n_head: cfg.n_head,
                     head_dim: cfg.head_dim(),
-                    scale: {
-                        let base = if cfg.scale_attn_weights { 1.0 / (cfg.head_dim() as f64).sqrt() } else { 1.0 };
-                        if cfg.scale_attn_by_inverse_layer_idx {
-                            base / (i + 1) as f64
-                        } else {
-                            base
-                        }
-                    },
+                    scale: cfg.attn_scale(i),
                 },
                 ln_2: Norm::load(e, cfg.layer_norm_epsilon, vb.pp("ln_2"))?,
                 c_fc: Conv1D::load(e, cfg.inner(), vb.pp("mlp.c_fc"))?,
@@ -194,10 +187,7 @@ impl Block {
         }
         let x = (x + a)?;
         let m = self.c_fc.forward(&self.ln_2.forward(&x, is_train)?)?;
-        let m = match cfg.activation_function.as_str() {
-            "gelu" => m.gelu_erf()?,
-            _ => super::nn::gelu_tanh(&m)?, // gelu_new / gelu_pytorch_tanh: the tanh approximation
-        };
+        let m = if cfg.exact_gelu() { m.gelu_erf()? } else { super::nn::gelu_tanh(&m)? };
         let mut m = self.c_proj.forward(&m)?;
         if let Some(ctx) = train {
             m = ctx.dropout.apply(&m, cfg.resid_pdrop)?;

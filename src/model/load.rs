@@ -1,6 +1,9 @@
-//! Loading a model directory: `config.json` + `model.safetensors` → a shared [`LanguageModel`].
+//! Finding model folders (bundled names or paths), hashing their weights, and loading one:
+//! `config.json` + `model.safetensors` → a shared [`LanguageModel`], choosing the implementation
+//! (the hand-written CPU GPT or candle's) so that callers never name one.
 
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
@@ -20,6 +23,16 @@ pub fn read_config(dir: &Path) -> Result<Config, ModelError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| load_err(&path, e))?;
     Config::from_json(&text).map_err(|e| load_err(&path, e))
+}
+
+/// The bytes of a weights file, checked to be safetensors holding only finite numbers, so both
+/// GPT implementations refuse a bad file with the same words.
+pub fn read_weights(path: &Path) -> Result<Vec<u8>, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| load_err(path, e))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| load_err(path, format!("not a safetensors file: {e}")))?;
+    check_finite(&tensors).map_err(|e| load_err(path, e))?;
+    Ok(bytes)
 }
 
 /// Refuses weights holding NaN or infinity, naming the first tensor and index: corrupted weights
@@ -45,17 +58,101 @@ pub fn check_finite(tensors: &safetensors::SafeTensors<'_>) -> Result<(), String
     Ok(())
 }
 
-/// Loads the model in `dir` onto `device`. Weights may be f32, f16 or bf16 (converted to f32);
-/// GPT-2 weights may carry Hugging Face's `transformer.` prefix.
+/// Where bundled models are looked for, in order: `$CADENZA_MODELS`, `./models`, and the
+/// `models/` folder of the source tree this binary was built from.
+pub fn roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(dir) = std::env::var_os("CADENZA_MODELS") {
+        roots.push(PathBuf::from(dir));
+    }
+    roots.push(PathBuf::from("models"));
+    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")));
+    roots
+}
+
+/// Every model found under [`roots`] (a folder with `config.json`), by name; the first root
+/// that has a name wins.
+pub fn list() -> Vec<(String, PathBuf)> {
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for root in roots() {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut here: Vec<(String, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("config.json").is_file())
+            .filter_map(|p| Some((p.file_name()?.to_string_lossy().into_owned(), p)))
+            .collect();
+        here.sort();
+        for (name, path) in here {
+            if !found.iter().any(|(n, _)| *n == name) {
+                found.push((name, path));
+            }
+        }
+    }
+    found
+}
+
+/// Finds `name_or_dir`: a folder with `config.json`, or the name of a bundled model.
+pub fn find(name_or_dir: &str) -> Result<PathBuf, ModelError> {
+    let direct = Path::new(name_or_dir);
+    if direct.join("config.json").is_file() {
+        return Ok(direct.to_path_buf());
+    }
+    let models = list();
+    if let Some((_, p)) = models.iter().find(|(n, _)| n == name_or_dir) {
+        return Ok(p.clone());
+    }
+    if direct.is_dir() {
+        // A folder was meant: say what it lacks rather than that no model has its name.
+        return Err(load_err(
+            direct,
+            "has no config.json (a model folder holds config.json, model.safetensors and vocab.json)",
+        ));
+    }
+    let searched = roots().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let known = if models.is_empty() {
+        "(none)".to_string()
+    } else {
+        models.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    Err(ModelError::NotFound { name: name_or_dir.to_string(), searched, known })
+}
+
+/// SHA-256 of a model folder's `model.safetensors`, hex: the model's identity in a take's
+/// record.
+pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).map_err(|e| load_err(&path, e))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Loads the model in `dir` for `device`. GPT-2 on the CPU runs through the hand-written
+/// decoder ([`super::gpt_cpu`]: the same logits, several times faster at small batches);
+/// everything else, or any model when `CADENZA_CANDLE` is set, through candle.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
+    let dir = dir.as_ref();
+    let cpu_gpt =
+        device.is_cpu() && std::env::var_os("CADENZA_CANDLE").is_none() && matches!(read_config(dir)?, Config::Gpt2(_));
+    if cpu_gpt {
+        Ok(Arc::new(super::gpt_cpu::CpuGpt::load(dir)?))
+    } else {
+        load_candle(dir, device)
+    }
+}
+
+/// Loads the model in `dir` onto `device` as a candle model. Weights may be f32, f16 or bf16
+/// (converted to f32); GPT-2 weights may carry Hugging Face's `transformer.` prefix.
+pub fn load_candle(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
     let dir = dir.as_ref();
     let config = read_config(dir)?;
     let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).map_err(|e| load_err(&path, e))?;
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| load_err(&path, format!("not a safetensors file: {e}")))?;
-    check_finite(&tensors).map_err(|e| load_err(&path, e))?;
-    let names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
+    let bytes = read_weights(&path)?;
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| load_err(&path, e))?
+        .names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| load_err(&path, e))?;
     let model: Arc<dyn LanguageModel> = match &config {
         Config::Gpt2(cfg) => {

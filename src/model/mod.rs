@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 pub mod config;
 pub mod device;
 pub mod gpt;
+pub mod gpt_cpu;
 pub mod heap;
 pub mod load;
 pub mod lstm;
@@ -18,7 +19,7 @@ pub mod train;
 
 pub use config::{Config, GptConfig, LstmConfig};
 pub use device::default_device;
-pub use load::load;
+pub use load::{find, list, load, load_candle, roots, weights_sha256};
 pub use nn::Dropout;
 
 /// Errors from loading or running a model.
@@ -26,6 +27,8 @@ pub use nn::Dropout;
 pub enum ModelError {
     #[error("model {path}: {reason}")]
     Load { path: String, reason: String },
+    #[error("model `{name}` not found (looked in {searched}); known models: {known}")]
+    NotFound { name: String, searched: String, known: String },
     /// A GPT was asked to attend past its `n_positions`; the caller must restart with a shorter
     /// window (e.g. re-feed the last part of the sequence into a fresh state).
     #[error("context full: {needed} positions needed, the model attends to {context}")]

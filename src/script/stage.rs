@@ -246,7 +246,7 @@ impl Stage {
 
     /// Models found under the model folders.
     pub fn models(&self) -> Vec<String> {
-        crate::gen::list_models().into_iter().map(|(n, _)| n).collect()
+        crate::model::list().into_iter().map(|(n, _)| n).collect()
     }
 
     /// Sets the default style; checked against the current model when it is loaded.

@@ -581,7 +581,7 @@ fn fast_gpt_matches_the_candle_gpt() {
         let (cfg, tensors) = random_gpt_tensors(activation);
         let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), candle_core::DType::F32, &Device::Cpu);
         let slow = cadenza::model::gpt::Gpt::new(&cfg, vb).unwrap();
-        let mut fast = cadenza::gen::fast::FastGpt::from_tensors(&cfg, &tensors).unwrap();
+        let mut fast = cadenza::model::gpt_cpu::CpuGpt::from_tensors(&cfg, &tensors).unwrap();
         fast.set_threads(2);
         for batch in [1usize, 5] {
             let ids: Vec<u32> = (0..batch * 9).map(|i| (i as u32 * 7 + 3) % 40).collect();

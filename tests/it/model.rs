@@ -99,8 +99,20 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// Both ways a model folder loads: `model::load` (the hand-written CPU decoder for GPT-2) and
+/// `model::load_candle`; every reference test runs on each.
+type Loader = fn(PathBuf, &Device) -> Result<std::sync::Arc<dyn LanguageModel>, ModelError>;
+const LOADERS: [(&str, Loader); 2] =
+    [("load", |d, dev| model::load(d, dev)), ("load_candle", |d, dev| model::load_candle(d, dev))];
+
 fn check_reference(dir: &str, reference: &[[f32; 64]; 3]) {
-    let m = model::load(data(dir), &Device::Cpu).expect("load");
+    for (how, load) in LOADERS {
+        check_reference_with(dir, reference, how, load);
+    }
+}
+
+fn check_reference_with(dir: &str, reference: &[[f32; 64]; 3], how: &str, load: Loader) {
+    let m = load(data(dir), &Device::Cpu).expect("load");
     assert_eq!(m.vocab_size(), 64);
     let mut state = m.new_state(1).expect("state");
     let logits = m.forward_all(&ids(1, &IDS), &mut state).expect("forward");
@@ -108,7 +120,7 @@ fn check_reference(dir: &str, reference: &[[f32; 64]; 3]) {
     let rows = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
     for (r, want) in ROWS.iter().zip(reference) {
         let d = max_diff(&rows[*r], want);
-        assert!(d < 1e-4, "{dir} position {r}: max difference {d}");
+        assert!(d < 1e-4, "{dir} ({how}) position {r}: max difference {d}");
     }
 }
 
@@ -226,7 +238,12 @@ fn lstm_gradients_match_pytorch() {
 /// Feeding a sequence in pieces through the state (KV cache / LSTM state) gives the logits of
 /// one full pass, for every row of a batch.
 fn check_incremental(dir: &str) {
-    let m = model::load(data(dir), &Device::Cpu).expect("load");
+    for (how, load) in LOADERS {
+        check_incremental_with(&format!("{dir} ({how})"), load(data(dir), &Device::Cpu).expect("load"));
+    }
+}
+
+fn check_incremental_with(dir: &str, m: std::sync::Arc<dyn LanguageModel>) {
     let full = {
         let mut s = m.new_state(2).unwrap();
         m.forward_all(&ids(2, &IDS), &mut s).unwrap()
@@ -264,16 +281,18 @@ fn lstm_state_matches_full_forward() {
 
 #[test]
 fn gpt2_reports_full_context() {
-    let m = model::load(data("tiny-gpt2"), &Device::Cpu).unwrap();
-    assert_eq!(m.context(), 32);
-    let mut s = m.new_state(1).unwrap();
-    m.forward(&ids(1, &[1; 30]), &mut s).unwrap();
-    match m.forward(&ids(1, &[1; 3]), &mut s) {
-        Err(ModelError::ContextFull { context: 32, needed: 33 }) => {}
-        other => panic!("expected ContextFull, got {:?}", other.map(|t| t.dims().to_vec())),
+    for (_, load) in LOADERS {
+        let m = load(data("tiny-gpt2"), &Device::Cpu).unwrap();
+        assert_eq!(m.context(), 32);
+        let mut s = m.new_state(1).unwrap();
+        m.forward(&ids(1, &[1; 30]), &mut s).unwrap();
+        match m.forward(&ids(1, &[1; 3]), &mut s) {
+            Err(ModelError::ContextFull { context: 32, needed: 33 }) => {}
+            other => panic!("expected ContextFull, got {:?}", other.map(|t| t.dims().to_vec())),
+        }
+        // A state of another batch size is refused, not a panic.
+        assert!(m.forward(&ids(2, &[1]), &mut s).is_err());
     }
-    // A state of another batch size is refused, not a panic.
-    assert!(m.forward(&ids(2, &[1]), &mut s).is_err());
 }
 
 #[test]
@@ -319,7 +338,7 @@ fn load_errors_name_the_file_and_reason() {
     candle_core::safetensors::save(&tensors, tmp.path().join("model.safetensors")).unwrap();
     let text = model::load(tmp.path(), &Device::Cpu).err().unwrap().to_string();
     assert!(text.contains(&format!("weight `{name}` holds NaN")), "{text}");
-    let text = cadenza::gen::fast::FastGpt::load(tmp.path()).err().unwrap().to_string();
+    let text = cadenza::model::gpt_cpu::CpuGpt::load(tmp.path()).err().unwrap().to_string();
     assert!(text.contains("holds NaN"), "{text}");
 }
 

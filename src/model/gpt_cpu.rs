@@ -1,4 +1,5 @@
 //! A hand-written CPU decoder for GPT-2 weights: the same numbers as `model::gpt`, without per-op overhead.
+//! `model::load` picks it for GPT-2 on the CPU; callers never name it.
 //!
 //! Why: at batch 1 a 4-layer, 256-wide GPT spends about 0.3 ms per token in matrix-vector
 //! products but about 2 ms per token through candle, because each of the ~110 tensor ops per step
@@ -34,7 +35,7 @@ struct Layer {
 }
 
 /// GPT-2 inference on the CPU with plain loops.
-pub struct FastGpt {
+pub struct CpuGpt {
     cfg: GptConfig,
     wte: Vec<f32>,
     wpe: Vec<f32>,
@@ -47,14 +48,14 @@ pub struct FastGpt {
 }
 
 /// Keys and values per layer and row, `[seen, n_embd]` each, grown in place.
-pub struct FastState {
+pub struct CpuState {
     k: Vec<Vec<Vec<f32>>>,
     v: Vec<Vec<Vec<f32>>>,
     len: usize,
     batch: usize,
 }
 
-impl State for FastState {
+impl State for CpuState {
     fn len(&self) -> usize {
         self.len
     }
@@ -67,20 +68,21 @@ fn load_err(path: &Path, reason: impl std::fmt::Display) -> ModelError {
     ModelError::Load { path: path.display().to_string(), reason: reason.to_string() }
 }
 
-impl FastGpt {
+impl CpuGpt {
     /// Loads `dir/config.json` (must be GPT-2) and `dir/model.safetensors`.
-    pub fn load(dir: &Path) -> Result<FastGpt, ModelError> {
+    pub fn load(dir: &Path) -> Result<CpuGpt, ModelError> {
         let cfg = match crate::model::load::read_config(dir)? {
             crate::model::Config::Gpt2(c) => c,
             _ => return Err(load_err(dir, "not a GPT-2 model")),
         };
         let path = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| load_err(&path, e))?;
-        FastGpt::from_tensors(&cfg, &tensors).map_err(|e| load_err(&path, e))
+        let bytes = crate::model::load::read_weights(&path)?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| load_err(&path, e))?;
+        CpuGpt::from_tensors(&cfg, &tensors).map_err(|e| load_err(&path, e))
     }
 
     /// Builds from named tensors (Hugging Face GPT-2 names, with or without `transformer.`).
-    pub fn from_tensors(cfg: &GptConfig, tensors: &HashMap<String, Tensor>) -> Result<FastGpt, String> {
+    pub fn from_tensors(cfg: &GptConfig, tensors: &HashMap<String, Tensor>) -> Result<CpuGpt, String> {
         cfg.validate()?;
         let e = cfg.n_embd;
         let inner = cfg.inner();
@@ -105,8 +107,7 @@ impl FastGpt {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |s: &str| format!("h.{i}.{s}");
-            let base = if cfg.scale_attn_weights { 1.0 / (cfg.head_dim() as f64).sqrt() } else { 1.0 };
-            let scale = if cfg.scale_attn_by_inverse_layer_idx { base / (i + 1) as f64 } else { base };
+            let scale = cfg.attn_scale(i);
             layers.push(Layer {
                 ln1_g: get(&p("ln_1.weight"), e)?,
                 ln1_b: get(&p("ln_1.bias"), e)?,
@@ -124,12 +125,12 @@ impl FastGpt {
             });
         }
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Ok(FastGpt {
+        Ok(CpuGpt {
             wte: get("wte.weight", cfg.vocab_size * e)?,
             wpe: get("wpe.weight", cfg.n_positions * e)?,
             lnf_g: get("ln_f.weight", e)?,
             lnf_b: get("ln_f.bias", e)?,
-            erf_gelu: cfg.activation_function == "gelu",
+            erf_gelu: cfg.exact_gelu(),
             cfg: cfg.clone(),
             layers,
             device: Device::Cpu,
@@ -142,10 +143,10 @@ impl FastGpt {
         self.threads = n.max(1);
     }
 
-    fn state<'a>(&self, state: &'a mut dyn State) -> Result<&'a mut FastState, ModelError> {
+    fn state<'a>(&self, state: &'a mut dyn State) -> Result<&'a mut CpuState, ModelError> {
         state
             .as_any_mut()
-            .downcast_mut::<FastState>()
+            .downcast_mut::<CpuState>()
             .ok_or_else(|| ModelError::Other("fast GPT given another model's state".into()))
     }
 
@@ -447,7 +448,7 @@ fn erf(x: f32) -> f32 {
     sign * (1.0 - poly * (-x * x).exp()) as f32
 }
 
-impl LanguageModel for FastGpt {
+impl LanguageModel for CpuGpt {
     fn vocab_size(&self) -> usize {
         self.cfg.vocab_size
     }
@@ -459,7 +460,7 @@ impl LanguageModel for FastGpt {
     }
     fn new_state(&self, batch: usize) -> Result<Box<dyn State>, ModelError> {
         let n = self.cfg.n_layer;
-        Ok(Box::new(FastState {
+        Ok(Box::new(CpuState {
             k: vec![vec![Vec::new(); batch]; n],
             v: vec![vec![Vec::new(); batch]; n],
             len: 0,
