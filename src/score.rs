@@ -457,6 +457,25 @@ impl Score {
         self.length = self.length.max(end);
     }
 
+    /// One line for the REPL and logs: `Score(4 bars, 24 notes, K:G M:6/8, "Kesh", G4..G5)`.
+    pub fn summary(&self) -> String {
+        let mut out = format!("Score({} bars, {} notes", self.bar_count(), self.notes.len());
+        out.push_str(&format!(", K:{} M:{}", self.key(), self.meter()));
+        if let Some(t) = &self.meta.title {
+            out.push_str(&format!(", \"{t}\""));
+        }
+        if let Some(st) = &self.meta.style {
+            out.push_str(&format!(", style {st}"));
+        }
+        if !self.notes.is_empty() {
+            let lo = self.notes.iter().map(|n| n.pitch).min().unwrap_or(0);
+            let hi = self.notes.iter().map(|n| n.pitch).max().unwrap_or(0);
+            out.push_str(&format!(", {}..{}", pitch_name(lo), pitch_name(hi)));
+        }
+        out.push(')');
+        out
+    }
+
     /// The meter at tick 0 (4/4 when none was given).
     pub fn meter(&self) -> Meter {
         self.meter_at(0)

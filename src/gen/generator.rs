@@ -1,8 +1,9 @@
 //! A loaded model ready to generate: finds bundled models, loads weights + vocabulary + encoding, knows its labels.
 
 use super::constraints::Effects;
-use super::job::{Event, Job, Overrides, Request, Session, Take};
+use super::job::{Event, Job, Request, Session, Take};
 use super::likelihood::{self, Likelihood};
+use super::parts::Parts;
 use super::GenError;
 use crate::model::LanguageModel;
 use crate::score::GenSettings;
@@ -13,19 +14,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// A model, its encoding and what its tokens mean, shared by every job that uses it.
+/// A model found on disk or built in code, ready to generate: its [`Parts`] (what sessions and
+/// likelihoods use), its folder and its sampling defaults. Derefs to its parts.
 pub struct Generator {
-    name: String,
+    parts: Arc<Parts>,
     dir: PathBuf,
-    model: Arc<dyn LanguageModel>,
-    encoding: Arc<dyn Encoding>,
-    effects: Arc<Effects>,
-    model_hash: String,
-    styles: Vec<String>,
-    instruments: Vec<String>,
     /// What this model sounds best with when neither prompt nor caller says otherwise
     /// (`generation_config.json`).
     defaults: GenSettings,
+}
+
+impl std::ops::Deref for Generator {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.parts
+    }
 }
 
 /// `generation_config.json` beside a model: Hugging Face's file for sampling defaults, read
@@ -96,17 +99,9 @@ impl Generator {
         encoding: Arc<dyn Encoding>,
         model_hash: &str,
     ) -> Generator {
-        let effects = Arc::new(super::adapt::effects(encoding.as_ref()));
-        let (styles, instruments) = super::adapt::labels(encoding.as_ref());
         Generator {
-            name: name.to_string(),
+            parts: Arc::new(Parts::new(name, model, encoding, model_hash)),
             dir: PathBuf::new(),
-            model,
-            encoding,
-            effects,
-            model_hash: model_hash.to_string(),
-            styles,
-            instruments,
             defaults: GenSettings::default(),
         }
     }
@@ -118,61 +113,12 @@ impl Generator {
 
     /// Replaces the token meanings (tests with a hand-made vocabulary).
     pub fn with_effects(mut self, effects: Effects) -> Generator {
-        self.effects = Arc::new(effects);
+        Arc::make_mut(&mut self.parts).effects = Arc::new(effects);
         self
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-    pub fn model(&self) -> &Arc<dyn LanguageModel> {
-        &self.model
-    }
-    pub fn encoding(&self) -> &Arc<dyn Encoding> {
-        &self.encoding
-    }
-    pub fn effects(&self) -> &Arc<Effects> {
-        &self.effects
-    }
-    pub fn model_hash(&self) -> &str {
-        &self.model_hash
-    }
-    /// Style labels the model was trained with.
-    pub fn styles(&self) -> &[String] {
-        &self.styles
-    }
-    /// Instrument labels the model was trained with.
-    pub fn instruments(&self) -> &[String] {
-        &self.instruments
-    }
-
-    /// Unknown style or instrument names are errors that list the names the model knows
-    /// (silently mapping them to "unknown" would hand the user a different piece than asked).
-    pub(crate) fn check_labels(&self, o: &Overrides, prompt: &Score) -> Result<(), GenError> {
-        let check = |what: &'static str, name: &Option<String>, known: &[String]| -> Result<(), GenError> {
-            match name {
-                Some(n) if !known.iter().any(|k| k.eq_ignore_ascii_case(n)) => Err(GenError::UnknownLabel {
-                    what,
-                    name: n.clone(),
-                    model: self.name.clone(),
-                    known: if known.is_empty() {
-                        "(none: this model is not conditioned on it)".into()
-                    } else {
-                        known.join(", ")
-                    },
-                }),
-                _ => Ok(()),
-            }
-        };
-        check("style", &o.style, &self.styles)?;
-        // A prompt's own `%%style` is checked only against a model conditioned on style at all.
-        if o.style.is_none() && !self.styles.is_empty() {
-            check("style", &prompt.meta.style, &self.styles)?;
-        }
-        check("instrument", &o.instrument, &self.instruments)
     }
 
     /// One take, blocking.
@@ -202,18 +148,18 @@ impl Generator {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<Session, GenError> {
-        let mut s = Session::start(self, request, n)?;
+        let mut s = Session::start(&self.parts, request, n)?;
         s.run(cancel, on_event)?;
         Ok(s)
     }
 
     /// Starts `n` takes on a worker thread that streams notes and can be cancelled.
-    pub fn spawn(self: &Arc<Self>, request: Request, n: usize) -> Job {
-        Job::spawn(self.clone(), request, n)
+    pub fn spawn(&self, request: Request, n: usize) -> Job {
+        Job::spawn(self.parts.clone(), request, n)
     }
 
     /// Log-likelihood of a score under this model (see [`likelihood`]).
     pub fn likelihood(&self, score: &Score) -> Result<Likelihood, GenError> {
-        likelihood::score(self, score)
+        likelihood::score(&self.parts, score)
     }
 }

@@ -7,7 +7,7 @@
 //! decoder completes it.
 
 use super::constraints::{Constraints, Effect, Tracker};
-use super::generator::Generator;
+use super::parts::Parts;
 use super::sampling::{log_softmax, sample, Rng, Sampling};
 use super::GenError;
 use crate::model::{LanguageModel, State};
@@ -275,12 +275,12 @@ const TOKENS_PER_BAR_CAP: usize = 256;
 impl Session {
     /// Encodes the prompt, feeds it (sliding past the context if it is too long) to a fresh
     /// state for `n` rows, and readies each row's sampler and decoder.
-    pub(crate) fn start(gen: &Generator, request: &Request, n: usize) -> Result<Session, GenError> {
+    pub(crate) fn start(gen: &Parts, request: &Request, n: usize) -> Result<Session, GenError> {
         request.validate()?;
         if n == 0 {
             return Err(GenError::Request("a batch needs at least one take".into()));
         }
-        gen.check_labels(&request.overrides, &request.prompt)?;
+        gen.check_labels(&request.overrides.style, &request.overrides.instrument, &request.prompt)?;
         let model = gen.model().clone();
         let encoding = gen.encoding().clone();
         let effects = gen.effects().clone();
@@ -717,7 +717,7 @@ pub struct Job {
 
 impl Job {
     /// Starts `n` takes of `request` on a new thread.
-    pub fn spawn(gen: Arc<Generator>, request: Request, n: usize) -> Job {
+    pub fn spawn(gen: Arc<Parts>, request: Request, n: usize) -> Job {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let flag = cancel.clone();

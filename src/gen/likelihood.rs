@@ -1,6 +1,6 @@
 //! Scoring a Score under a model: total and per-note log-probability, and per-bar surprise (NLL per note).
 
-use super::generator::Generator;
+use super::parts::Parts;
 use super::sampling::log_softmax;
 use super::GenError;
 use crate::model::LanguageModel;
@@ -81,7 +81,7 @@ pub fn token_log_probs(model: &dyn LanguageModel, ids: &[u32]) -> Result<Vec<f64
 }
 
 /// Scores `score` under `gen`'s model and encoding.
-pub fn score(gen: &Generator, score: &Score) -> Result<Likelihood, GenError> {
+pub fn score(gen: &Parts, score: &Score) -> Result<Likelihood, GenError> {
     let encoding = gen.encoding();
     // Bar-aware encodings see a pickup as the end of a silent bar, as in training; the pickup
     // is then bar 0 of the surprise list.

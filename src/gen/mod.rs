@@ -13,6 +13,7 @@ pub mod generator;
 pub mod harmonize;
 pub mod job;
 pub mod likelihood;
+pub mod parts;
 pub mod sampling;
 
 pub use constraints::{Constraints, Effect, Effects, FixedVoice};
@@ -21,6 +22,7 @@ pub use generator::Generator;
 pub use harmonize::harmonize;
 pub use job::{Event, Job, Length, Overrides, Request, Session, Take, TakeRecord};
 pub use likelihood::{BarSurprise, Likelihood};
+pub use parts::Parts;
 pub use sampling::{Rng, Sampling};
 
 use crate::model::ModelError;

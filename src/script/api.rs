@@ -38,31 +38,12 @@ pub fn instrument_names() -> Vec<String> {
     ALIASES.iter().map(|(a, _)| a.to_string()).chain(GM_NAMES.iter().map(|g| g.to_string())).collect()
 }
 
-/// One line describing a score, as the REPL shows it and `print` writes it.
-pub fn summary(s: &Score) -> String {
-    let mut out = format!("Score({} bars, {} notes", s.bar_count(), s.notes.len());
-    out.push_str(&format!(", K:{} M:{}", s.key(), s.meter()));
-    if let Some(t) = &s.meta.title {
-        out.push_str(&format!(", \"{t}\""));
-    }
-    if let Some(st) = &s.meta.style {
-        out.push_str(&format!(", style {st}"));
-    }
-    if !s.notes.is_empty() {
-        let lo = s.notes.iter().map(|n| n.pitch).min().unwrap_or(0);
-        let hi = s.notes.iter().map(|n| n.pitch).max().unwrap_or(0);
-        out.push_str(&format!(", {}..{}", pitch_name(lo), pitch_name(hi)));
-    }
-    out.push(')');
-    out
-}
-
 pub use crate::score::{parse_pitch, pitch_name};
 
 /// How the REPL prints a result.
 pub fn describe(v: &Dynamic) -> String {
     if let Some(s) = v.clone().try_cast::<Score>() {
-        return summary(&s);
+        return s.summary();
     }
     if v.is_string() {
         return format!("{v:?}");
@@ -320,8 +301,8 @@ pub fn register(engine: &mut Engine, ctx: &Arc<Ctx>) {
 
 fn register_score(engine: &mut Engine) {
     engine.register_type_with_name::<Score>("Score");
-    engine.register_fn("to_string", |s: &mut Score| summary(s));
-    engine.register_fn("to_debug", |s: &mut Score| summary(s));
+    engine.register_fn("to_string", |s: &mut Score| s.summary());
+    engine.register_fn("to_debug", |s: &mut Score| s.summary());
     engine.register_fn("transpose", |s: &mut Score, semitones: INT| -> Res<Score> {
         let st = i32::try_from(semitones).or_else(|_| err(format!("transpose by {semitones}?")))?;
         s.transpose(st).or_else(err)
@@ -650,7 +631,7 @@ fn read_text_bounded(path: &std::path::Path) -> std::io::Result<String> {
 
 /// The cancel flag of the code running on this thread (a fresh, never-raised one outside a run).
 fn line_cancel() -> Arc<std::sync::atomic::AtomicBool> {
-    super::current_cancel().unwrap_or_default()
+    super::guard::current_cancel().unwrap_or_default()
 }
 
 /// An error from a call that can be cancelled: a raised flag means Ctrl-C (or a stopped loop),

@@ -45,7 +45,7 @@ impl Loops {
         self.map()
             .iter()
             .map(|(name, l)| {
-                let last = l.last_good.lock().map(|s| super::api::summary(&s)).unwrap_or_default();
+                let last = l.last_good.lock().map(|s| s.summary()).unwrap_or_default();
                 format!("{name}: {} cycles made, last {last}", l.made.load(Ordering::Relaxed))
             })
             .collect()
@@ -110,13 +110,13 @@ impl Producer for BodyProducer {
                 let engine = ctx.engine().ok_or("the session has ended")?;
                 let lib = ctx.lib.lock().map(|l| l.clone()).unwrap_or_default();
                 let i = self.base + req.cycle;
-                let r = super::guarded(self.cancel.clone(), LOOP_LIMITS, || {
+                let r = super::guard::guarded(self.cancel.clone(), LOOP_LIMITS, || {
                     self.body.call::<Dynamic>(&engine, &lib, (i as INT,)).and_then(to_cycle)
                 });
                 match r {
                     Ok(s) => s,
                     Err(_) if self.cancel.load(Ordering::Relaxed) => return Err("stopped".into()),
-                    Err(e) => return Err(format!("cycle {i}:\n{}", super::eval_error(&self.source, *e))),
+                    Err(e) => return Err(format!("cycle {i}:\n{}", super::error::eval_error(&self.source, *e))),
                 }
             }
         };

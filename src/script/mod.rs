@@ -7,13 +7,18 @@
 //! runaway `loop {}` ends on Ctrl-C and a loop body can never freeze the music.
 
 pub mod api;
+pub mod error;
+pub mod guard;
 pub mod help;
 pub mod loops;
 pub mod sandbox;
 pub mod stage;
 
-use rhai::{Dynamic, Engine, EvalAltResult, ParseErrorType, Position, Scope, AST};
-use std::cell::RefCell;
+pub use error::ScriptError;
+use error::{eval_error, to_error};
+use guard::guarded;
+pub use guard::{cancelled, Limits, LOOP_LIMITS};
+use rhai::{Dynamic, Engine, ParseErrorType, Scope, AST};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -45,104 +50,6 @@ pub fn buffer_output() -> (Output, Arc<Mutex<Vec<String>>>) {
     });
     (out, buf)
 }
-
-/// What can go wrong running script text. `Display` shows the offending line with a caret.
-#[derive(Debug, thiserror::Error)]
-pub enum ScriptError {
-    /// The text does not parse; `line`/`column` are 1-based within the submitted text.
-    #[error("{}", caret(.source_line, *.line, *.column, .message, *.multi_line))]
-    Parse { line: usize, column: usize, source_line: String, message: String, multi_line: bool },
-    /// Running it failed (a runtime error, a failing API call, a limit).
-    #[error("{}", caret(.source_line, *.line, *.column, .message, *.multi_line))]
-    Eval { line: usize, column: usize, source_line: String, message: String, multi_line: bool },
-    /// Failed with no position to point at.
-    #[error("{message}")]
-    NoPosition { message: String },
-    /// Stopped by Ctrl-C (or `stop`), not an error in the script.
-    #[error("cancelled")]
-    Cancelled,
-    #[error("{path}: {reason}")]
-    File { path: String, reason: String },
-}
-
-impl ScriptError {
-    /// 1-based (line, column) of the error, if it has one.
-    pub fn position(&self) -> Option<(usize, usize)> {
-        match self {
-            ScriptError::Parse { line, column, .. } | ScriptError::Eval { line, column, .. } => Some((*line, *column)),
-            _ => None,
-        }
-    }
-}
-
-/// `source_line` with a caret under `column` and the message after it; with a line-number prefix
-/// when the input had several lines.
-fn caret(source_line: &str, line: usize, column: usize, message: &str, multi_line: bool) -> String {
-    let prefix = if multi_line { format!("{line}: ") } else { String::new() };
-    let width = prefix.chars().count() + source_line.chars().take(column.saturating_sub(1)).count();
-    let mut out = format!("{prefix}{source_line}\n");
-    for (i, m) in message.lines().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&" ".repeat(width));
-        out.push_str(if i == 0 { "^ " } else { "| " });
-        out.push_str(m);
-    }
-    out
-}
-
-/// Limits for one run of script code.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Rhai operations one run may take (0: unlimited).
-    pub max_operations: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        // Generous for a line typed live (a few seconds of pure script work); a model call is
-        // one operation, so generation is not limited by this.
-        Limits { max_operations: 200_000_000 }
-    }
-}
-
-/// Limits for one cycle of a loop body: a body must finish well within a bar.
-pub const LOOP_LIMITS: Limits = Limits { max_operations: 20_000_000 };
-
-/// The cancel flag and limits in force on this thread; `on_progress` reads them. Per thread,
-/// because loop bodies run beside REPL lines and a Ctrl-C must stop only the line.
-struct Guard {
-    cancel: Arc<AtomicBool>,
-    limits: Limits,
-}
-
-thread_local! {
-    static GUARD: RefCell<Option<Guard>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with `cancel` and `limits` in force for script code on this thread.
-pub(crate) fn guarded<T>(cancel: Arc<AtomicBool>, limits: Limits, f: impl FnOnce() -> T) -> T {
-    let previous = GUARD.with(|g| g.borrow_mut().replace(Guard { cancel, limits }));
-    let out = f();
-    GUARD.with(|g| *g.borrow_mut() = previous);
-    out
-}
-
-/// Whether the code running on this thread has been asked to stop (API calls that wait, such
-/// as a generation, poll this).
-pub fn cancelled() -> bool {
-    GUARD.with(|g| g.borrow().as_ref().is_some_and(|g| g.cancel.load(Ordering::Relaxed)))
-}
-
-/// The cancel flag of the code running on this thread, to hand to a worker.
-pub(crate) fn current_cancel() -> Option<Arc<AtomicBool>> {
-    GUARD.with(|g| g.borrow().as_ref().map(|g| g.cancel.clone()))
-}
-
-/// Marker values `on_progress` returns; turned back into errors by [`Session::eval`].
-const CANCELLED: &str = "cancelled (Ctrl-C)";
-const TOO_MANY_OPS: &str = "operation limit reached";
 
 /// Options for a new session.
 pub struct Options {
@@ -239,19 +146,7 @@ impl Session {
         engine.set_max_string_size(MAX_STRING_BYTES);
         engine.set_max_array_size(4 << 20);
         engine.set_max_map_size(1 << 20);
-        engine.on_progress(|ops| {
-            GUARD.with(|g| {
-                let g = g.borrow();
-                let g = g.as_ref()?;
-                if g.cancel.load(Ordering::Relaxed) {
-                    Some(Dynamic::from(CANCELLED))
-                } else if g.limits.max_operations > 0 && ops > g.limits.max_operations {
-                    Some(Dynamic::from(TOO_MANY_OPS))
-                } else {
-                    None
-                }
-            })
-        });
+        engine.on_progress(guard::on_progress);
         let out = options.output.clone();
         engine.on_print(move |s| out(s));
         let out = options.output.clone();
@@ -411,68 +306,6 @@ fn end_position(text: &str) -> (usize, usize) {
     (lines.len(), last + 1)
 }
 
-/// Builds a positioned error from a rhai position within `text`.
-fn to_error(text: &str, pos: Position, message: String, parse: bool) -> ScriptError {
-    let (Some(line), Some(column)) = (pos.line(), pos.position().or(Some(1))) else {
-        return ScriptError::NoPosition { message };
-    };
-    let lines: Vec<&str> = text.split('\n').collect();
-    let source_line = lines.get(line - 1).copied().unwrap_or("").trim_end_matches('\r').to_string();
-    let multi_line = lines.iter().filter(|l| !l.trim().is_empty()).count() > 1;
-    if parse {
-        ScriptError::Parse { line, column, source_line, message, multi_line }
-    } else {
-        ScriptError::Eval { line, column, source_line, message, multi_line }
-    }
-}
-
-/// Turns a rhai runtime error into ours, unwrapping the error inside a function call so the
-/// message says what went wrong rather than only "in call to function".
-pub(crate) fn eval_error(text: &str, e: EvalAltResult) -> ScriptError {
-    let pos = e.position();
-    match e {
-        EvalAltResult::ErrorTerminated(v, _) => {
-            if v.clone().into_string().ok().as_deref() == Some(TOO_MANY_OPS) {
-                to_error(text, pos, format!("{TOO_MANY_OPS}: stopped a line that ran too long"), false)
-            } else {
-                ScriptError::Cancelled
-            }
-        }
-        EvalAltResult::ErrorInFunctionCall(name, _src, inner, p) => {
-            // The call site is in `text`; the inner error is inside the function body (also in
-            // some earlier line), so point at the call and say where inside it failed.
-            if matches!(*inner, EvalAltResult::ErrorTerminated(..)) {
-                return eval_error(text, *inner);
-            }
-            // A closure (`|i| ...`) has no name worth showing and was written in this text:
-            // point at the failing spot inside it.
-            if name.starts_with("anon$") && inner.position().line().is_some_and(|l| l <= text.split('\n').count()) {
-                return eval_error(text, *inner);
-            }
-            let inner_line = inner.position().line();
-            let inner_msg = strip_position(*inner);
-            let inner_msg = match inner_line {
-                Some(l) => format!("{inner_msg} (line {l} of `{name}`)"),
-                None => inner_msg,
-            };
-            to_error(text, p, format!("in `{name}`: {inner_msg}"), false)
-        }
-        other => {
-            let message = strip_position(other);
-            to_error(text, pos, message, false)
-        }
-    }
-}
-
-/// A rhai error's message without its trailing ` (line L, position P)`.
-fn strip_position(mut e: EvalAltResult) -> String {
-    e.clear_position();
-    match e {
-        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        other => other.to_string(),
-    }
-}
-
 /// Rhai reserves `loop` for `loop { }`, but the music API wants `loop("name", |i| ...)`. A
 /// `loop` followed by `(` can never be a loop statement, so such calls are rewritten to the
 /// same-length name `Loop` (columns stay exact for carets). Strings and comments are skipped.
@@ -533,6 +366,7 @@ pub fn rewrite_loop_calls(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::guard::TOO_MANY_OPS;
     use super::*;
 
     fn session() -> (Session, Arc<Mutex<Vec<String>>>) {
