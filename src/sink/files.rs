@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// The kinds of score file cadenza reads, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `.abc` (and `.txt`, as ABC text is often saved).
+    /// `.abc`.
     Abc,
     /// `.mid`, `.midi`, `.smf`.
     Midi,
@@ -21,7 +21,7 @@ impl Kind {
     pub fn of(path: &Path) -> Option<Kind> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
-            "abc" | "txt" => Some(Kind::Abc),
+            "abc" => Some(Kind::Abc),
             "mid" | "midi" | "smf" => Some(Kind::Midi),
             "xml" | "musicxml" | "mxl" => Some(Kind::MusicXml),
             _ => None,
@@ -44,9 +44,14 @@ pub enum ReadError {
     MusicXml(#[from] musicxml::MusicXmlError),
 }
 
-/// Reads a score file of any kind; `tune` picks an ABC file's tune by its `X:` number.
+/// Reads a score file of any kind; `tune` picks an ABC file's tune by its `X:` number. A `.txt`
+/// file is read as ABC text too (prompts are often saved so), though folders of takes count
+/// only the kinds [`Kind::of`] names.
 pub fn read(path: &Path, tune: Option<u32>) -> Result<Score, ReadError> {
-    let kind = Kind::of(path).ok_or_else(|| ReadError::UnknownKind(path.to_path_buf()))?;
+    let is_txt = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    let kind = Kind::of(path)
+        .or(is_txt.then_some(Kind::Abc))
+        .ok_or_else(|| ReadError::UnknownKind(path.to_path_buf()))?;
     if tune.is_some() && kind != Kind::Abc {
         return Err(ReadError::TuneOfNonAbc(path.to_path_buf()));
     }
@@ -65,7 +70,7 @@ mod tests {
     fn kinds_by_extension_in_any_case() {
         assert_eq!(Kind::of(Path::new("x.MXL")), Some(Kind::MusicXml));
         assert_eq!(Kind::of(Path::new("a/b.Mid")), Some(Kind::Midi));
-        assert_eq!(Kind::of(Path::new("t.txt")), Some(Kind::Abc));
+        assert_eq!(Kind::of(Path::new("t.txt")), None, "a folder's notes.txt is not a take");
         assert_eq!(Kind::of(Path::new("x.wav")), None);
         assert_eq!(Kind::of(Path::new("noext")), None);
     }
