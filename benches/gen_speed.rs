@@ -330,7 +330,7 @@ fn main() {
             let job = gen.spawn(req.clone(), 1);
             let mut first = None;
             for e in job.events.iter() {
-                if first.is_none() && matches!(e, cadenza::gen::Event::Note { .. }) {
+                if first.is_none() && matches!(e, cadenza::gen::Progress::Note { .. }) {
                     first = Some(t0.elapsed().as_secs_f64());
                 }
             }

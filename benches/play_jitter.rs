@@ -8,7 +8,7 @@
 //! Lateness comes from the player's own histogram (1 µs buckets), the clock it schedules by.
 
 use cadenza::play::clock::{MICRO, MILLI};
-use cadenza::play::{At, Config, Engine, LoopSource, PlayOpts};
+use cadenza::play::{At, LoopSource, PlayOpts, Transport, TransportConfig};
 use cadenza::score::{Note, Score};
 use cadenza::sink::out::{MidiOut, Recorder};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,7 +61,7 @@ fn run(realtime: bool, events: u64) {
         outs.push(Box::new(r));
         handles.push(h);
     }
-    let e = Engine::start(outs, Config { realtime, ..Config::default() }).expect("engine");
+    let e = Transport::start(outs, TransportConfig { realtime, ..TransportConfig::default() }).expect("engine");
     e.set_tempo(180.0, At::Now).expect("tempo");
     for i in 0..4u8 {
         e.set_loop(&format!("l{i}"), LoopSource::Fixed(groove(i, 40 + 8 * i)), PlayOpts { port: i, at: At::NextBar })

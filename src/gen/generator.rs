@@ -1,7 +1,7 @@
 //! A loaded model ready to generate: finds bundled models, loads weights + vocabulary + encoding, knows its labels.
 
 use super::constraints::Effects;
-use super::job::{Event, Job, Request, Session, Take};
+use super::job::{Batch, Job, Progress, Request, Take};
 use super::likelihood::{self, Likelihood};
 use super::parts::Parts;
 use super::GenError;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// A model found on disk or built in code, ready to generate: its [`Parts`] (what sessions and
+/// A model found on disk or built in code, ready to generate: its [`Parts`] (what batches and
 /// likelihoods use), its folder and its sampling defaults. Derefs to its parts.
 pub struct Generator {
     parts: Arc<Parts>,
@@ -129,26 +129,26 @@ impl Generator {
     /// One take, blocking, stopped before its next token once `cancel` is set (the take then
     /// records `cancelled`).
     pub fn generate_cancellable(&self, request: &Request, cancel: &AtomicBool) -> Result<Take, GenError> {
-        let session = self.session(request, 1, cancel, &mut |_| {})?;
-        session.takes().pop().ok_or_else(|| GenError::Worker("no take came back".into()))
+        let batch = self.batch(request, 1, cancel, &mut |_| {})?;
+        batch.takes().pop().ok_or_else(|| GenError::Worker("no take came back".into()))
     }
 
     /// `n` takes batched on the model (batch dimension `n`); take `i` uses seed `seed + i`.
     pub fn generate_batch(&self, request: &Request, n: usize) -> Result<Vec<Take>, GenError> {
-        let session = self.session(request, n, &AtomicBool::new(false), &mut |_| {})?;
-        Ok(session.takes())
+        let batch = self.batch(request, n, &AtomicBool::new(false), &mut |_| {})?;
+        Ok(batch.takes())
     }
 
-    /// Runs `n` takes to their length and returns the live session (to read the takes and to
-    /// continue them with [`Session::extend`], reusing the model state).
-    pub fn session(
+    /// Runs `n` takes to their length and returns the live batch (to read the takes and to
+    /// continue them with [`Batch::extend`], reusing the model state).
+    pub fn batch(
         &self,
         request: &Request,
         n: usize,
         cancel: &AtomicBool,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Result<Session, GenError> {
-        let mut s = Session::start(&self.parts, request, n)?;
+        on_event: &mut dyn FnMut(Progress),
+    ) -> Result<Batch, GenError> {
+        let mut s = Batch::start(&self.parts, request, n)?;
         s.run(cancel, on_event)?;
         Ok(s)
     }

@@ -1,9 +1,9 @@
 //! Generation requests and jobs: prompt → ids → model → sampled ids → notes, streamed, cancellable, replayable.
 //!
-//! A [`Session`] holds everything one (batched) generation needs between tokens: the model state
+//! A [`Batch`] holds everything one (batched) generation needs between tokens: the model state
 //! (KV cache or LSTM state), the ids in the model's window, and per take its RNG, decoder and
 //! constraint tracker. Keeping it alive is what lets a take be continued without re-reading its
-//! prompt. [`Job`] runs a session on a worker thread and streams each note as soon as the
+//! prompt. [`Job`] runs a batch on a worker thread and streams each note as soon as the
 //! decoder completes it.
 
 use super::constraints::{Constraints, Effect, Tracker};
@@ -217,14 +217,14 @@ pub struct Take {
 
 /// What a running job reports.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub enum Progress {
     /// A generated note is complete (take index within the batch).
     Note { take: usize, note: Note },
     /// A take reached its length.
     Finished { take: usize },
 }
 
-/// One take's progress inside a session.
+/// One take's progress inside a batch.
 struct Row {
     seed: u64,
     rng: Rng,
@@ -250,7 +250,7 @@ struct Row {
 
 /// A live (batched) generation: the model state plus each take's sampler, decoder and tracker.
 /// Keep it to continue the takes later without re-reading the prompt.
-pub struct Session {
+pub struct Batch {
     model: Arc<dyn LanguageModel>,
     encoding: Arc<dyn Encoding>,
     effects: Arc<super::constraints::Effects>,
@@ -272,10 +272,10 @@ pub struct Session {
 /// cannot loop forever under a bar or note limit.
 const TOKENS_PER_BAR_CAP: usize = 256;
 
-impl Session {
+impl Batch {
     /// Encodes the prompt, feeds it (sliding past the context if it is too long) to a fresh
     /// state for `n` rows, and readies each row's sampler and decoder.
-    pub(crate) fn start(gen: &Parts, request: &Request, n: usize) -> Result<Session, GenError> {
+    pub(crate) fn start(gen: &Parts, request: &Request, n: usize) -> Result<Batch, GenError> {
         request.validate()?;
         if n == 0 {
             return Err(GenError::Request("a batch needs at least one take".into()));
@@ -364,7 +364,7 @@ impl Session {
             truncated: false,
             sampled: Sampled::default(),
         };
-        let mut s = Session {
+        let mut s = Batch {
             model,
             encoding,
             effects,
@@ -503,7 +503,7 @@ impl Session {
 
     /// Generates until every take reaches its length, `cancel` is set (checked before every
     /// token), or an error. Each completed note goes to `on_event` at once.
-    pub fn run(&mut self, cancel: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<(), GenError> {
+    pub fn run(&mut self, cancel: &AtomicBool, on_event: &mut dyn FnMut(Progress)) -> Result<(), GenError> {
         let cap = self.token_cap();
         if let Some(next) = self.unfed.take() {
             self.feed(next)?;
@@ -544,7 +544,7 @@ impl Session {
                     for note in d.push(id) {
                         if note.start >= row.prompt_end {
                             row.notes.push(note);
-                            on_event(Event::Note { take: i, note });
+                            on_event(Progress::Note { take: i, note });
                         }
                     }
                     if matches!(effect, Effect::Structure) {
@@ -565,7 +565,7 @@ impl Session {
                     row.truncated = true;
                 }
                 if row.done {
-                    on_event(Event::Finished { take: i });
+                    on_event(Progress::Finished { take: i });
                 }
                 next.push(id);
             }
@@ -623,7 +623,7 @@ impl Session {
         &mut self,
         length: Length,
         cancel: &AtomicBool,
-        on_event: &mut dyn FnMut(Event),
+        on_event: &mut dyn FnMut(Progress),
     ) -> Result<(), GenError> {
         self.request.length = length;
         let constraints = self.request.effective_constraints();
@@ -650,12 +650,12 @@ impl Session {
         self.run(cancel, on_event)
     }
 
-    /// The takes as they stand (the session stays usable for [`Session::extend`]).
+    /// The takes as they stand (the batch stays usable for [`Batch::extend`]).
     pub fn takes(&self) -> Vec<Take> {
         self.rows
             .iter()
             .map(|r| {
-                // Finishing consumes a decoder: finish a copy, so the session can go on.
+                // Finishing consumes a decoder: finish a copy, so the batch can go on.
                 let decoded = match r.decoder.as_ref() {
                     Some(d) => d.box_clone().finish(),
                     None => self.encoding.decode(&r.ids),
@@ -710,9 +710,9 @@ impl Session {
 
 /// A generation running on a worker thread.
 pub struct Job {
-    pub events: mpsc::Receiver<Event>,
+    pub events: mpsc::Receiver<Progress>,
     cancel: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Result<Session, GenError>>>,
+    handle: Option<JoinHandle<Result<Batch, GenError>>>,
 }
 
 impl Job {
@@ -722,12 +722,12 @@ impl Job {
         let (tx, rx) = mpsc::channel();
         let flag = cancel.clone();
         let handle = std::thread::Builder::new().name("cadenza-gen".into()).spawn(move || {
-            let mut session = Session::start(&gen, &request, n)?;
+            let mut batch = Batch::start(&gen, &request, n)?;
             // A dropped receiver only means nobody listens any more; keep generating.
-            session.run(&flag, &mut |e| {
+            batch.run(&flag, &mut |e| {
                 let _ = tx.send(e);
             })?;
-            Ok(session)
+            Ok(batch)
         });
         match handle {
             Ok(h) => Job { events: rx, cancel, handle: Some(h) },
@@ -749,8 +749,8 @@ impl Job {
         self.cancel.clone()
     }
 
-    /// Waits for the job and returns its session (call `takes()` on it; keep it to continue).
-    pub fn join(mut self) -> Result<Session, GenError> {
+    /// Waits for the job and returns its batch (call `takes()` on it; keep it to continue).
+    pub fn join(mut self) -> Result<Batch, GenError> {
         match self.handle.take() {
             Some(h) => h.join().map_err(|_| GenError::Worker("the generation thread panicked".into()))?,
             None => Err(GenError::Worker("the job was already joined".into())),

@@ -20,7 +20,7 @@ pub use constraints::{Constraints, Effect, Effects, FixedVoice};
 pub use form::{generate_form, FormSpec, FormTake};
 pub use generator::Generator;
 pub use harmonize::harmonize;
-pub use job::{Event, Job, Length, Overrides, Request, Session, Take, TakeRecord};
+pub use job::{Batch, Job, Length, Overrides, Progress, Request, Take, TakeRecord};
 pub use likelihood::{BarSurprise, Likelihood};
 pub use parts::Parts;
 pub use sampling::{Rng, Sampling};

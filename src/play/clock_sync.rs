@@ -1,11 +1,11 @@
 //! MIDI clock in both directions: sending 24 ppqn with start/stop (see the sequencer), and following an incoming clock.
 //!
-//! Sending lives in the sequencer (`Engine::clock_out`): pulses are ordinary timestamped events,
+//! Sending lives in the sequencer (`Transport::clock_out`): pulses are ordinary timestamped events,
 //! so they share the player's timing. Following: [`ClockFollower`] turns pulse arrival times into
 //! a smoothed tempo and a beat/bar position; [`follow_clock`] wires a midir input to an engine.
 
 use super::clock::Nanos;
-use super::engine::{Engine, PlayError};
+use super::engine::{PlayError, Transport};
 use super::event::msg;
 use super::sequencer::At;
 use std::sync::{Arc, Mutex};
@@ -143,13 +143,13 @@ pub struct FollowHandle {
 /// Follows the MIDI clock arriving on input `port` (index, name or unique substring). Once the
 /// leader has sent Start (or a Song Position), cadenza's bar lines are phase-locked to the
 /// leader's: every beat the engine gets the leader's position and smoothed tempo
-/// ([`Engine::follow`]). Before that only the tempo follows, updated at most once a beat and only
+/// ([`Transport::follow`]). Before that only the tempo follows, updated at most once a beat and only
 /// when it moved by more than 0.3 bpm (so jitter in the sender does not wobble the music).
 ///
 /// A pulse arrives some time after the leader sent it (the MIDI system's latency: two or three
 /// periods through JACK); `latency` says how long, so the bars lock to when the leader played
 /// them rather than to when we heard about it. Any remainder shows as a steady lag.
-pub fn follow_clock(engine: Arc<Engine>, port: &str, latency: Nanos) -> Result<FollowHandle, PlayError> {
+pub fn follow_clock(engine: Arc<Transport>, port: &str, latency: Nanos) -> Result<FollowHandle, PlayError> {
     let input = midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
     let ports = input.ports();
     let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();

@@ -1,8 +1,8 @@
-//! `play::Engine`: the handle the rest of cadenza plays through; it runs the sequencer and the real-time player.
+//! `play::Transport`: the handle the rest of cadenza plays through; it runs the sequencer and the real-time player.
 //!
-//! Two modes share all the logic. [`Engine::start`] runs a sequencer thread and a real-time
-//! player thread on the monotonic clock. [`Engine::manual`] runs no threads: a test moves a
-//! [`FakeClock`] with [`Engine::advance_to`] and every event is sent exactly when due, so tests
+//! Two modes share all the logic. [`Transport::start`] runs a sequencer thread and a real-time
+//! player thread on the monotonic clock. [`Transport::manual`] runs no threads: a test moves a
+//! [`FakeClock`] with [`Transport::advance_to`] and every event is sent exactly when due, so tests
 //! can assert exact timestamps without ever reading the wall clock.
 
 use super::clock::{Clock, FakeClock, MonotonicClock, Nanos, MILLI};
@@ -37,7 +37,7 @@ pub enum PlayError {
     EmptyLoop { name: String },
     #[error("cannot start the {what} thread: {reason}")]
     Thread { what: &'static str, reason: String },
-    #[error("stepping time by hand needs an engine made with Engine::manual")]
+    #[error("stepping time by hand needs an engine made with Transport::manual")]
     NotManual,
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
@@ -45,9 +45,9 @@ pub enum PlayError {
     Input(String),
 }
 
-/// Engine settings.
+/// Transport settings.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct TransportConfig {
     /// How far ahead of now the sequencer schedules.
     pub lookahead: Nanos,
     /// Starting tempo (quarter notes per minute).
@@ -60,9 +60,9 @@ pub struct Config {
     pub realtime: bool,
 }
 
-impl Default for Config {
+impl Default for TransportConfig {
     fn default() -> Self {
-        Config {
+        TransportConfig {
             lookahead: DEFAULT_LOOKAHEAD,
             bpm: crate::time::DEFAULT_BPM,
             ring_capacity: 1 << 14,
@@ -107,7 +107,7 @@ struct Threads {
     watcher: Option<JoinHandle<()>>,
 }
 
-/// Everything of a manual engine, stepped by [`Engine::advance_to`].
+/// Everything of a manual engine, stepped by [`Transport::advance_to`].
 struct ManualCore {
     seq: Sequencer,
     player: Player,
@@ -131,7 +131,7 @@ struct Slot {
 }
 
 /// The play engine. `Send + Sync`: share it in an `Arc`.
-pub struct Engine {
+pub struct Transport {
     commands: Mutex<Sender<Command>>,
     reports_tx: Sender<Report>,
     reports: Mutex<Receiver<Report>>,
@@ -169,7 +169,7 @@ struct Parts {
 }
 
 impl Parts {
-    fn new(outputs: Vec<Box<dyn MidiOut>>, config: &Config, now: Nanos) -> Result<Parts, PlayError> {
+    fn new(outputs: Vec<Box<dyn MidiOut>>, config: &TransportConfig, now: Nanos) -> Result<Parts, PlayError> {
         let slots = slots_of(&outputs)?;
         let rings = Rings::new(config.ring_capacity);
         let (cmd_tx, cmd_rx) = channel();
@@ -191,18 +191,18 @@ impl Parts {
     }
 }
 
-impl Engine {
+impl Transport {
     /// Starts the sequencer and player threads on the monotonic clock.
-    pub fn start(outputs: Vec<Box<dyn MidiOut>>, config: Config) -> Result<Engine, PlayError> {
-        Engine::start_with_clock(outputs, config, Arc::new(MonotonicClock::new()))
+    pub fn start(outputs: Vec<Box<dyn MidiOut>>, config: TransportConfig) -> Result<Transport, PlayError> {
+        Transport::start_with_clock(outputs, config, Arc::new(MonotonicClock::new()))
     }
 
     /// Starts the threads on `clock`.
     pub fn start_with_clock(
         outputs: Vec<Box<dyn MidiOut>>,
-        config: Config,
+        config: TransportConfig,
         clock: Arc<dyn Clock>,
-    ) -> Result<Engine, PlayError> {
+    ) -> Result<Transport, PlayError> {
         let p = Parts::new(outputs, &config, clock.now())?;
         let (seq, player, cmd_rx, mut returned) = (p.seq, p.player, p.cmd_rx, p.returned);
         let pclock = clock.clone();
@@ -226,11 +226,15 @@ impl Engine {
         let watcher = spawn_watcher(slots.clone(), p.cmd_tx.clone(), p.rep_tx.clone(), closing.clone());
         let mode =
             Mode::Threads(Mutex::new(Threads { sequencer: Some(seq_thread), player: Some(player_thread), watcher }));
-        Ok(Engine::assemble(p.cmd_tx, p.rep_tx, p.rep_rx, p.shared, p.stats, clock, mode, slots, closing, &config))
+        Ok(Transport::assemble(p.cmd_tx, p.rep_tx, p.rep_rx, p.shared, p.stats, clock, mode, slots, closing, &config))
     }
 
-    /// An engine with no threads, on a fake clock that only [`Engine::advance_to`] moves.
-    pub fn manual(outputs: Vec<Box<dyn MidiOut>>, config: Config, clock: FakeClock) -> Result<Engine, PlayError> {
+    /// An engine with no threads, on a fake clock that only [`Transport::advance_to`] moves.
+    pub fn manual(
+        outputs: Vec<Box<dyn MidiOut>>,
+        config: TransportConfig,
+        clock: FakeClock,
+    ) -> Result<Transport, PlayError> {
         let p = Parts::new(outputs, &config, clock.now())?;
         let core = ManualCore {
             seq: p.seq,
@@ -243,7 +247,7 @@ impl Engine {
         let mode = Mode::Manual(Box::new(Mutex::new(core)));
         let slots = Arc::new(Mutex::new(p.slots));
         let closing = Arc::new(AtomicBool::new(false));
-        Ok(Engine::assemble(
+        Ok(Transport::assemble(
             p.cmd_tx,
             p.rep_tx,
             p.rep_rx,
@@ -268,9 +272,9 @@ impl Engine {
         mode: Mode,
         slots: Arc<Mutex<Vec<Option<Slot>>>>,
         closing: Arc<AtomicBool>,
-        config: &Config,
-    ) -> Engine {
-        Engine {
+        config: &TransportConfig,
+    ) -> Transport {
+        Transport {
             commands: Mutex::new(commands),
             reports_tx,
             reports: Mutex::new(reports),
@@ -287,7 +291,7 @@ impl Engine {
         }
     }
 
-    /// Engine clock now.
+    /// Transport clock now.
     pub fn now(&self) -> Nanos {
         self.clock.now()
     }
@@ -381,7 +385,7 @@ impl Engine {
         self.send(Command::StopLoop { name: name.to_string(), at })
     }
 
-    /// Stops every play and loop at `at`; [`At::Now`] is the same as [`Engine::panic`].
+    /// Stops every play and loop at `at`; [`At::Now`] is the same as [`Transport::panic`].
     pub fn stop_all(&self, at: At) -> Result<(), PlayError> {
         self.send(Command::StopAll { at })
     }
@@ -400,7 +404,7 @@ impl Engine {
         self.send(Command::Tempo { bpm, at })
     }
 
-    /// Locks the bar grid to a leader: at clock time `at` (see [`Engine::now`]) the leader was
+    /// Locks the bar grid to a leader: at clock time `at` (see [`Transport::now`]) the leader was
     /// `leader_tick` ticks (at [`crate::time::PPQ`]) past its first downbeat, playing at `bpm`.
     /// Call it once a beat; the sequencer nudges its tempo (or, for a large error, waits) so its
     /// bar lines fall on the leader's.
@@ -486,7 +490,7 @@ impl Engine {
         }
     }
 
-    /// Waits until [`Engine::is_idle`] or `cancel` is set; true when idle. A manual engine moves
+    /// Waits until [`Transport::is_idle`] or `cancel` is set; true when idle. A manual engine moves
     /// its fake clock forward to get there (at most an hour of fake time).
     pub fn wait_idle(&self, cancel: &AtomicBool, loops_too: bool) -> bool {
         // A command just sent may not have reached the sequencer: give it one round first.
@@ -668,7 +672,7 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Drop for Transport {
     fn drop(&mut self) {
         if !self.closing.load(Ordering::Relaxed) {
             self.shutdown();
@@ -685,7 +689,7 @@ pub const PLAYER_THREAD: &str = "cadenza-player";
 /// How long before a lateness step already shown is shown again.
 const LATE_REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// What [`Engine::take_reports`] has told the user so far.
+/// What [`Transport::take_reports`] has told the user so far.
 #[derive(Default)]
 struct SeenLate {
     /// Events over each lateness step when that step was last shown, and when.

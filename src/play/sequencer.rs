@@ -403,7 +403,7 @@ impl Sequencer {
 
     /// Applies one command.
     /// Carries out one command, then publishes the result and counts the command as handled, so
-    /// `Engine::is_idle` never mistakes a command still in the channel for silence.
+    /// `Transport::is_idle` never mistakes a command still in the channel for silence.
     pub fn handle(&mut self, cmd: Command) {
         self.apply(cmd);
         self.publish();

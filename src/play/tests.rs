@@ -1,7 +1,7 @@
-//! Engine tests on a fake clock and a recorder: exact timestamps, loop boundaries, flush, tempo, ledger.
+//! Transport tests on a fake clock and a recorder: exact timestamps, loop boundaries, flush, tempo, ledger.
 
 use super::clock::{FakeClock, Nanos, MILLI, SECOND};
-use super::engine::{Config, Engine, LoopSource, PlayOpts};
+use super::engine::{LoopSource, PlayOpts, Transport, TransportConfig};
 use super::event::msg;
 use super::sequencer::{At, CycleRequest, Report};
 use crate::score::{Note, Score};
@@ -14,14 +14,14 @@ const Q: Nanos = 500 * MILLI;
 /// A 4/4 bar at 120 bpm.
 const BAR: Nanos = 2 * SECOND;
 
-fn engine_with(config: Config) -> (Engine, RecorderHandle) {
+fn engine_with(config: TransportConfig) -> (Transport, RecorderHandle) {
     let (rec, h) = Recorder::new("rec", 1 << 16);
-    let e = Engine::manual(vec![Box::new(rec)], config, FakeClock::new(0)).expect("manual engine");
+    let e = Transport::manual(vec![Box::new(rec)], config, FakeClock::new(0)).expect("manual engine");
     (e, h)
 }
 
-fn engine() -> (Engine, RecorderHandle) {
-    engine_with(Config { program_changes: false, ..Config::default() })
+fn engine() -> (Transport, RecorderHandle) {
+    engine_with(TransportConfig { program_changes: false, ..TransportConfig::default() })
 }
 
 fn score(notes: &[(Tick, Tick, u8)], length: Tick) -> Score {
@@ -250,7 +250,7 @@ fn a_producer_is_asked_one_cycle_ahead_and_its_errors_keep_the_old_music() {
 
 #[test]
 fn every_note_on_gets_its_note_off_in_every_stop_path() {
-    type Stop = fn(&Engine);
+    type Stop = fn(&Transport);
     let paths: [(&str, Stop); 6] = [
         ("stop at bar", |e| e.stop_loop("a", At::NextBar).unwrap()),
         ("stop now", |e| e.stop_loop("a", At::Now).unwrap()),
@@ -286,7 +286,7 @@ fn every_note_on_gets_its_note_off_in_every_stop_path() {
 #[test]
 fn dropping_the_engine_turns_notes_off() {
     let (rec, h) = Recorder::new("rec", 1024);
-    let e = Engine::manual(vec![Box::new(rec)], Config::default(), FakeClock::new(0)).unwrap();
+    let e = Transport::manual(vec![Box::new(rec)], TransportConfig::default(), FakeClock::new(0)).unwrap();
     e.set_loop("a", LoopSource::Fixed(score(&[(0, 1920, 60)], 1920)), PlayOpts { port: 0, at: At::Now }).unwrap();
     e.advance_to(SECOND).unwrap();
     drop(e);
@@ -330,7 +330,7 @@ fn meter_changes_move_the_bar_grid_at_the_next_bar() {
 
 #[test]
 fn programs_are_sent_when_a_channel_changes_instrument() {
-    let (e, h) = engine_with(Config::default());
+    let (e, h) = engine_with(TransportConfig::default());
     let mut s = score(&[(0, 100, 60), (480, 100, 62), (960, 100, 64)], 1440);
     s.notes[1].program = 40;
     s.notes[2].program = 40;

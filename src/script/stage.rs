@@ -3,7 +3,7 @@
 use super::loops::Loops;
 use super::Options;
 use crate::gen::{Generator, Length, Request};
-use crate::play::{At, Engine, FakeClock, PlayOpts, Producer};
+use crate::play::{At, FakeClock, PlayOpts, Producer, Transport};
 use crate::score::Score;
 use crate::sink::out::MidiOut;
 use rhai::Map;
@@ -70,7 +70,7 @@ pub struct Stage {
     output: super::Output,
     port_names: Mutex<Vec<String>>,
     /// The play engine, started on first use (a session that only edits scores opens no port).
-    engine: Mutex<Option<Arc<Engine>>>,
+    engine: Mutex<Option<Arc<Transport>>>,
     /// Outputs to start the engine with besides the MIDI port (recorders in tests).
     extra_outputs: Mutex<Vec<Box<dyn MidiOut>>>,
     /// Run the engine on this fake clock (`sleep` and `wait` move it): tests, offline renders.
@@ -297,7 +297,7 @@ impl Stage {
             return Ok(out);
         }
         let prompt_len = request.prompt.length;
-        let session = g.session(&request, 1, cancel, &mut |_| {}).map_err(|e| format!("gen: {e}"))?;
+        let session = g.batch(&request, 1, cancel, &mut |_| {}).map_err(|e| format!("gen: {e}"))?;
         if cancel.load(Ordering::Relaxed) {
             return Err("cancelled".into());
         }
@@ -435,7 +435,7 @@ impl Stage {
     }
 
     /// The play engine, started on first use with the MIDI port (or none with `--no-midi`).
-    pub fn engine(self: &Arc<Self>) -> Result<Arc<Engine>, String> {
+    pub fn engine(self: &Arc<Self>) -> Result<Arc<Transport>, String> {
         let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(engine) = e.as_ref() {
             return Ok(engine.clone());
@@ -459,10 +459,10 @@ impl Stage {
             }
         }
         outputs.append(&mut self.extra_outputs.lock().unwrap_or_else(|p| p.into_inner()));
-        let config = crate::play::Config { bpm: self.tempo(), ..Default::default() };
+        let config = crate::play::TransportConfig { bpm: self.tempo(), ..Default::default() };
         let engine = match &self.fake_clock {
-            Some(clock) => Engine::manual(outputs, config, clock.clone()),
-            None => Engine::start(outputs, config),
+            Some(clock) => Transport::manual(outputs, config, clock.clone()),
+            None => Transport::start(outputs, config),
         }
         .map_err(|e| e.to_string())?;
         let engine = Arc::new(engine);
@@ -480,7 +480,7 @@ impl Stage {
     }
 
     /// The engine if it was started (stopping things must not start it).
-    fn started(&self) -> Option<Arc<Engine>> {
+    fn started(&self) -> Option<Arc<Transport>> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -541,7 +541,7 @@ impl Stage {
     }
 
     /// Prints what the engine has to say (a fake-clock engine has no reporter thread).
-    fn flush_reports(&self, e: &Engine) {
+    fn flush_reports(&self, e: &Transport) {
         if self.fake_clock.is_some() {
             for r in e.take_reports() {
                 (self.output)(&r.to_string());
@@ -691,7 +691,7 @@ impl Stage {
 
 /// Prints the engine's reports (loop errors, late cycles, vanished ports, lateness) above the
 /// prompt as they come.
-fn spawn_reporter(engine: std::sync::Weak<Engine>, output: super::Output, closing: Arc<AtomicBool>) {
+fn spawn_reporter(engine: std::sync::Weak<Transport>, output: super::Output, closing: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new().name("cadenza-reports".into()).spawn(move || {
         while !closing.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));

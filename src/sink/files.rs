@@ -49,9 +49,8 @@ pub enum ReadError {
 /// only the kinds [`Kind::of`] names.
 pub fn read(path: &Path, tune: Option<u32>) -> Result<Score, ReadError> {
     let is_txt = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt"));
-    let kind = Kind::of(path)
-        .or(is_txt.then_some(Kind::Abc))
-        .ok_or_else(|| ReadError::UnknownKind(path.to_path_buf()))?;
+    let kind =
+        Kind::of(path).or(is_txt.then_some(Kind::Abc)).ok_or_else(|| ReadError::UnknownKind(path.to_path_buf()))?;
     if tune.is_some() && kind != Kind::Abc {
         return Err(ReadError::TuneOfNonAbc(path.to_path_buf()));
     }

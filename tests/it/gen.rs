@@ -4,7 +4,7 @@
 //! over a tiny notewise-style encoding written here, so they pin the generation machinery
 //! independently of the real models and encodings; `real_*` tests use the bundled ones.
 
-use cadenza::gen::{Constraints, Event, Generator, Length, Request, Sampling};
+use cadenza::gen::{Constraints, Generator, Length, Progress, Request, Sampling};
 use cadenza::model::{LanguageModel, ModelError, State};
 use cadenza::score::{Key, Note, Score};
 use cadenza::time::{Meter, Tick};
@@ -440,7 +440,7 @@ fn cancel_stops_within_one_token() {
     // logits). The loop must check it before drawing another token.
     model.cancel_at = Some((10, flag.clone()));
     let g = toy_gen(model);
-    let s = g.session(&request(Length::Tokens(500), 3), 1, &flag, &mut |_| {}).unwrap();
+    let s = g.batch(&request(Length::Tokens(500), 3), 1, &flag, &mut |_| {}).unwrap();
     let take = &s.takes()[0];
     assert!(take.record.cancelled);
     assert_eq!(calls.load(Ordering::SeqCst), 10);
@@ -455,11 +455,11 @@ fn spawned_job_streams_each_note_and_can_be_cancelled() {
     let mut finished = false;
     for e in job.events.iter() {
         match e {
-            Event::Note { take, note } => {
+            Progress::Note { take, note } => {
                 assert_eq!(take, 0);
                 streamed.push(note);
             }
-            Event::Finished { .. } => finished = true,
+            Progress::Finished { .. } => finished = true,
         }
     }
     assert!(finished);
@@ -473,7 +473,7 @@ fn spawned_job_streams_each_note_and_can_be_cancelled() {
     let job = g.spawn(request(Length::Tokens(1_000_000), 12), 1);
     // Wait for the first note, then cancel: the job must end instead of running a million tokens.
     let first = job.events.recv().unwrap();
-    assert!(matches!(first, Event::Note { .. } | Event::Finished { .. }));
+    assert!(matches!(first, Progress::Note { .. } | Progress::Finished { .. }));
     job.cancel();
     let take = job.join().unwrap().takes().remove(0);
     assert!(take.record.cancelled);
@@ -485,7 +485,7 @@ fn continuing_a_take_reuses_the_state() {
     let model = Bigram::new(4096);
     let calls = model.calls.clone();
     let g = toy_gen(model);
-    let mut s = g.session(&request(Length::Bars(2), 5), 1, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let mut s = g.batch(&request(Length::Bars(2), 5), 1, &AtomicBool::new(false), &mut |_| {}).unwrap();
     let before = s.takes()[0].record.ids.len();
     let calls_before = calls.load(Ordering::SeqCst);
     s.extend(Length::Bars(2), &AtomicBool::new(false), &mut |_| {}).unwrap();

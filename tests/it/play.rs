@@ -3,7 +3,7 @@
 //! backend, a score played into a JACK input port, a stop, and SIGTERM to a playing process.
 
 use cadenza::play::event::msg;
-use cadenza::play::{At, Config, Engine, LoopSource, PlayOpts};
+use cadenza::play::{At, LoopSource, PlayOpts, Transport, TransportConfig};
 use cadenza::score::{Note, Score};
 use cadenza::sink::out::{Recorded, Recorder};
 use std::collections::HashMap;
@@ -48,14 +48,14 @@ fn assert_balanced(b: &[Vec<u8>]) {
     assert!(sounding.is_empty(), "left sounding: {sounding:?}");
 }
 
-fn fast() -> Config {
-    Config { program_changes: false, lookahead: 20_000_000, ..Config::default() }
+fn fast() -> TransportConfig {
+    TransportConfig { program_changes: false, lookahead: 20_000_000, ..TransportConfig::default() }
 }
 
 #[test]
 fn a_tune_plays_in_order_on_the_real_clock() {
     let (rec, h) = Recorder::new("rec", 1 << 14);
-    let e = Engine::start(vec![Box::new(rec)], fast()).unwrap();
+    let e = Transport::start(vec![Box::new(rec)], fast()).unwrap();
     e.set_tempo(1000.0, At::Now).unwrap();
     let s = tune();
     e.play_with(&s, PlayOpts { port: 0, at: At::Now }).unwrap();
@@ -75,7 +75,7 @@ fn a_tune_plays_in_order_on_the_real_clock() {
 fn a_command_in_flight_is_not_silence() {
     for _ in 0..50 {
         let (rec, _h) = Recorder::new("rec", 1 << 10);
-        let e = Engine::start(vec![Box::new(rec)], fast()).unwrap();
+        let e = Transport::start(vec![Box::new(rec)], fast()).unwrap();
         let mut s = Score::new();
         s.notes = vec![Note::new(0, 240, 60)];
         s.length = 480;
@@ -90,7 +90,7 @@ fn a_command_in_flight_is_not_silence() {
 #[test]
 fn loops_stop_cleanly_on_the_real_clock() {
     let (rec, h) = Recorder::new("rec", 1 << 14);
-    let e = Engine::start(vec![Box::new(rec)], fast()).unwrap();
+    let e = Transport::start(vec![Box::new(rec)], fast()).unwrap();
     e.set_tempo(1000.0, At::Now).unwrap();
     let mut s = Score::new();
     s.notes = vec![Note::new(0, 700, 48), Note::new(240, 240, 60), Note::new(480, 480, 64)];
@@ -118,7 +118,7 @@ fn loops_stop_cleanly_on_the_real_clock() {
 #[test]
 fn a_silencer_turns_everything_off_from_another_thread() {
     let (rec, h) = Recorder::new("rec", 1 << 14);
-    let e = Engine::start(vec![Box::new(rec)], fast()).unwrap();
+    let e = Transport::start(vec![Box::new(rec)], fast()).unwrap();
     let mut s = Score::new();
     s.notes = vec![Note::new(0, 100_000, 50), Note::new(0, 100_000, 57)];
     s.length = 100_000;
@@ -143,7 +143,7 @@ fn panic_hook_child() {
         return;
     }
     let (rec, h) = Recorder::new("rec", 1 << 14);
-    let e = Engine::start(vec![Box::new(rec)], fast()).unwrap();
+    let e = Transport::start(vec![Box::new(rec)], fast()).unwrap();
     e.install_panic_hook();
     let mut s = Score::new();
     s.notes = vec![Note::new(0, 100_000, 50), Note { channel: 4, ..Note::new(0, 100_000, 62) }];
@@ -237,7 +237,7 @@ mod jack {
     fn a_tune_arrives_through_jack_in_order_with_every_note_off() {
         let (rec, port) = sink_port("tune");
         let out = MidirOut::connect(&port).expect("connect to our JACK input");
-        let e = Engine::start(vec![Box::new(out)], fast()).unwrap();
+        let e = Transport::start(vec![Box::new(out)], fast()).unwrap();
         e.set_tempo(600.0, At::Now).unwrap();
         let s = tune();
         e.play_with(&s, PlayOpts { port: 0, at: At::Now }).unwrap();
@@ -253,7 +253,7 @@ mod jack {
     fn a_stop_through_jack_leaves_nothing_sounding() {
         let (rec, port) = sink_port("stop");
         let out = MidirOut::connect(&port).expect("connect to our JACK input");
-        let e = Engine::start(vec![Box::new(out)], fast()).unwrap();
+        let e = Transport::start(vec![Box::new(out)], fast()).unwrap();
         e.set_tempo(400.0, At::Now).unwrap();
         e.set_loop("t", LoopSource::Fixed(tune()), PlayOpts { port: 0, at: At::Now }).unwrap();
         wait_for(&rec, |b| b.len() >= 30);
@@ -283,9 +283,9 @@ mod jack {
         let clock_port = format!("clock-follow-{}", std::process::id());
         let leader_clock = MidirOut::virtual_port(&clock_port).expect("a virtual JACK output");
         let leader_notes = MidirOut::connect(&port).expect("connect to our JACK input");
-        let leader = Engine::start(vec![Box::new(leader_clock), Box::new(leader_notes)], fast()).unwrap();
+        let leader = Transport::start(vec![Box::new(leader_clock), Box::new(leader_notes)], fast()).unwrap();
         let follower_notes = MidirOut::connect(&port).expect("connect to our JACK input");
-        let follower = std::sync::Arc::new(Engine::start(vec![Box::new(follower_notes)], fast()).unwrap());
+        let follower = std::sync::Arc::new(Transport::start(vec![Box::new(follower_notes)], fast()).unwrap());
         follower.set_tempo(97.0, At::Now).unwrap();
         // The clock's trip through JACK takes two or three 1024-frame periods (each hop waits for
         // the next cycle); two of them are compensated.
@@ -328,7 +328,7 @@ mod jack {
     fn sigterm_child() {
         let Ok(port) = std::env::var("CADENZA_PLAY_CHILD") else { return };
         let out = MidirOut::connect(&port).expect("child connects");
-        let e = Engine::start(vec![Box::new(out)], Config::default()).unwrap();
+        let e = Transport::start(vec![Box::new(out)], TransportConfig::default()).unwrap();
         e.install_exit_handlers().unwrap();
         let mut s = Score::new();
         // A chord held for 100 beats, and a melody over it.
