@@ -1,9 +1,17 @@
-//! Musical time: integer ticks at a fixed PPQ, meters, and the tempo map (ticks ⇄ seconds).
+//! Time: musical ticks at a fixed PPQ, meters, the tempo map (ticks ⇄ seconds), and the
+//! nanoseconds the play clock and MIDI outputs count in.
 
 use serde::{Deserialize, Serialize};
 
 /// A point or span in musical time, in ticks.
 pub type Tick = u64;
+
+/// Nanoseconds on the play clock (see `play::clock`): a plain integer, so outputs and the
+/// player share it without depending on each other.
+pub type Nanos = u64;
+pub const MICRO: Nanos = 1_000;
+pub const MILLI: Nanos = 1_000_000;
+pub const SECOND: Nanos = 1_000_000_000;
 
 /// Ticks per quarter note. 480 divides evenly by 2, 3, 4, 5, 6, 8, 10, 12, 16 and 32, so
 /// ABC's tuplets and the usual grids land on whole ticks.

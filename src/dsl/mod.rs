@@ -9,8 +9,10 @@ pub mod diagnostics;
 pub mod fields;
 pub mod instruments;
 pub mod lower;
+mod order;
 pub mod parser;
 pub mod print;
+mod rational;
 
 pub use diagnostics::DslError;
 pub use print::print;

@@ -4,11 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::sink::out::Nanos;
-
-pub const MICRO: Nanos = 1_000;
-pub const MILLI: Nanos = 1_000_000;
-pub const SECOND: Nanos = 1_000_000_000;
+pub use crate::time::{Nanos, MICRO, MILLI, SECOND};
 
 /// A source of monotonic time in nanoseconds since the clock's own origin.
 pub trait Clock: Send + Sync {

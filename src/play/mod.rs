@@ -5,17 +5,23 @@
 //! them when due and keeps the note-off ledger. Nothing on the player's path allocates or locks.
 
 pub mod clock;
-pub mod clock_sync;
-pub mod engine;
 pub mod event;
-pub mod input;
+pub mod exit;
 pub mod ledger;
+mod manual;
 pub mod player;
+pub mod ports;
+pub mod realtime;
 pub mod sequencer;
+mod threads;
+pub mod transport;
 
 pub use clock::{Clock, FakeClock, MonotonicClock, Nanos};
-pub use engine::{LoopSource, PlayError, PlayOpts, Producer, Silencer, Transport, TransportConfig};
+pub use exit::{Silencer, EXIT_GRACE};
+pub use ports::{clock_sync, input};
 pub use sequencer::{At, CycleRequest, Report};
+pub use threads::PLAYER_THREAD;
+pub use transport::{LoopSource, PlayError, PlayOpts, Producer, Transport, TransportConfig};
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 //! Transport tests on a fake clock and a recorder: exact timestamps, loop boundaries, flush, tempo, ledger.
 
 use super::clock::{FakeClock, Nanos, MILLI, SECOND};
-use super::engine::{LoopSource, PlayOpts, Transport, TransportConfig};
 use super::event::msg;
 use super::sequencer::{At, CycleRequest, Report};
+use super::transport::{LoopSource, PlayOpts, Transport, TransportConfig};
 use crate::score::{Note, Score};
 use crate::sink::out::{Recorded, Recorder, RecorderHandle};
 use crate::time::{Meter, Tick};

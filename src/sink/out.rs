@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-/// Nanoseconds on the engine's clock (see `play::clock`). Kept as a plain integer so outputs do
-/// not depend on the play layer.
-pub type Nanos = u64;
+pub use crate::time::Nanos;
 
 /// What can go wrong opening or writing a MIDI output.
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,8 @@
 //! MIDI input: records what a musician plays into a Score (the prompt of call-and-response).
 
-use super::clock::Nanos;
-use super::engine::PlayError;
-use super::event::msg;
+use crate::play::clock::Nanos;
+use crate::play::event::msg;
+use crate::play::transport::PlayError;
 use crate::score::{Note, Score};
 use crate::time::{TempoMap, Tick, PPQ};
 use std::collections::HashMap;

@@ -4,10 +4,10 @@
 //! so they share the player's timing. Following: [`ClockFollower`] turns pulse arrival times into
 //! a smoothed tempo and a beat/bar position; [`follow_clock`] wires a midir input to an engine.
 
-use super::clock::Nanos;
-use super::engine::{PlayError, Transport};
-use super::event::msg;
-use super::sequencer::At;
+use crate::play::clock::Nanos;
+use crate::play::event::msg;
+use crate::play::sequencer::At;
+use crate::play::transport::{PlayError, Transport};
 use std::sync::{Arc, Mutex};
 
 /// Pulses per quarter note in MIDI clock.

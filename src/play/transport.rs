@@ -1,21 +1,22 @@
 //! `play::Transport`: the handle the rest of cadenza plays through; it runs the sequencer and the real-time player.
 //!
-//! Two modes share all the logic. [`Transport::start`] runs a sequencer thread and a real-time
-//! player thread on the monotonic clock. [`Transport::manual`] runs no threads: a test moves a
-//! [`FakeClock`] with [`Transport::advance_to`] and every event is sent exactly when due, so tests
-//! can assert exact timestamps without ever reading the wall clock.
+//! Two modes share all the logic: [`Transport::start`] runs threads ([`super::threads`]);
+//! [`Transport::manual`] runs none and is stepped by a test ([`super::manual`]). Ports live in
+//! [`super::ports`], leaving without hanging notes in [`super::exit`].
 
 use super::clock::{Clock, FakeClock, MonotonicClock, Nanos, MILLI};
 use super::event::MAX_PORTS;
-use super::player::{Jitter, Player, Rings, Stats, Step, LATE_STEPS};
+use super::manual::{self, ManualCore};
+use super::player::{Jitter, Player, Rings, Stats, LATE_STEPS};
+use super::ports::{self, Slot};
 use super::sequencer::{At, Command, CycleRequest, Report, SeqShared, Sequencer, DEFAULT_LOOKAHEAD};
+use super::threads::{self, Threads};
 use crate::score::Score;
 use crate::sink::out::{MidiOut, OutError};
 use crate::time::Meter;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// What can go wrong driving the engine.
@@ -100,43 +101,18 @@ pub struct PlayOpts {
     pub at: At,
 }
 
-/// Threads of a running engine.
-struct Threads {
-    sequencer: Option<JoinHandle<()>>,
-    player: Option<JoinHandle<Vec<Box<dyn MidiOut>>>>,
-    watcher: Option<JoinHandle<()>>,
-}
-
-/// Everything of a manual engine, stepped by [`Transport::advance_to`].
-struct ManualCore {
-    seq: Sequencer,
-    player: Player,
-    commands: Receiver<Command>,
-    returned: rtrb::Consumer<Box<dyn MidiOut>>,
-    producers: Vec<(String, u64, Receiver<CycleRequest>, Box<dyn Producer>)>,
-    clock: FakeClock,
-}
-
 enum Mode {
     Threads(Mutex<Threads>),
     Manual(Box<Mutex<ManualCore>>),
 }
 
-/// An output slot as the engine knows it.
-#[derive(Debug, Clone)]
-struct Slot {
-    name: String,
-    reconnect: Option<String>,
-    vanished: bool,
-}
-
 /// The play engine. `Send + Sync`: share it in an `Arc`.
 pub struct Transport {
-    commands: Mutex<Sender<Command>>,
+    pub(super) commands: Mutex<Sender<Command>>,
     reports_tx: Sender<Report>,
     reports: Mutex<Receiver<Report>>,
     shared: Arc<SeqShared>,
-    stats: Arc<Stats>,
+    pub(super) stats: Arc<Stats>,
     clock: Arc<dyn Clock>,
     mode: Mode,
     generation: AtomicU64,
@@ -146,11 +122,6 @@ pub struct Transport {
     seen_late: Mutex<SeenLate>,
     closing: Arc<AtomicBool>,
     lookahead: Nanos,
-}
-
-/// How often the sequencer wakes to refill, as a fraction of the lookahead.
-fn period(lookahead: Nanos) -> Nanos {
-    (lookahead / 4).clamp(MILLI, 50 * MILLI)
 }
 
 /// What both kinds of engine (threaded and manual) are built from: the sequencer and player
@@ -170,7 +141,7 @@ struct Parts {
 
 impl Parts {
     fn new(outputs: Vec<Box<dyn MidiOut>>, config: &TransportConfig, now: Nanos) -> Result<Parts, PlayError> {
-        let slots = slots_of(&outputs)?;
+        let slots = ports::slots_of(&outputs)?;
         let rings = Rings::new(config.ring_capacity);
         let (cmd_tx, cmd_rx) = channel();
         let (rep_tx, rep_rx) = channel();
@@ -204,28 +175,11 @@ impl Transport {
         clock: Arc<dyn Clock>,
     ) -> Result<Transport, PlayError> {
         let p = Parts::new(outputs, &config, clock.now())?;
-        let (seq, player, cmd_rx, mut returned) = (p.seq, p.player, p.cmd_rx, p.returned);
-        let pclock = clock.clone();
-        let realtime = config.realtime;
-        let player_thread = std::thread::Builder::new()
-            .name(PLAYER_THREAD.into())
-            .spawn(move || {
-                if realtime {
-                    make_realtime();
-                }
-                player.run(pclock)
-            })
-            .map_err(|e| PlayError::Thread { what: "player", reason: e.to_string() })?;
-        let sclock = clock.clone();
-        let seq_thread = std::thread::Builder::new()
-            .name("cadenza-sequencer".into())
-            .spawn(move || sequencer_thread(seq, cmd_rx, &mut returned, sclock))
-            .map_err(|e| PlayError::Thread { what: "sequencer", reason: e.to_string() })?;
+        let mut threads = threads::spawn(p.seq, p.player, p.cmd_rx, p.returned, clock.clone(), config.realtime)?;
         let slots = Arc::new(Mutex::new(p.slots));
         let closing = Arc::new(AtomicBool::new(false));
-        let watcher = spawn_watcher(slots.clone(), p.cmd_tx.clone(), p.rep_tx.clone(), closing.clone());
-        let mode =
-            Mode::Threads(Mutex::new(Threads { sequencer: Some(seq_thread), player: Some(player_thread), watcher }));
+        threads.watcher = ports::spawn_watcher(slots.clone(), p.cmd_tx.clone(), p.rep_tx.clone(), closing.clone());
+        let mode = Mode::Threads(Mutex::new(threads));
         Ok(Transport::assemble(p.cmd_tx, p.rep_tx, p.rep_rx, p.shared, p.stats, clock, mode, slots, closing, &config))
     }
 
@@ -360,12 +314,7 @@ impl Transport {
                     }
                     Mode::Threads(_) => {
                         let tx = self.commands.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                        let reports = self.reports_tx.clone();
-                        let lname = name.to_string();
-                        std::thread::Builder::new()
-                            .name(format!("cadenza-loop-{name}"))
-                            .spawn(move || feeder_thread(lname, generation, producer, req_rx, tx, reports))
-                            .map_err(|e| PlayError::Thread { what: "loop", reason: e.to_string() })?;
+                        threads::spawn_feeder(name, generation, producer, req_rx, tx, self.reports_tx.clone())?;
                     }
                 }
                 self.send(Command::SetLoop {
@@ -442,7 +391,7 @@ impl Transport {
                 }
                 None => return Err(PlayError::NoSlot(MAX_PORTS)),
             };
-            slots[i] = Some(slot_of(&*out));
+            slots[i] = Some(ports::slot_of(&*out));
             i as u8
         };
         self.send(Command::SetOutput(slot, out))?;
@@ -494,7 +443,7 @@ impl Transport {
     /// its fake clock forward to get there (at most an hour of fake time).
     pub fn wait_idle(&self, cancel: &AtomicBool, loops_too: bool) -> bool {
         // A command just sent may not have reached the sequencer: give it one round first.
-        let settle = self.now() + period(self.lookahead) * 2;
+        let settle = self.now() + threads::period(self.lookahead) * 2;
         loop {
             if cancel.load(Ordering::Relaxed) {
                 return false;
@@ -519,37 +468,8 @@ impl Transport {
     pub fn advance_to(&self, t: Nanos) -> Result<(), PlayError> {
         let Mode::Manual(core) = &self.mode else { return Err(PlayError::NotManual) };
         let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
-        let core = &mut *core;
-        let period = period(core.seq.lookahead());
-        let mut now = core.clock.now();
-        let mut next_fill = now;
-        loop {
-            while let Ok(c) = core.commands.try_recv() {
-                core.seq.handle(c);
-            }
-            if now >= next_fill {
-                core.seq.fill(now);
-                next_fill = now + period;
-                serve_producers(core, &self.reports_tx);
-            }
-            while core.returned.pop().is_ok() {}
-            let next_due = match core.player.poll(now) {
-                Step::Until(x) => x,
-                Step::Idle => Nanos::MAX,
-                Step::Shutdown => return Ok(()),
-            };
-            let next = next_due.min(next_fill);
-            if next > t {
-                if now < t {
-                    core.clock.set(t);
-                    now = t;
-                    continue;
-                }
-                return Ok(());
-            }
-            core.clock.set(next);
-            now = next;
-        }
+        manual::advance(&mut core, t, &self.reports_tx);
+        Ok(())
     }
 
     /// Lateness so far (median, p99, max over every event sent).
@@ -600,49 +520,6 @@ impl Transport {
         out
     }
 
-    /// A handle that can silence the player from anywhere (signal handlers, panic hooks).
-    pub fn silencer(&self) -> Silencer {
-        Silencer {
-            stats: self.stats.clone(),
-            commands: Arc::new(Mutex::new(self.commands.lock().unwrap_or_else(|p| p.into_inner()).clone())),
-        }
-    }
-
-    /// On SIGTERM, SIGHUP or SIGQUIT: every sounding note off (and CC 123), then exit with
-    /// 128 + the signal. Ctrl-C (SIGINT) is left to the REPL, which stops the music itself.
-    pub fn install_exit_handlers(&self) -> Result<(), PlayError> {
-        use signal_hook::consts::{SIGHUP, SIGQUIT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP, SIGQUIT])
-            .map_err(|e| PlayError::Signals(e.to_string()))?;
-        let silencer = self.silencer();
-        std::thread::Builder::new()
-            .name("cadenza-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    silencer.silence(Duration::from_millis(500));
-                    // Some backends (JACK) deliver from their own callback a period later;
-                    // exiting at once would lose the note-offs just sent.
-                    std::thread::sleep(EXIT_GRACE);
-                    std::process::exit(128 + sig);
-                }
-            })
-            .map_err(|e| PlayError::Thread { what: "signal", reason: e.to_string() })?;
-        Ok(())
-    }
-
-    /// A panic in any thread turns every sounding note off (then the previous hook runs).
-    pub fn install_panic_hook(&self) {
-        let silencer = self.silencer();
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // The player silences itself while unwinding (its Drop); waiting on it here would hang.
-            if std::thread::current().name() != Some(PLAYER_THREAD) {
-                silencer.silence(Duration::from_millis(200));
-            }
-            previous(info);
-        }));
-    }
-
     /// Stops everything, turns every note off, ends the threads and hands the outputs back.
     pub fn shutdown(&self) -> Vec<Box<dyn MidiOut>> {
         self.closing.store(true, Ordering::Relaxed);
@@ -680,12 +557,6 @@ impl Drop for Transport {
     }
 }
 
-/// How long to let outputs deliver the final note-offs before the process exits.
-pub const EXIT_GRACE: Duration = Duration::from_millis(100);
-
-/// Name of the real-time thread (the panic hook must not wait on it from inside it).
-pub const PLAYER_THREAD: &str = "cadenza-player";
-
 /// How long before a lateness step already shown is shown again.
 const LATE_REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -696,193 +567,4 @@ struct SeenLate {
     shown_count: [u64; 4],
     shown_at: [Option<std::time::Instant>; 4],
     send_errors: [u64; MAX_PORTS],
-}
-
-/// Silences the player from another thread: panic hooks, signal handlers.
-#[derive(Clone)]
-pub struct Silencer {
-    stats: Arc<Stats>,
-    commands: Arc<Mutex<Sender<Command>>>,
-}
-
-impl Silencer {
-    /// Asks the player to turn every note off and stop playing what is queued, and the
-    /// sequencer to stop everything; waits up to `timeout` for the player. True when done.
-    pub fn silence(&self, timeout: Duration) -> bool {
-        let target = self.stats.silence_requests.fetch_add(1, Ordering::AcqRel) + 1;
-        if let Ok(tx) = self.commands.try_lock() {
-            let _ = tx.send(Command::StopAll { at: At::Now });
-        }
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if self.stats.silenced.load(Ordering::Acquire) >= target || !self.stats.running.load(Ordering::Acquire) {
-                return self.stats.silenced.load(Ordering::Acquire) >= target;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        false
-    }
-}
-
-fn slot_of(out: &dyn MidiOut) -> Slot {
-    Slot { name: out.name().to_string(), reconnect: out.reconnect_name().map(str::to_string), vanished: false }
-}
-
-fn slots_of(outputs: &[Box<dyn MidiOut>]) -> Result<Vec<Option<Slot>>, PlayError> {
-    if outputs.len() > MAX_PORTS {
-        return Err(PlayError::NoSlot(MAX_PORTS));
-    }
-    Ok(outputs.iter().map(|o| Some(slot_of(&**o))).collect())
-}
-
-fn sequencer_thread(
-    mut seq: Sequencer,
-    commands: Receiver<Command>,
-    returned: &mut rtrb::Consumer<Box<dyn MidiOut>>,
-    clock: Arc<dyn Clock>,
-) {
-    let wait = Duration::from_nanos(period(seq.lookahead()));
-    loop {
-        match commands.recv_timeout(wait) {
-            Ok(c) => {
-                seq.catch_up(clock.now());
-                seq.handle(c);
-                while let Ok(c) = commands.try_recv() {
-                    seq.handle(c);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => seq.handle(Command::Shutdown),
-        }
-        // Outputs the player gave back are closed here, off the real-time thread.
-        while returned.pop().is_ok() {}
-        if seq.is_shutdown() {
-            break;
-        }
-        seq.fill(clock.now());
-    }
-}
-
-/// Runs a loop's producer one cycle ahead; ends when the loop is replaced or stopped (the
-/// sequencer drops the request channel).
-fn feeder_thread(
-    name: String,
-    generation: u64,
-    mut producer: Box<dyn Producer>,
-    requests: Receiver<CycleRequest>,
-    commands: Sender<Command>,
-    reports: Sender<Report>,
-) {
-    while let Ok(mut req) = requests.recv() {
-        // Behind by more than one cycle: only the latest request matters.
-        while let Ok(r) = requests.try_recv() {
-            req = r;
-        }
-        match producer.next(&req) {
-            Ok(score) => {
-                let c = Command::Cycle { name: name.clone(), generation, cycle: req.cycle, score };
-                if commands.send(c).is_err() {
-                    return;
-                }
-            }
-            Err(message) => {
-                let _ = reports.send(Report::LoopError { name: name.clone(), message });
-            }
-        }
-    }
-}
-
-fn serve_producers(core: &mut ManualCore, reports: &Sender<Report>) {
-    let mut made = Vec::new();
-    for (name, generation, rx, producer) in &mut core.producers {
-        while let Ok(req) = rx.try_recv() {
-            match producer.next(&req) {
-                Ok(score) => {
-                    made.push(Command::Cycle { name: name.clone(), generation: *generation, cycle: req.cycle, score })
-                }
-                Err(message) => {
-                    let _ = reports.send(Report::LoopError { name: name.clone(), message });
-                }
-            }
-        }
-    }
-    for c in made {
-        core.seq.handle(c);
-    }
-}
-
-/// Watches connected ports: reports one that vanished and reconnects when it returns.
-fn spawn_watcher(
-    slots: Arc<Mutex<Vec<Option<Slot>>>>,
-    commands: Sender<Command>,
-    reports: Sender<Report>,
-    closing: Arc<AtomicBool>,
-) -> Option<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("cadenza-ports".into())
-        .spawn(move || {
-            let mut since = std::time::Instant::now();
-            // One client for listing, kept: opening one a second is heavy on JACK.
-            let mut lister: Option<midir::MidiOutput> = None;
-            while !closing.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
-                if since.elapsed() < Duration::from_secs(1) {
-                    continue;
-                }
-                since = std::time::Instant::now();
-                let wanted: Vec<(usize, Slot)> = {
-                    let s = slots.lock().unwrap_or_else(|p| p.into_inner());
-                    s.iter()
-                        .enumerate()
-                        .filter_map(|(i, s)| s.clone().filter(|s| s.reconnect.is_some()).map(|s| (i, s)))
-                        .collect()
-                };
-                if wanted.is_empty() {
-                    continue;
-                }
-                if lister.is_none() {
-                    lister = midir::MidiOutput::new("cadenza-watch").ok();
-                }
-                let Some(l) = &lister else { continue };
-                let names: Vec<String> = l.ports().iter().filter_map(|p| l.port_name(p).ok()).collect();
-                for (i, slot) in wanted {
-                    let Some(target) = slot.reconnect.clone() else { continue };
-                    let present = names.contains(&target);
-                    if !present && !slot.vanished {
-                        let _ = reports.send(Report::PortVanished { port: target.clone() });
-                        set_vanished(&slots, i, true);
-                    } else if present && slot.vanished {
-                        if let Ok(out) = crate::sink::out::MidirOut::connect(&target) {
-                            let _ = commands.send(Command::SetOutput(i as u8, Box::new(out)));
-                            let _ = reports.send(Report::PortBack { port: target.clone() });
-                            set_vanished(&slots, i, false);
-                        }
-                    }
-                }
-            }
-        })
-        .ok()
-}
-
-fn set_vanished(slots: &Mutex<Vec<Option<Slot>>>, i: usize, v: bool) {
-    let mut s = slots.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(Some(slot)) = s.get_mut(i) {
-        slot.vanished = v;
-    }
-}
-
-/// Asks Linux for real-time scheduling of the calling thread and tight timer slack. Without the
-/// rights this quietly keeps normal scheduling (the lateness counters will tell).
-pub fn make_realtime() -> bool {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread with a valid, initialised parameter struct.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0);
-        let param = libc::sched_param { sched_priority: 70 };
-        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        false
-    }
 }
