@@ -182,10 +182,7 @@ pub fn sample(
 ) -> Result<u32, GenError> {
     if let Some(i) = logits.iter().position(|l| l.is_nan()) {
         // Finite weights can still overflow; say so rather than blame the constraints.
-        return Err(GenError::Model(crate::model::ModelError::Other(format!(
-            "the model's output holds NaN (token {i} of {}): its weights or input overflowed",
-            logits.len()
-        ))));
+        return Err(GenError::Model(crate::model::ModelError::NanOutput { token: i, of: logits.len() }));
     }
     let p = sampling.distribution(logits, allowed, history).ok_or(GenError::NoValidToken)?;
     rng.categorical(&p).ok_or(GenError::NoValidToken)

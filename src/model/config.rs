@@ -75,16 +75,16 @@ impl GptConfig {
         self.activation_function == "gelu"
     }
 
-    /// Checks the numbers fit together; the reason names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the numbers fit together; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vocab_size == 0 || self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_positions == 0 {
-            return Err("vocab_size, n_positions, n_embd, n_layer and n_head must all be positive".into());
+            return Err(ConfigError::NotPositive("vocab_size, n_positions, n_embd, n_layer and n_head"));
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
-            return Err(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));
+            return Err(ConfigError::HeadsDoNotDivide { n_embd: self.n_embd, n_head: self.n_head });
         }
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu" | "gelu_pytorch_tanh") {
-            return Err(format!("activation_function `{}` is not supported", self.activation_function));
+            return Err(ConfigError::Activation(self.activation_function.clone()));
         }
         Ok(())
     }
@@ -113,9 +113,9 @@ pub struct LstmConfig {
 }
 
 impl LstmConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vocab_size == 0 || self.n_embd == 0 || self.hidden_size == 0 || self.n_layer == 0 {
-            return Err("vocab_size, n_embd, hidden_size and n_layer must all be positive".into());
+            return Err(ConfigError::NotPositive("vocab_size, n_embd, hidden_size and n_layer"));
         }
         Ok(())
     }
@@ -131,6 +131,25 @@ impl LstmConfig {
     }
 }
 
+/// Why a `config.json` cannot describe a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("no `arch` field (expected \"gpt2\" or \"lstm\")")]
+    NoArch,
+    #[error("unknown arch `{0}` (expected \"gpt2\" or \"lstm\")")]
+    UnknownArch(String),
+    #[error("{arch} config: {reason}")]
+    Fields { arch: &'static str, reason: String },
+    #[error("{0} must all be positive")]
+    NotPositive(&'static str),
+    #[error("n_embd {n_embd} is not a multiple of n_head {n_head}")]
+    HeadsDoNotDivide { n_embd: usize, n_head: usize },
+    #[error("activation_function `{0}` is not supported")]
+    Activation(String),
+}
+
 /// Which architecture a `config.json` describes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Config {
@@ -141,18 +160,24 @@ pub enum Config {
 impl Config {
     /// Reads a `config.json`. The architecture comes from `arch` (`gpt2` | `lstm`); a Hugging
     /// Face file has none, so `model_type: "gpt2"` also selects GPT-2.
-    pub fn from_json(text: &str) -> Result<Config, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
         let arch = value
             .get("arch")
             .or_else(|| value.get("model_type"))
             .and_then(|v| v.as_str())
-            .ok_or("no `arch` field (expected \"gpt2\" or \"lstm\")")?
+            .ok_or(ConfigError::NoArch)?
             .to_string();
         let config = match arch.as_str() {
-            "gpt2" | "gpt" => Config::Gpt2(serde_json::from_value(value).map_err(|e| format!("GPT-2 config: {e}"))?),
-            "lstm" => Config::Lstm(serde_json::from_value(value).map_err(|e| format!("LSTM config: {e}"))?),
-            other => return Err(format!("unknown arch `{other}` (expected \"gpt2\" or \"lstm\")")),
+            "gpt2" | "gpt" => Config::Gpt2(
+                serde_json::from_value(value)
+                    .map_err(|e| ConfigError::Fields { arch: "GPT-2", reason: e.to_string() })?,
+            ),
+            "lstm" => Config::Lstm(
+                serde_json::from_value(value)
+                    .map_err(|e| ConfigError::Fields { arch: "LSTM", reason: e.to_string() })?,
+            ),
+            other => return Err(ConfigError::UnknownArch(other.to_string())),
         };
         config.validate()?;
         Ok(config)
@@ -191,7 +216,7 @@ impl Config {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
             Config::Gpt2(c) => c.validate(),
             Config::Lstm(c) => c.validate(),

@@ -24,14 +24,14 @@ pub fn by_name(name: &str) -> Result<Device, ModelError> {
     }
     if let Some(rest) = name.strip_prefix("cuda") {
         let ordinal = match rest.strip_prefix(':') {
-            Some(n) => n.parse::<usize>().map_err(|_| ModelError::Other(format!("bad CUDA device `{name}`")))?,
+            Some(n) => n.parse::<usize>().map_err(|_| ModelError::BadDevice(name.clone()))?,
             None if rest.is_empty() => 0,
-            None => return Err(ModelError::Other(format!("bad device `{name}` (expected cpu, cuda or cuda:N)"))),
+            None => return Err(ModelError::BadDevice(name.clone())),
         };
         if !cfg!(feature = "cuda") {
-            return Err(ModelError::Other("this build has no CUDA support (rebuild with `--features cuda`)".into()));
+            return Err(ModelError::NoCuda);
         }
         return Ok(Device::new_cuda(ordinal)?);
     }
-    Err(ModelError::Other(format!("unknown device `{name}` (expected cpu, cuda or cuda:N)")))
+    Err(ModelError::BadDevice(name))
 }

@@ -69,7 +69,7 @@ pub(crate) struct TrainCtx<'a> {
 impl Gpt {
     /// Builds the network from `vb` (a safetensors file, or a `VarMap` when training).
     pub fn new(cfg: &GptConfig, vb: VarBuilder) -> Result<Self> {
-        cfg.validate().map_err(candle_core::Error::msg)?;
+        cfg.validate().map_err(candle_core::Error::wrap)?;
         let e = cfg.n_embd;
         let zero = candle_nn::Init::Const(0.0);
         let wte = vb.get_with_hints((cfg.vocab_size, e), "wte.weight", zero)?;
@@ -100,19 +100,16 @@ impl Gpt {
     }
 
     fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut GptState, ModelError> {
-        state
-            .as_any_mut()
-            .downcast_mut::<GptState>()
-            .ok_or_else(|| ModelError::Other("GPT given a state made by another model".into()))
+        state.as_any_mut().downcast_mut::<GptState>().ok_or_else(|| ModelError::ForeignState { model: "GPT" })
     }
 
     fn check_ids(&self, ids: &Tensor, state: &GptState) -> std::result::Result<(usize, usize), ModelError> {
         let (b, t) = ids.dims2()?;
         if b != state.batch {
-            return Err(ModelError::Other(format!("ids have batch {b}, the state was made for {}", state.batch)));
+            return Err(ModelError::BatchMismatch { ids: b, state: state.batch });
         }
         if t == 0 {
-            return Err(ModelError::Other("forward needs at least one id".into()));
+            return Err(ModelError::NoIds);
         }
         if state.len + t > self.cfg.n_positions {
             return Err(ModelError::ContextFull { context: self.cfg.n_positions, needed: state.len + t });

@@ -11,7 +11,7 @@
 //!
 //! Only inference lives here; training and likelihood over long sequences keep using candle.
 
-use crate::model::{GptConfig, LanguageModel, ModelError, State};
+use crate::model::{GptConfig, LanguageModel, ModelError, State, WeightError};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -82,25 +82,25 @@ impl CpuGpt {
     }
 
     /// Builds from named tensors (Hugging Face GPT-2 names, with or without `transformer.`).
-    pub fn from_tensors(cfg: &GptConfig, tensors: &HashMap<String, Tensor>) -> Result<CpuGpt, String> {
+    pub fn from_tensors(cfg: &GptConfig, tensors: &HashMap<String, Tensor>) -> Result<CpuGpt, WeightError> {
         cfg.validate()?;
         let e = cfg.n_embd;
         let inner = cfg.inner();
-        let get = |name: &str, len: usize| -> Result<Vec<f32>, String> {
+        let get = |name: &str, len: usize| -> Result<Vec<f32>, WeightError> {
             let t = tensors
                 .get(name)
                 .or_else(|| tensors.get(&format!("transformer.{name}")))
-                .ok_or_else(|| format!("weight `{name}` is missing"))?;
+                .ok_or_else(|| WeightError::Missing(name.to_string()))?;
             let v = t
                 .to_dtype(DType::F32)
                 .and_then(|t| t.flatten_all())
                 .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|err| format!("weight `{name}`: {err}"))?;
+                .map_err(|err| WeightError::Unreadable { name: name.to_string(), reason: err.to_string() })?;
             if v.len() != len {
-                return Err(format!("weight `{name}` has {} values, expected {len}", v.len()));
+                return Err(WeightError::Shape { name: name.to_string(), values: v.len(), expected: len });
             }
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(format!("weight `{name}` holds NaN or infinity (value {i}): the file is corrupted"));
+                return Err(WeightError::NotFinite { name: name.to_string(), index: i });
             }
             Ok(v)
         };
@@ -144,10 +144,7 @@ impl CpuGpt {
     }
 
     fn state<'a>(&self, state: &'a mut dyn State) -> Result<&'a mut CpuState, ModelError> {
-        state
-            .as_any_mut()
-            .downcast_mut::<CpuState>()
-            .ok_or_else(|| ModelError::Other("fast GPT given another model's state".into()))
+        state.as_any_mut().downcast_mut::<CpuState>().ok_or_else(|| ModelError::ForeignState { model: "GPT" })
     }
 
     /// Runs `ids` (`[batch, t]`) through the network; returns logits for every position
@@ -158,16 +155,16 @@ impl CpuGpt {
         let b = rows_ids.len();
         let t = rows_ids.first().map_or(0, Vec::len);
         if b != st.batch {
-            return Err(ModelError::Other(format!("ids have batch {b}, the state was made for {}", st.batch)));
+            return Err(ModelError::BatchMismatch { ids: b, state: st.batch });
         }
         if t == 0 {
-            return Err(ModelError::Other("forward needs at least one id".into()));
+            return Err(ModelError::NoIds);
         }
         if st.len + t > self.cfg.n_positions {
             return Err(ModelError::ContextFull { context: self.cfg.n_positions, needed: st.len + t });
         }
         if let Some(bad) = rows_ids.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(ModelError::Other(format!("id {bad} is outside the vocabulary of {}", self.cfg.vocab_size)));
+            return Err(ModelError::IdOutsideVocab { what: "input", id: *bad, vocab: self.cfg.vocab_size });
         }
         let out_rows = if all { t } else { 1 };
         let v = self.cfg.vocab_size;

@@ -37,7 +37,7 @@ pub fn read_weights(path: &Path) -> Result<Vec<u8>, ModelError> {
 
 /// Refuses weights holding NaN or infinity, naming the first tensor and index: corrupted weights
 /// would otherwise only show later as "no token satisfies the constraints".
-pub fn check_finite(tensors: &safetensors::SafeTensors<'_>) -> Result<(), String> {
+pub fn check_finite(tensors: &safetensors::SafeTensors<'_>) -> Result<(), super::WeightError> {
     use safetensors::Dtype;
     for (name, view) in tensors.tensors() {
         let data = view.data();
@@ -52,7 +52,7 @@ pub fn check_finite(tensors: &safetensors::SafeTensors<'_>) -> Result<(), String
             _ => None,
         };
         if let Some(i) = bad {
-            return Err(format!("weight `{name}` holds NaN or infinity (value {i}): the file is corrupted"));
+            return Err(super::WeightError::NotFinite { name, index: i });
         }
     }
     Ok(())

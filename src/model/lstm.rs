@@ -49,7 +49,7 @@ impl State for LstmState {
 
 impl Lstm {
     pub fn new(cfg: &LstmConfig, vb: VarBuilder) -> Result<Self> {
-        cfg.validate().map_err(candle_core::Error::msg)?;
+        cfg.validate().map_err(candle_core::Error::wrap)?;
         let zero = candle_nn::Init::Const(0.0);
         let h = cfg.hidden_size;
         let wte = vb.get_with_hints((cfg.vocab_size, cfg.n_embd), "wte.weight", zero)?;
@@ -139,20 +139,17 @@ impl Lstm {
     }
 
     fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut LstmState, ModelError> {
-        state
-            .as_any_mut()
-            .downcast_mut::<LstmState>()
-            .ok_or_else(|| ModelError::Other("LSTM given a state made by another model".into()))
+        state.as_any_mut().downcast_mut::<LstmState>().ok_or_else(|| ModelError::ForeignState { model: "LSTM" })
     }
 
     fn step(&self, ids: &Tensor, state: &mut dyn State, last_only: bool) -> std::result::Result<Tensor, ModelError> {
         let state = self.state(state)?;
         let (b, t) = ids.dims2()?;
         if b != state.batch {
-            return Err(ModelError::Other(format!("ids have batch {b}, the state was made for {}", state.batch)));
+            return Err(ModelError::BatchMismatch { ids: b, state: state.batch });
         }
         if t == 0 {
-            return Err(ModelError::Other("forward needs at least one id".into()));
+            return Err(ModelError::NoIds);
         }
         let logits = self.run(ids, &mut state.h, &mut state.c, None, last_only)?;
         state.len += t;

@@ -17,10 +17,25 @@ pub mod markov;
 pub(crate) mod nn;
 pub mod train;
 
-pub use config::{Config, GptConfig, LstmConfig};
+pub use config::{Config, ConfigError, GptConfig, LstmConfig};
 pub use device::default_device;
 pub use load::{find, list, load, load_candle, roots, weights_sha256};
 pub use nn::Dropout;
+
+/// What is wrong with a weights file: said once for both GPT implementations.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WeightError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("weight `{0}` is missing")]
+    Missing(String),
+    #[error("weight `{name}`: {reason}")]
+    Unreadable { name: String, reason: String },
+    #[error("weight `{name}` has {values} values, expected {expected}")]
+    Shape { name: String, values: usize, expected: usize },
+    #[error("weight `{name}` holds NaN or infinity (value {index}): the file is corrupted")]
+    NotFinite { name: String, index: usize },
+}
 
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +50,30 @@ pub enum ModelError {
     ContextFull { context: usize, needed: usize },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{model} given a state made by another model")]
+    ForeignState { model: &'static str },
+    #[error("ids have batch {ids}, the state was made for {state}")]
+    BatchMismatch { ids: usize, state: usize },
+    #[error("forward needs at least one id")]
+    NoIds,
+    #[error("{what} id {id} is outside the vocabulary of {vocab}")]
+    IdOutsideVocab { what: &'static str, id: u32, vocab: usize },
+    #[error("the model's output holds NaN (token {token} of {of}): its weights or input overflowed")]
+    NanOutput { token: usize, of: usize },
+    #[error("bad device `{0}` (expected cpu, cuda or cuda:N)")]
+    BadDevice(String),
+    #[error("this build has no CUDA support (rebuild with `--features cuda`)")]
+    NoCuda,
+    #[error("invalid training options: {0}")]
+    TrainOptions(String),
+    #[error("{what} set has fewer than two ids")]
+    TooLittleData { what: &'static str },
+    #[error("training data gives {windows} windows of {len} ids, fewer than one batch of {batch}")]
+    TooFewWindows { windows: usize, len: usize, batch: usize },
+    #[error("loss became {loss} at step {step}")]
+    Diverged { loss: f64, step: usize },
 }
 
 /// Per-generation state: whatever the model must remember between calls, for a batch of rows.

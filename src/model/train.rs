@@ -430,7 +430,7 @@ pub fn evaluate(
         count += n;
     }
     if count == 0 {
-        return Err(ModelError::Other("validation set has fewer than two ids".into()));
+        return Err(ModelError::TooLittleData { what: "validation" });
     }
     Ok((total / count as f64, count))
 }
@@ -476,19 +476,22 @@ pub fn train(
     resume: bool,
     device: &Device,
 ) -> Result<TrainReport, ModelError> {
-    config.validate().map_err(ModelError::Other)?;
+    config.validate()?;
     if opts.batch == 0 || opts.context == 0 {
-        return Err(ModelError::Other("batch and context must be positive".into()));
+        return Err(ModelError::TrainOptions("batch and context must be positive".into()));
     }
     if let Config::Gpt2(c) = config {
         if opts.context > c.n_positions {
-            return Err(ModelError::Other(format!("context {} exceeds n_positions {}", opts.context, c.n_positions)));
+            return Err(ModelError::TrainOptions(format!(
+                "context {} exceeds n_positions {}",
+                opts.context, c.n_positions
+            )));
         }
     }
     let vocab = config.vocab_size();
-    let check_ids = |seqs: &[Vec<u32>], what: &str| -> Result<(), ModelError> {
+    let check_ids = |seqs: &[Vec<u32>], what: &'static str| -> Result<(), ModelError> {
         match seqs.iter().flatten().chain(opts.separator.iter()).find(|&&id| id as usize >= vocab) {
-            Some(id) => Err(ModelError::Other(format!("{what} id {id} is outside the vocabulary of {vocab}"))),
+            Some(id) => Err(ModelError::IdOutsideVocab { what, id: *id, vocab }),
             None => Ok(()),
         }
     };
@@ -496,7 +499,7 @@ pub fn train(
     let valid: Vec<Vec<u32>> = data.valid().to_vec();
     let val_tokens = stream(&valid, opts.separator).len().saturating_sub(1);
     if val_tokens == 0 {
-        return Err(ModelError::Other("validation set has fewer than two ids".into()));
+        return Err(ModelError::TooLittleData { what: "validation" });
     }
     let dir = RunDir { out: out.to_path_buf() };
     std::fs::create_dir_all(dir.checkpoint()).map_err(|e| err(&dir.checkpoint(), e))?;
@@ -577,13 +580,7 @@ pub fn train(
     let budget = opts.minutes.map(|m| m * 60.0);
     let stopped_because;
     let (mut ids, mut starts) = epoch_windows(&train_seqs, opts, st.epoch);
-    let too_few = |n: usize| {
-        ModelError::Other(format!(
-            "training data gives {n} windows of {} ids, fewer than one batch of {}",
-            opts.context + 1,
-            opts.batch
-        ))
-    };
+    let too_few = |n: usize| ModelError::TooFewWindows { windows: n, len: opts.context + 1, batch: opts.batch };
     if starts.len() < opts.batch {
         return Err(too_few(starts.len()));
     }
@@ -677,7 +674,7 @@ pub fn train(
         let grads = l.backward()?;
         let loss_value = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_value.is_finite() {
-            return Err(ModelError::Other(format!("loss became {loss_value} at step {}", st.step)));
+            return Err(ModelError::Diverged { loss: loss_value, step: st.step });
         }
         let norm = opt.grad_norm(&grads)?;
         let scale = if opts.clip > 0.0 && norm > opts.clip { opts.clip / (norm + 1e-6) } else { 1.0 };

@@ -63,8 +63,8 @@ fn serve_producers(core: &mut ManualCore, reports: &Sender<Report>) {
                 Ok(score) => {
                     made.push(Command::Cycle { name: name.clone(), generation: *generation, cycle: req.cycle, score })
                 }
-                Err(message) => {
-                    let _ = reports.send(Report::LoopError { name: name.clone(), message });
+                Err(e) => {
+                    let _ = reports.send(Report::LoopError { name: name.clone(), message: e.to_string() });
                 }
             }
         }

@@ -21,7 +21,7 @@ pub use exit::{Silencer, EXIT_GRACE};
 pub use ports::{clock_sync, input};
 pub use sequencer::{At, CycleRequest, Report};
 pub use threads::PLAYER_THREAD;
-pub use transport::{LoopSource, PlayError, PlayOpts, Producer, Transport, TransportConfig};
+pub use transport::{LoopSource, PlayError, PlayOpts, Producer, ProducerError, Transport, TransportConfig};
 
 #[cfg(test)]
 mod tests;

@@ -223,7 +223,7 @@ fn tempo_changes_at_the_bar_re_anchor_without_a_jump() {
 #[test]
 fn a_producer_is_asked_one_cycle_ahead_and_its_errors_keep_the_old_music() {
     let (e, h) = engine();
-    let producer = |r: &CycleRequest| -> Result<Score, String> {
+    let producer = |r: &CycleRequest| -> Result<Score, super::transport::ProducerError> {
         if r.cycle == 2 {
             return Err("model fell over".into());
         }
@@ -242,7 +242,7 @@ fn a_producer_is_asked_one_cycle_ahead_and_its_errors_keep_the_old_music() {
     assert!(reports.iter().any(|r| matches!(r, Report::LoopError { name, .. } if name == "gen")), "{reports:?}");
     assert!(reports.iter().any(|r| matches!(r, Report::CycleLate { cycle: 2, .. })), "{reports:?}");
     // A producer that fails at once is an error here and nothing changes.
-    let bad = |_: &CycleRequest| -> Result<Score, String> { Err("syntax error".into()) };
+    let bad = |_: &CycleRequest| -> Result<Score, super::transport::ProducerError> { Err("syntax error".into()) };
     let err = e.set_loop("gen", LoopSource::Producer(Box::new(bad)), PlayOpts::default()).unwrap_err();
     assert!(err.to_string().contains("syntax error"));
     assert_eq!(e.loops(), vec!["gen".to_string()]);

@@ -120,8 +120,8 @@ fn feeder_thread(
                     return;
                 }
             }
-            Err(message) => {
-                let _ = reports.send(Report::LoopError { name: name.clone(), message });
+            Err(e) => {
+                let _ = reports.send(Report::LoopError { name: name.clone(), message: e.to_string() });
             }
         }
     }

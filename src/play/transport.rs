@@ -76,11 +76,15 @@ impl Default for TransportConfig {
 /// Makes the score of each coming cycle of a loop. Called on a worker thread of its own (never
 /// the sequencer's), one cycle ahead, so it may take up to a cycle's time (a model generating).
 pub trait Producer: Send {
-    fn next(&mut self, req: &CycleRequest) -> Result<Score, String>;
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, ProducerError>;
 }
 
-impl<F: FnMut(&CycleRequest) -> Result<Score, String> + Send> Producer for F {
-    fn next(&mut self, req: &CycleRequest) -> Result<Score, String> {
+/// Why a producer made no score for a cycle: any error (a script's, a model's); the transport
+/// reports its message and keeps the last good cycle playing.
+pub type ProducerError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<F: FnMut(&CycleRequest) -> Result<Score, ProducerError> + Send> Producer for F {
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, ProducerError> {
         self(req)
     }
 }
@@ -300,8 +304,9 @@ impl Transport {
             }
             LoopSource::Producer(mut producer) => {
                 let req = CycleRequest { name: name.to_string(), cycle: 0, bpm: self.tempo() };
-                let first =
-                    producer.next(&req).map_err(|message| PlayError::Loop { name: name.to_string(), message })?;
+                let first = producer
+                    .next(&req)
+                    .map_err(|e| PlayError::Loop { name: name.to_string(), message: e.to_string() })?;
                 if first.length == 0 && first.notes.is_empty() {
                     return Err(PlayError::EmptyLoop { name: name.to_string() });
                 }

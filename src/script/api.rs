@@ -636,7 +636,7 @@ fn line_cancel() -> Arc<std::sync::atomic::AtomicBool> {
 
 /// An error from a call that can be cancelled: a raised flag means Ctrl-C (or a stopped loop),
 /// which the session reports as a cancellation rather than an error.
-fn fail<T>(msg: String, cancel: &std::sync::atomic::AtomicBool) -> Res<T> {
+fn fail<T>(msg: impl std::fmt::Display, cancel: &std::sync::atomic::AtomicBool) -> Res<T> {
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(EvalAltResult::ErrorTerminated("cancelled".into(), rhai::Position::NONE).into());
     }

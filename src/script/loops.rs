@@ -8,7 +8,7 @@
 //! that fails on a later cycle is reported, and the engine keeps playing its last good cycle.
 
 use super::{Ctx, LOOP_LIMITS};
-use crate::play::{CycleRequest, Producer};
+use crate::play::{CycleRequest, Producer, ProducerError};
 use crate::score::Score;
 use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext, INT};
 use std::collections::BTreeMap;
@@ -102,7 +102,7 @@ struct BodyProducer {
 }
 
 impl Producer for BodyProducer {
-    fn next(&mut self, req: &CycleRequest) -> Result<Score, String> {
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, ProducerError> {
         let score = match self.first.take() {
             Some(s) => s,
             None => {
@@ -116,7 +116,7 @@ impl Producer for BodyProducer {
                 match r {
                     Ok(s) => s,
                     Err(_) if self.cancel.load(Ordering::Relaxed) => return Err("stopped".into()),
-                    Err(e) => return Err(format!("cycle {i}:\n{}", super::error::eval_error(&self.source, *e))),
+                    Err(e) => return Err(format!("cycle {i}:\n{}", super::error::eval_error(&self.source, *e)).into()),
                 }
             }
         };
@@ -154,7 +154,7 @@ pub fn define(ctx: &Arc<Ctx>, nc: &NativeCallContext, name: &str, body: FnPtr) -
         cancel: cancel.clone(),
         source: ctx.current_source(),
     };
-    ctx.stage.set_loop(name, Box::new(producer)).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+    ctx.stage.set_loop(name, Box::new(producer)).map_err(|e| -> Box<EvalAltResult> { e.to_string().into() })?;
     // The old version's body may be running for a cycle that will not play: cancel it.
     let old = std::mem::replace(&mut *info.cancel.lock().unwrap_or_else(|p| p.into_inner()), cancel);
     if existing.is_some() {

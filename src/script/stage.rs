@@ -12,7 +12,64 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::sandbox::Access;
+use super::sandbox::{Access, SandboxError};
+
+/// Why a call on the stage failed, named by the script function the user called; the Rhai
+/// layer shows it as the message of the failing call.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// A model that did not load (kept as its message: one load is shared by every caller).
+    #[error("model `{name}` did not load: {reason}")]
+    ModelLoad { name: String, reason: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("abc: {0}")]
+    Abc(crate::dsl::DslError),
+    #[error("{call}: {source}")]
+    Sandbox { call: &'static str, source: SandboxError },
+    #[error("load: {0}")]
+    Read(crate::sink::files::ReadError),
+    #[error("save: {0}")]
+    Write(String),
+    #[error("save {path}: unknown file type `.{ext}` (use .mid or .abc)")]
+    SaveType { path: String, ext: String },
+    #[error("style `{name}` is unknown to model `{model}`; known: {known}")]
+    UnknownStyle { name: String, model: String, known: String },
+    #[error("gen: {0}")]
+    Options(&'static str),
+    #[error("gen: {what} `{value}`: expected {} at character {}", .field.expected, .field.at + 1)]
+    Field { what: &'static str, value: String, field: crate::dsl::fields::FieldError },
+    #[error("gen: the model returned no take")]
+    NoTake,
+    #[error("{call}: {source}")]
+    Gen { call: &'static str, source: crate::gen::GenError },
+    #[error("{call}: {source}")]
+    Play { call: &'static str, source: crate::play::PlayError },
+    #[error(transparent)]
+    Out(#[from] crate::sink::out::OutError),
+    #[error("the session is shutting down")]
+    ShuttingDown,
+    #[error("{0}: MIDI is off in this session (--no-midi)")]
+    NoMidi(&'static str),
+    #[error("listen: virtual ports need ALSA or JACK; name an input port")]
+    NoVirtualPorts,
+    #[error("heard: nothing is listening; call listen(\"port\") first")]
+    NotListening,
+    #[error("follow_clock: latency {0} ms is not between 0 and 1000")]
+    Latency(f64),
+}
+
+impl StageError {
+    /// Wraps a generation error as the failure of script call `call`.
+    fn gen(call: &'static str) -> impl Fn(crate::gen::GenError) -> StageError {
+        move |source| StageError::Gen { call, source }
+    }
+
+    /// Wraps a play error as the failure of script call `call`.
+    fn play(call: &'static str) -> impl Fn(crate::play::PlayError) -> StageError {
+        move |source| StageError::Play { call, source }
+    }
+}
 
 /// The lowercase extension of `path` (empty when none).
 fn extension(path: &str) -> String {
@@ -147,7 +204,7 @@ impl Stage {
 
     /// The generator for `name` (the current model when `None`), loading it on first use.
     /// Waiting for a load in progress ends early when `cancel` is raised.
-    pub fn generator(&self, name: Option<&str>, cancel: &AtomicBool) -> Result<Arc<Generator>, String> {
+    pub fn generator(&self, name: Option<&str>, cancel: &AtomicBool) -> Result<Arc<Generator>, StageError> {
         let name = name.map(str::to_string).unwrap_or_else(|| self.model_name());
         let (slot, loader) = {
             let mut slots = self.models.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,15 +225,15 @@ impl Stage {
             }
             *slot.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
             slot.ready.notify_all();
-            return result;
+            return result.map_err(|reason| StageError::ModelLoad { name, reason });
         }
         let mut v = slot.value.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(r) = v.as_ref() {
-                return r.clone();
+                return r.clone().map_err(|reason| StageError::ModelLoad { name, reason });
             }
             if cancel.load(Ordering::Relaxed) {
-                return Err(format!("cancelled while model `{name}` was loading"));
+                return Err(StageError::Cancelled);
             }
             v = slot.ready.wait_timeout(v, Duration::from_millis(20)).unwrap_or_else(|p| p.into_inner()).0;
         }
@@ -200,7 +257,7 @@ impl Stage {
     }
 
     /// `abc(text)`: the first tune of `text`, or of the file when `text` is a path to one.
-    pub fn abc(&self, text: &str) -> Result<Score, String> {
+    pub fn abc(&self, text: &str) -> Result<Score, StageError> {
         let t = text.trim();
         if !t.contains('\n') && (t.ends_with(".abc") || t.ends_with(".txt")) {
             // A path is checked before it is looked at, so `abc` cannot probe for files.
@@ -210,31 +267,33 @@ impl Stage {
                 }
             }
         }
-        crate::dsl::parse(text).map_err(|e| format!("abc: {e}"))
+        crate::dsl::parse(text).map_err(StageError::Abc)
     }
 
-    pub fn abc_text(&self, s: &Score) -> Result<String, String> {
+    pub fn abc_text(&self, s: &Score) -> Result<String, StageError> {
         Ok(crate::dsl::print(s))
     }
 
     /// Reads a score by the file's extension, from inside the sandbox.
-    pub fn load(&self, path: &str) -> Result<Score, String> {
-        let real = self.sandbox.check(path, Access::Read).map_err(|e| format!("load: {e}"))?;
-        crate::sink::files::read(&real, None).map_err(|e| format!("load: {e}"))
+    pub fn load(&self, path: &str) -> Result<Score, StageError> {
+        let real =
+            self.sandbox.check(path, Access::Read).map_err(|e| StageError::Sandbox { call: "load", source: e })?;
+        crate::sink::files::read(&real, None).map_err(StageError::Read)
     }
 
     /// Writes a score by the file's extension, inside the sandbox.
-    pub fn save(&self, s: &Score, path: &str) -> Result<(), String> {
-        let real = self.sandbox.check(path, Access::Write).map_err(|e| format!("save: {e}"))?;
+    pub fn save(&self, s: &Score, path: &str) -> Result<(), StageError> {
+        let real =
+            self.sandbox.check(path, Access::Write).map_err(|e| StageError::Sandbox { call: "save", source: e })?;
         match extension(path).as_str() {
-            "abc" => crate::sink::abc::write(s, &real).map_err(|e| e.to_string()),
-            "mid" | "midi" => crate::sink::midi_file::write(s, &real).map_err(|e| e.to_string()),
-            other => Err(format!("save {path}: unknown file type `.{other}` (use .mid or .abc)")),
+            "abc" => crate::sink::abc::write(s, &real).map_err(|e| StageError::Write(e.to_string())),
+            "mid" | "midi" => crate::sink::midi_file::write(s, &real).map_err(|e| StageError::Write(e.to_string())),
+            other => Err(StageError::SaveType { path: path.to_string(), ext: other.to_string() }),
         }
     }
 
     /// Makes `name` the model for `gen`, loading it now so a bad name fails here.
-    pub fn set_model(&self, name: &str, cancel: &AtomicBool) -> Result<String, String> {
+    pub fn set_model(&self, name: &str, cancel: &AtomicBool) -> Result<String, StageError> {
         let g = self.generator(Some(name), cancel)?;
         self.settings().model = name.to_string();
         Ok(g.name().to_string())
@@ -250,14 +309,14 @@ impl Stage {
     }
 
     /// Sets the default style; checked against the current model when it is loaded.
-    pub fn set_style(&self, name: &str) -> Result<String, String> {
+    pub fn set_style(&self, name: &str) -> Result<String, StageError> {
         if let Some(g) = self.loaded_generator() {
             if !g.styles().iter().any(|s| s.eq_ignore_ascii_case(name)) {
-                return Err(format!(
-                    "style `{name}` is unknown to model `{}`; known: {}",
-                    g.name(),
-                    if g.styles().is_empty() { "(none)".to_string() } else { g.styles().join(", ") }
-                ));
+                return Err(StageError::UnknownStyle {
+                    name: name.to_string(),
+                    model: g.name().to_string(),
+                    known: if g.styles().is_empty() { "(none)".to_string() } else { g.styles().join(", ") },
+                });
             }
         }
         self.settings().style = Some(name.to_string());
@@ -269,7 +328,7 @@ impl Stage {
     }
 
     /// Styles of the current model (waits for it to load).
-    pub fn styles_blocking(&self, cancel: &AtomicBool) -> Result<Vec<String>, String> {
+    pub fn styles_blocking(&self, cancel: &AtomicBool) -> Result<Vec<String>, StageError> {
         Ok(self.generator(None, cancel)?.styles().to_vec())
     }
 
@@ -280,28 +339,30 @@ impl Stage {
 
     /// `gen(prompt, opts)`: the continuation only (starting at tick 0), with the settings that
     /// made it recorded in its meta so it can be made again.
-    pub fn generate(&self, prompt: Option<&Score>, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, String> {
+    pub fn generate(&self, prompt: Option<&Score>, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, StageError> {
         let g = self.generator(opts.model.as_deref(), cancel)?;
         let request = self.request(&g, prompt, opts)?;
         if let Some(form) = &opts.form {
             if opts.bars.is_some() || opts.notes.is_some() || opts.tokens.is_some() {
-                return Err("gen: `form` sets the length (part_bars per section); drop bars/notes/tokens".into());
+                return Err(StageError::Options(
+                    "`form` sets the length (part_bars per section); drop bars/notes/tokens",
+                ));
             }
             let mut spec =
-                crate::gen::FormSpec::parse(form, opts.part_bars.unwrap_or(8)).map_err(|e| format!("gen: {e}"))?;
+                crate::gen::FormSpec::parse(form, opts.part_bars.unwrap_or(8)).map_err(StageError::gen("gen"))?;
             spec.keep_bars = opts.keep_bars.unwrap_or(spec.keep_bars);
             spec.cadence = opts.cadence.unwrap_or(true);
-            let take = crate::gen::generate_form(&g, &request, &spec, cancel).map_err(|e| format!("gen: {e}"))?;
+            let take = crate::gen::generate_form(&g, &request, &spec, cancel).map_err(StageError::gen("gen"))?;
             let mut out = take.score.slice_ticks(take.start, take.score.length.max(take.start));
             out.meta.gen.seed = Some(request.seed);
             return Ok(out);
         }
         let prompt_len = request.prompt.length;
-        let session = g.batch(&request, 1, cancel, &mut |_| {}).map_err(|e| format!("gen: {e}"))?;
+        let batch = g.batch(&request, 1, cancel, &mut |_| {}).map_err(StageError::gen("gen"))?;
         if cancel.load(Ordering::Relaxed) {
-            return Err("cancelled".into());
+            return Err(StageError::Cancelled);
         }
-        let take = session.takes().pop().ok_or("gen: the model returned no take")?;
+        let take = batch.takes().pop().ok_or(StageError::NoTake)?;
         let end = take.score.length.max(prompt_len);
         let mut out = take.score.slice_ticks(prompt_len, end);
         out.notes = take
@@ -330,12 +391,12 @@ impl Stage {
 
     /// `harmonize(melody, opts)`: the melody as the soprano, the other voices sampled by the
     /// model (`chorale` unless `model` says otherwise).
-    pub fn harmonize(&self, melody: &Score, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, String> {
+    pub fn harmonize(&self, melody: &Score, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, StageError> {
         let g = self.generator(Some(opts.model.as_deref().unwrap_or("chorale")), cancel)?;
         let request = self.request(&g, None, opts)?;
-        let take = crate::gen::harmonize(&g, melody, &request, cancel).map_err(|e| e.to_string())?;
+        let take = crate::gen::harmonize(&g, melody, &request, cancel).map_err(StageError::gen("harmonize"))?;
         if take.record.cancelled {
-            return Err("cancelled".into());
+            return Err(StageError::Cancelled);
         }
         let mut out = take.score.restore_pickup(melody.meta.pickup);
         out.meta.gen.seed = Some(request.seed);
@@ -343,20 +404,22 @@ impl Stage {
     }
 
     /// Builds the generation request from the options and the session's defaults.
-    fn request(&self, g: &Generator, prompt: Option<&Score>, opts: &GenOpts) -> Result<Request, String> {
+    fn request(&self, g: &Generator, prompt: Option<&Score>, opts: &GenOpts) -> Result<Request, StageError> {
         let mut prompt = prompt.cloned().unwrap_or_default();
         let key = match &opts.key {
-            Some(k) => Some(
-                crate::dsl::fields::key_value(k)
-                    .map_err(|e| format!("gen: key `{k}`: expected {} at character {}", e.expected, e.at + 1))?,
-            ),
+            Some(k) => Some(crate::dsl::fields::key_value(k).map_err(|e| StageError::Field {
+                what: "key",
+                value: k.clone(),
+                field: e,
+            })?),
             None => None,
         };
         let meter = match &opts.meter {
-            Some(m) => Some(
-                crate::dsl::fields::meter_value(m)
-                    .map_err(|e| format!("gen: meter `{m}`: expected {} at character {}", e.expected, e.at + 1))?,
-            ),
+            Some(m) => Some(crate::dsl::fields::meter_value(m).map_err(|e| StageError::Field {
+                what: "meter",
+                value: m.clone(),
+                field: e,
+            })?),
             None => None,
         };
         if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
@@ -409,9 +472,9 @@ impl Stage {
     }
 
     /// `score_ll(score)`: log-likelihood in nats, total and per note, and surprise per bar.
-    pub fn likelihood(&self, s: &Score, model: Option<&str>, cancel: &AtomicBool) -> Result<Map, String> {
+    pub fn likelihood(&self, s: &Score, model: Option<&str>, cancel: &AtomicBool) -> Result<Map, StageError> {
         let g = self.generator(model, cancel)?;
-        let ll = g.likelihood(s).map_err(|e| format!("score_ll: {e}"))?;
+        let ll = g.likelihood(s).map_err(StageError::gen("score_ll"))?;
         let mut m = Map::new();
         m.insert("model".into(), g.name().to_string().into());
         m.insert("total".into(), ll.total.into());
@@ -435,13 +498,13 @@ impl Stage {
     }
 
     /// The play engine, started on first use with the MIDI port (or none with `--no-midi`).
-    pub fn engine(self: &Arc<Self>) -> Result<Arc<Transport>, String> {
+    pub fn engine(self: &Arc<Self>) -> Result<Arc<Transport>, StageError> {
         let mut e = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(engine) = e.as_ref() {
             return Ok(engine.clone());
         }
         if self.closing.load(Ordering::Relaxed) {
-            return Err("the session is shutting down".into());
+            return Err(StageError::ShuttingDown);
         }
         let mut outputs: Vec<Box<dyn MidiOut>> = Vec::new();
         if !self.no_midi {
@@ -464,7 +527,7 @@ impl Stage {
             Some(clock) => Transport::manual(outputs, config, clock.clone()),
             None => Transport::start(outputs, config),
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(StageError::play("play"))?;
         let engine = Arc::new(engine);
         if self.fake_clock.is_none() {
             spawn_reporter(Arc::downgrade(&engine), self.output.clone(), self.closing.clone());
@@ -489,18 +552,18 @@ impl Stage {
     }
 
     /// `play(score)`: once, from the next bar line.
-    pub fn play(self: &Arc<Self>, s: &Score) -> Result<(), String> {
+    pub fn play(self: &Arc<Self>, s: &Score) -> Result<(), StageError> {
         let e = self.engine()?;
-        e.play_with(s, self.opts(At::NextBar)).map_err(|e| format!("play: {e}"))?;
+        e.play_with(s, self.opts(At::NextBar)).map_err(StageError::play("play"))?;
         self.flush_reports(&e);
         Ok(())
     }
 
     /// Starts or replaces a loop; the producer's first cycle is already made.
-    pub fn set_loop(self: &Arc<Self>, name: &str, producer: Box<dyn Producer>) -> Result<(), String> {
+    pub fn set_loop(self: &Arc<Self>, name: &str, producer: Box<dyn Producer>) -> Result<(), StageError> {
         let e = self.engine()?;
         e.set_loop(name, crate::play::LoopSource::Producer(producer), self.opts(At::NextCycle))
-            .map_err(|e| e.to_string())
+            .map_err(StageError::play("loop"))
     }
 
     /// `stop(name)`: the loop ends with its current cycle.
@@ -549,12 +612,12 @@ impl Stage {
         }
     }
 
-    pub fn set_tempo(&self, bpm: f64) -> Result<f64, String> {
+    pub fn set_tempo(&self, bpm: f64) -> Result<f64, StageError> {
         if !(bpm.is_finite() && (10.0..=1000.0).contains(&bpm)) {
-            return Err(format!("tempo {bpm} must be between 10 and 1000 bpm"));
+            return Err(StageError::play("tempo")(crate::play::PlayError::BadTempo(bpm)));
         }
         if let Some(e) = self.started() {
-            e.set_tempo(bpm, At::NextBar).map_err(|e| e.to_string())?;
+            e.set_tempo(bpm, At::NextBar).map_err(StageError::play("tempo"))?;
         }
         self.settings().bpm = bpm;
         Ok(bpm)
@@ -565,8 +628,8 @@ impl Stage {
     }
 
     /// MIDI output ports the system offers now.
-    pub fn ports(&self) -> Result<Vec<String>, String> {
-        let names = crate::sink::out::list_ports().map_err(|e| e.to_string())?;
+    pub fn ports(&self) -> Result<Vec<String>, StageError> {
+        let names = crate::sink::out::list_ports()?;
         *self.port_names.lock().unwrap_or_else(|p| p.into_inner()) = names.clone();
         Ok(names)
     }
@@ -578,20 +641,20 @@ impl Stage {
 
     /// `out(name)`: connects the port whose name contains `name` (or has that number) and sends
     /// what is played from now on there.
-    pub fn out(self: &Arc<Self>, name: &str) -> Result<String, String> {
+    pub fn out(self: &Arc<Self>, name: &str) -> Result<String, StageError> {
         let e = self.engine()?;
-        let o = crate::sink::out::MidirOut::connect(name).map_err(|e| e.to_string())?;
+        let o = crate::sink::out::MidirOut::connect(name)?;
         let full = o.name().to_string();
-        let slot = e.add_output(Box::new(o)).map_err(|e| e.to_string())?;
+        let slot = e.add_output(Box::new(o)).map_err(StageError::play("out"))?;
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
         Ok(full)
     }
 
     /// `listen(port)`: records what is played on a MIDI input (name substring or number; empty:
     /// a virtual input named `cadenza-in` other programs connect to). Replaces the last one.
-    pub fn listen(&self, port: &str) -> Result<String, String> {
+    pub fn listen(&self, port: &str) -> Result<String, StageError> {
         if self.no_midi {
-            return Err("listen: MIDI is off in this session (--no-midi)".into());
+            return Err(StageError::NoMidi("listen"));
         }
         let rec = if port.is_empty() {
             #[cfg(unix)]
@@ -600,12 +663,12 @@ impl Stage {
             }
             #[cfg(not(unix))]
             {
-                return Err("listen: virtual ports need ALSA or JACK; name an input port".into());
+                return Err(StageError::NoVirtualPorts);
             }
         } else {
             crate::play::input::InputRecorder::open(port)
         }
-        .map_err(|e| format!("listen: {e}"))?;
+        .map_err(StageError::play("listen"))?;
         let name = rec.name().to_string();
         *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(rec);
         Ok(name)
@@ -613,44 +676,44 @@ impl Stage {
 
     /// `heard()`: what was played since `listen` or the last `heard`, at the session tempo,
     /// snapped to sixteenths, starting at 0; ready to be a prompt.
-    pub fn heard(&self) -> Result<Score, String> {
+    pub fn heard(&self) -> Result<Score, StageError> {
         let input = self.input.lock().unwrap_or_else(|p| p.into_inner());
-        let rec = input.as_ref().ok_or("heard: nothing is listening; call listen(\"port\") first")?;
+        let rec = input.as_ref().ok_or(StageError::NotListening)?;
         Ok(rec.take(self.tempo(), Some(crate::time::PPQ as crate::time::Tick / 4)))
     }
 
     /// `send_clock(on)`: MIDI clock (24 ppqn, Start at the next bar; Stop when off) on the
     /// output `play` uses, so a DAW or drum machine follows cadenza.
-    pub fn send_clock(self: &Arc<Self>, on: bool) -> Result<(), String> {
+    pub fn send_clock(self: &Arc<Self>, on: bool) -> Result<(), StageError> {
         let e = self.engine()?;
         let slot = *self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        e.clock_out(on.then_some(slot)).map_err(|e| format!("send_clock: {e}"))
+        e.clock_out(on.then_some(slot)).map_err(StageError::play("send_clock"))
     }
 
     /// `follow_clock(port, latency_ms)`: the session tempo and bar lines follow the MIDI clock
     /// arriving on an input, each pulse taken to have left the leader `latency_ms` before it
     /// arrived. `follow_clock("")` stops following.
-    pub fn follow_clock(self: &Arc<Self>, port: &str, latency_ms: f64) -> Result<(), String> {
+    pub fn follow_clock(self: &Arc<Self>, port: &str, latency_ms: f64) -> Result<(), StageError> {
         let mut f = self.follower.lock().unwrap_or_else(|p| p.into_inner());
         *f = None;
         if port.is_empty() {
             return Ok(());
         }
         if self.no_midi {
-            return Err("follow_clock: MIDI is off in this session (--no-midi)".into());
+            return Err(StageError::NoMidi("follow_clock"));
         }
         if !(latency_ms.is_finite() && (0.0..=1000.0).contains(&latency_ms)) {
-            return Err(format!("follow_clock: latency {latency_ms} ms is not between 0 and 1000"));
+            return Err(StageError::Latency(latency_ms));
         }
         let e = self.engine()?;
         let latency = (latency_ms * 1e6) as crate::play::Nanos;
-        *f = Some(crate::play::clock_sync::follow_clock(e, port, latency).map_err(|e| format!("follow_clock: {e}"))?);
+        *f = Some(crate::play::clock_sync::follow_clock(e, port, latency).map_err(StageError::play("follow_clock"))?);
         Ok(())
     }
 
     /// Names of the MIDI input ports.
-    pub fn input_ports(&self) -> Result<Vec<String>, String> {
-        crate::sink::out::list_input_ports().map_err(|e| e.to_string())
+    pub fn input_ports(&self) -> Result<Vec<String>, StageError> {
+        Ok(crate::sink::out::list_input_ports()?)
     }
 
     /// Stops every loop and every note now.

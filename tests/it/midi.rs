@@ -540,7 +540,7 @@ fn convert_abc_midi_abc_and_mxl() {
 
     let err =
         convert::run(Args { input: dir.path().join("x.wav"), output: mid, tune: None, force: false }).unwrap_err();
-    assert!(err.to_string().contains("unknown input type"), "{err}");
+    assert!(err.to_string().contains("unknown score file type"), "{err}");
 }
 
 /// Reads every MusicXML file under `CADENZA_MXL_DIR` (default: the music21 corpus) and prints
