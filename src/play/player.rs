@@ -52,6 +52,9 @@ pub struct Stats {
     pub silence_requests: AtomicU64,
     pub silenced: AtomicU64,
     pub running: AtomicBool,
+    /// Outputs the player had to leak (never free) because the return ring and its parking
+    /// places were full: should stay 0.
+    pub leaked_outputs: AtomicU64,
 }
 
 impl Default for Stats {
@@ -65,6 +68,7 @@ impl Default for Stats {
             send_errors: Default::default(),
             sounding: AtomicUsize::new(0),
             silence_requests: AtomicU64::new(0),
+            leaked_outputs: AtomicU64::new(0),
             silenced: AtomicU64::new(0),
             running: AtomicBool::new(false),
         }
@@ -155,6 +159,9 @@ pub struct Player {
     events: rtrb::Consumer<Event>,
     control: rtrb::Consumer<Control>,
     returned: rtrb::Producer<Box<dyn MidiOut>>,
+    /// Outputs waiting to go back when the return ring is full: moving a box here frees
+    /// nothing, so a slow sequencer never makes the real-time thread drop a port.
+    parked: [Option<Box<dyn MidiOut>>; MAX_PORTS],
     outs: Vec<Option<Box<dyn MidiOut>>>,
     ledger: Ledger,
     stats: Arc<Stats>,
@@ -184,6 +191,7 @@ impl Player {
             events,
             control,
             returned,
+            parked: std::array::from_fn(|_| None),
             outs,
             ledger: Ledger::new(),
             stats,
@@ -243,7 +251,37 @@ impl Player {
         ev.tag != SYSTEM_TAG && self.dead.contains(&ev.tag)
     }
 
+    /// Hands an output back to be dropped off this thread: into the return ring, else into a
+    /// parking place until the ring has room. Only if both are full (sixty-four swaps the
+    /// sequencer has not collected, then sixteen more) is the output leaked, never freed here,
+    /// and counted in [`Stats::leaked_outputs`].
+    fn give_back(&mut self, out: Box<dyn MidiOut>) {
+        let Err(rtrb::PushError::Full(out)) = self.returned.push(out) else { return };
+        match self.parked.iter_mut().find(|p| p.is_none()) {
+            Some(place) => *place = Some(out),
+            None => {
+                std::mem::forget(out);
+                self.stats.leaked_outputs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves parked outputs into the return ring while it has room.
+    fn unpark(&mut self) {
+        for place in self.parked.iter_mut() {
+            if place.is_none() || self.returned.slots() == 0 {
+                continue;
+            }
+            if let Some(out) = place.take() {
+                if let Err(rtrb::PushError::Full(out)) = self.returned.push(out) {
+                    *place = Some(out);
+                }
+            }
+        }
+    }
+
     fn handle_controls(&mut self, now: Nanos) -> bool {
+        self.unpark();
         let req = self.stats.silence_requests.load(Ordering::Acquire);
         if req != self.seen_silence {
             self.seen_silence = req;
@@ -258,17 +296,17 @@ impl Player {
                     if let Some(s) = self.outs.get_mut(slot as usize) {
                         if let Some(old) = s.replace(out) {
                             // Dropping a port frees memory and talks to the MIDI system: not here.
-                            let _ = self.returned.push(old);
+                            self.give_back(old);
                         }
                     } else {
-                        let _ = self.returned.push(out);
+                        self.give_back(out);
                     }
                 }
                 Control::RemoveOutput(slot) => {
                     // Its notes go off first: a removed synth must not keep sounding.
                     self.release(now, None, Some(slot));
                     if let Some(old) = self.outs.get_mut(slot as usize).and_then(|s| s.take()) {
-                        let _ = self.returned.push(old);
+                        self.give_back(old);
                     }
                 }
                 Control::Flush { epoch } => {

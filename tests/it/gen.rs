@@ -266,7 +266,8 @@ impl LanguageModel for Bigram {
         }
         let rows = ids.to_vec2::<u32>()?;
         let (b, t) = (rows.len(), rows[0].len());
-        let st = state.as_any_mut().downcast_mut::<BigramState>().ok_or(ModelError::ForeignState { model: "bigram" })?;
+        let st =
+            state.as_any_mut().downcast_mut::<BigramState>().ok_or(ModelError::ForeignState { model: "bigram" })?;
         if st.len + t > self.context {
             return Err(ModelError::ContextFull { context: self.context, needed: st.len + t });
         }
@@ -632,7 +633,8 @@ impl LanguageModel for Uniform {
     }
     fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
         let (b, t) = ids.dims2()?;
-        let st = state.as_any_mut().downcast_mut::<BigramState>().ok_or(ModelError::ForeignState { model: "bigram" })?;
+        let st =
+            state.as_any_mut().downcast_mut::<BigramState>().ok_or(ModelError::ForeignState { model: "bigram" })?;
         st.len += t;
         if st.len > self.context {
             return Err(ModelError::ContextFull { context: self.context, needed: st.len });
