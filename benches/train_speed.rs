@@ -6,7 +6,7 @@
 //! `STEPS`, `VOCAB`, GPT `BATCH` `SEQ` `LAYERS` `DIM` `HEADS`, LSTM `LSTM_BATCH` `LSTM_SEQ`
 //! `LSTM_LAYERS` `LSTM_DIM` `HIDDEN` override the defaults,
 //! which are the shapes of the bundled `folk` GPT and `folk-lstm` runs). The allocator is set as
-//! `cadenza train` sets it (`model::heap`); `GLIBC_HEAP=default` leaves glibc's defaults.
+//! `cadenza train` sets it (`cli::heap`); `GLIBC_HEAP=default` leaves glibc's defaults.
 
 use std::time::Instant;
 
@@ -58,7 +58,7 @@ fn bench(name: &str, cfg: &Config, batch: usize, seq: usize, steps: usize) -> ca
 fn main() -> candle_core::Result<()> {
     // As `cadenza train` does; `GLIBC_HEAP=default` measures glibc's own settings instead.
     if std::env::var("GLIBC_HEAP").as_deref() != Ok("default") {
-        println!("allocator: keep freed memory ({})", cadenza::model::heap::keep_freed_memory());
+        println!("allocator: keep freed memory ({})", cadenza::cli::heap::keep_freed_memory());
     }
     let arch = std::env::var("ARCH").unwrap_or_else(|_| "both".into());
     let vocab = env("VOCAB", 454);

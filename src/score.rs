@@ -443,6 +443,8 @@ pub enum ScoreError {
     BadGrid,
     #[error("the score is too large: {what} (a score holds at most {limit})")]
     TooLarge { what: String, limit: String },
+    #[error("{what} {value} is out of MIDI's range 0..={max} ({place})")]
+    OutOfRange { what: &'static str, value: u8, max: u8, place: String },
 }
 
 impl Score {
@@ -544,6 +546,34 @@ impl Score {
             n < MAX_BARS
         });
         n
+    }
+
+    /// What every reader, decoder, script operation and writer checks at its boundary: the
+    /// size bounds ([`Score::check_size`]) and MIDI's value ranges, which `Note`'s plain bytes
+    /// do not enforce themselves (pitch, velocity and program 0..=127, channel 0..=15, for
+    /// notes and voices alike), as midly's `u7`/`u4` do for files.
+    pub fn check_bounds(&self) -> Result<(), ScoreError> {
+        self.check_size()?;
+        let range = |what: &'static str, value: u8, max: u8, place: &dyn Fn() -> String| {
+            if value > max {
+                Err(ScoreError::OutOfRange { what, value, max, place: place() })
+            } else {
+                Ok(())
+            }
+        };
+        for (i, n) in self.notes.iter().enumerate() {
+            let at = || format!("note {} at tick {}", i + 1, n.start);
+            range("pitch", n.pitch, 127, &at)?;
+            range("velocity", n.velocity, 127, &at)?;
+            range("channel", n.channel, 15, &at)?;
+            range("program", n.program, 127, &at)?;
+        }
+        for (i, v) in self.voices.iter().enumerate() {
+            let at = || format!("voice {} `{}`", i + 1, v.name);
+            range("channel", v.channel, 15, &at)?;
+            range("program", v.program, 127, &at)?;
+        }
+        Ok(())
     }
 
     /// Refuses a score beyond [`MAX_NOTES`], [`MAX_TICKS`], [`MAX_BARS`] or [`MAX_SECONDS`],
@@ -1026,6 +1056,20 @@ mod tests {
         assert_eq!(s.check_size(), Ok(()));
         s.voices = vec![Voice { name: "v".into(), channel: 0, program: 0 }; MAX_VOICES + 1];
         assert!(s.check_size().unwrap_err().to_string().contains("257 voices"));
+        // Values MIDI cannot carry are refused at every boundary, naming the note or voice.
+        s.voices = vec![Voice { name: "lead".into(), channel: 16, program: 0 }];
+        assert_eq!(
+            s.check_bounds().unwrap_err().to_string(),
+            "channel 16 is out of MIDI's range 0..=15 (voice 1 `lead`)"
+        );
+        s.voices.clear();
+        s.notes = vec![Note::new(0, 480, 60), Note { velocity: 128, ..Note::new(480, 480, 62) }];
+        assert_eq!(
+            s.check_bounds().unwrap_err().to_string(),
+            "velocity 128 is out of MIDI's range 0..=127 (note 2 at tick 480)"
+        );
+        s.notes[1].velocity = 127;
+        assert_eq!(s.check_bounds(), Ok(()));
     }
 
     /// A score whose notes name voices it does not list gets one new voice per voice number

@@ -4,6 +4,7 @@ pub mod convert;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod heap;
 pub mod likelihood;
 pub mod repl;
 pub mod run;

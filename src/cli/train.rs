@@ -130,8 +130,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     // Before any tensor is allocated: a GPT training step is about 1.4x faster when glibc keeps
-    // freed memory (see model::heap).
-    crate::model::heap::keep_freed_memory();
+    // freed memory (see cli::heap).
+    super::heap::keep_freed_memory();
     let device = crate::model::device::by_name(&args.device)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     // Allocator settings a user gave (`MALLOC_*`, which override keep_freed_memory's) change

@@ -146,9 +146,13 @@ pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
         return Err(DslError::at(src, tune.span.start, found).in_tune(tune.x));
     }
     let score = l.finish();
-    if let Err(ScoreError::TooLarge { what, limit }) = score.check_size() {
-        let expected = format!("a tune of at most {limit} (this one makes {what})");
-        return Err(DslError::at(src, tune.span.start, expected).in_tune(tune.x));
+    match score.check_bounds() {
+        Err(ScoreError::TooLarge { what, limit }) => {
+            let expected = format!("a tune of at most {limit} (this one makes {what})");
+            return Err(DslError::at(src, tune.span.start, expected).in_tune(tune.x));
+        }
+        Err(e) => return Err(DslError::at(src, tune.span.start, format!("values MIDI can play ({e})")).in_tune(tune.x)),
+        Ok(()) => {}
     }
     Ok(score)
 }

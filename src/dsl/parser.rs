@@ -102,26 +102,10 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
-/// Index of the first `\n` in `b` at or after `from`, or `b.len()`.
+/// Index of the first `\n` in `b` at or after `from`, or `b.len()` (memchr's SIMD search).
 #[inline]
 fn find_newline(b: &[u8], from: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while i + 8 <= b.len() {
-        let word = u64::from_le_bytes(b[i..i + 8].try_into().unwrap()) ^ (ONES * b'\n' as u64);
-        // The classic "has a zero byte" test; its lowest set bit marks the first zero byte
-        // exactly (higher ones may be false alarms, which `trailing_zeros` never reads).
-        let zero = word.wrapping_sub(ONES) & !word & HIGHS;
-        if zero != 0 {
-            return i + (zero.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < b.len() && b[i] != b'\n' {
-        i += 1;
-    }
-    i
+    memchr::memchr(b'\n', &b[from..]).map_or(b.len(), |i| from + i)
 }
 
 /// `line` without its first two bytes when they are `a` and `b` (a two-byte compare; the

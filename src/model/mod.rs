@@ -10,7 +10,6 @@ pub mod config;
 pub mod device;
 pub mod gpt;
 pub mod gpt_cpu;
-pub mod heap;
 pub mod load;
 pub mod lstm;
 pub mod markov;

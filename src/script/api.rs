@@ -185,7 +185,7 @@ fn repeat_bounded(s: &Score, n: INT) -> Res<Score> {
 /// A score made by a script operation, refused (with the bound it passes) beyond the sizes any
 /// score may have, so `a + a + a ...` or `stretch(1e9)` cannot grow without end.
 fn within_bounds(s: Score) -> Res<Score> {
-    s.check_size().or_else(err)?;
+    s.check_bounds().or_else(err)?;
     Ok(s)
 }
 

@@ -73,10 +73,10 @@ pub enum Invalid {
     TooManyVoices(usize),
     #[error("a gap of {0} ticks between events is longer than MIDI can store")]
     GapTooLong(Tick),
-    /// Beyond a score's documented bounds ([`crate::score::MAX_TICKS`] and the others): a tiny
-    /// file can claim days of music in one delta.
+    /// Beyond a score's documented bounds ([`crate::score::MAX_TICKS`] and the others, and
+    /// MIDI's value ranges): a tiny file can claim days of music in one delta.
     #[error("{0}")]
-    TooLarge(String),
+    Bounds(String),
 }
 
 /// Which Standard MIDI File layout to write.
@@ -396,7 +396,7 @@ fn parse(bytes: &[u8]) -> Result<Score, Invalid> {
     build_meta(&mut score.meta, &infos, tempos, meters, keys, markers, sidecar);
     score.length = length;
     score.normalize();
-    score.check_size().map_err(|e| Invalid::TooLarge(e.to_string()))?;
+    score.check_bounds().map_err(|e| Invalid::Bounds(e.to_string()))?;
     Ok(score)
 }
 
@@ -562,6 +562,8 @@ fn midi(channel: u8, message: MidiMessage) -> TrackEventKind<'static> {
 }
 
 fn encode(score: &Score, format: SmfFormat) -> Result<Vec<u8>, Invalid> {
+    // What is written must read back: the same bounds and ranges the reader holds files to.
+    score.check_bounds().map_err(|e| Invalid::Bounds(e.to_string()))?;
     let mut notes: Vec<Note> = score.notes.clone();
     notes.sort_unstable();
     let length = score.length.max(notes.iter().map(Note::end).max().unwrap_or(0));

@@ -445,7 +445,7 @@ fn parse_str(text: &str) -> Result<Score, Failure> {
     score.meta.keys = dedup(keys);
     score.length = ticks(t);
     score.normalize();
-    score.check_size().map_err(|e| Failure::Unsupported(e.to_string()))?;
+    score.check_bounds().map_err(|e| Failure::Unsupported(e.to_string()))?;
     Ok(score)
 }
 

@@ -672,8 +672,8 @@ fn a_file_claiming_a_huge_length_is_refused() {
     track.extend(vlq(0x0FFF_FFFF)); // the largest delta SMF can store: 2^28 - 1 ticks
     track.extend([0x80, 60, 0, 0x00, 0xFF, 0x2F, 0x00]);
     match invalid(midi_file::read_bytes(&smf(0, 1, &[&track]))) {
-        Invalid::TooLarge(why) => assert!(why.contains("at most 134217728 ticks"), "{why}"),
-        other => panic!("expected TooLarge, got {other:?}"),
+        Invalid::Bounds(why) => assert!(why.contains("at most 134217728 ticks"), "{why}"),
+        other => panic!("expected Bounds, got {other:?}"),
     }
     // The same note at a sane length reads.
     let mut short = vec![0x00, 0x90, 60, 64];
@@ -682,19 +682,31 @@ fn a_file_claiming_a_huge_length_is_refused() {
     assert_eq!(midi_file::read_bytes(&smf(0, 480, &[&short])).unwrap().notes.len(), 1);
 }
 
-/// A sidecar (cadenza's own metadata event) edited to say channel 201 or meter 0/0 is ignored:
-/// the file reads from its events, and prints as ABC that reads back.
+/// A sidecar (cadenza's own metadata event) edited to say channel 99 or meter 4/0 is ignored:
+/// the file reads from its events, and prints as ABC that reads back. Writing such a score is
+/// refused in the first place.
 #[test]
 fn an_unsound_sidecar_is_ignored() {
     let mut score = cadenza::dsl::parse("X:1\nL:1/4\nK:C\nV:a\nCDEF|\nV:b\nEFGA|\n").unwrap();
-    score.voices[1].channel = 200;
-    score.meta.meters = vec![(0, Meter::new(0, 0))];
-    let bytes = midi_file::to_bytes(&score).unwrap();
+    score.voices[1].channel = 10;
+    score.meta.meters = vec![(0, Meter::new(4, 4))];
+    let mut bad = score.clone();
+    bad.voices[1].channel = 200;
+    let e = midi_file::to_bytes(&bad).unwrap_err().to_string();
+    assert!(e.contains("channel 200 is out of MIDI's range 0..=15 (voice 2 `b`)"), "{e}");
+    // Edit the written sidecar as another program might: same lengths, unsound values.
+    let mut bytes = midi_file::to_bytes(&score).unwrap();
+    let edit = |bytes: &mut Vec<u8>, from: &str, to: &str| {
+        let at = bytes.windows(from.len()).position(|w| w == from.as_bytes()).expect(from);
+        bytes[at..at + from.len()].copy_from_slice(to.as_bytes());
+    };
+    edit(&mut bytes, "\"channel\":10", "\"channel\":99");
+    edit(&mut bytes, "\"den\":4", "\"den\":0");
     let back = midi_file::read_bytes(&bytes).unwrap();
     assert!(back.voices.iter().all(|v| v.channel < 16), "{:?}", back.voices);
     assert!(back.meta.meters.iter().all(|(_, m)| m.is_writable()), "{:?}", back.meta.meters);
     let text = cadenza::dsl::print(&back);
-    assert!(!text.contains("channel 201"), "{text}");
+    assert!(!text.contains("channel 100"), "{text}");
     assert_eq!(voiced(&cadenza::dsl::parse(&text).unwrap()), voiced(&back));
 }
 

@@ -1,4 +1,4 @@
-//! Allocator settings for training: keep freed memory instead of handing it back to the kernel.
+//! Allocator settings for `cadenza train`: keep freed memory instead of handing it back to the kernel.
 //!
 //! A training step allocates and frees the same few hundred tensors (activations, gradients,
 //! optimizer temporaries), many of them megabytes. glibc serves blocks that large with `mmap` and
