@@ -29,6 +29,8 @@ enum Command {
     /// Compare generated takes with held-out real tunes (feature overlap, classifier AUC,
     /// novelty, BLEU).
     Eval(cadenza::cli::eval::Args),
+    /// List the take history sessions keep (every gen and harmonize, replayable).
+    Takes(cadenza::cli::takes::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Some(Command::Score(a)) => cadenza::cli::likelihood::run(a),
         Some(Command::Run(a)) => cadenza::cli::run::run(a),
         Some(Command::Eval(a)) => cadenza::cli::eval::run(a),
+        Some(Command::Takes(a)) => cadenza::cli::takes::run(a),
         None => cadenza::cli::repl::run(cli.repl),
     };
     match result {

@@ -8,6 +8,7 @@ pub mod heap;
 pub mod likelihood;
 pub mod repl;
 pub mod run;
+pub mod takes;
 pub mod train;
 
 /// The error and those causes its message does not already quote. Our error types print their

@@ -36,6 +36,10 @@ pub struct SessionArgs {
     /// at the end of their cycle (without it, until the script stops them).
     #[arg(long = "for", value_name = "SECONDS")]
     pub for_seconds: Option<f64>,
+    /// Where takes are kept as JSON lines (default: `takes.jsonl` beside the REPL history,
+    /// `$CADENZA_HISTORY` or the XDG data dir); `cadenza takes` lists them.
+    #[arg(long, value_name = "FILE")]
+    pub takes: Option<std::path::PathBuf>,
     /// A folder scripts may read and write besides the working folder (repeatable). Scripts
     /// may use no other files: load, save, abc of a file, read_text and write_text refuse
     /// paths outside, symbolic links followed.
@@ -43,10 +47,17 @@ pub struct SessionArgs {
     pub allow_dirs: Vec<std::path::PathBuf>,
 }
 
+/// The take history every session shares unless told otherwise: `takes.jsonl` beside the
+/// default REPL history.
+pub fn default_takes_file() -> Option<std::path::PathBuf> {
+    crate::repl::default_history_path().map(|h| script::takes::beside(&h))
+}
+
 /// Session options from the shared flags; a granted folder that does not exist is an error.
 pub fn options(args: &SessionArgs, output: script::Output) -> anyhow::Result<Options> {
     let mut o = Options::new(output);
     o.sandbox = script::sandbox::Sandbox::new(&args.allow_dirs)?;
+    o.takes_file = args.takes.clone().or_else(default_takes_file);
     o.model = args.model.clone();
     o.port = args.port.clone();
     o.no_midi = args.no_midi;

@@ -72,6 +72,11 @@ pub fn run(mut config: ReplConfig) -> anyhow::Result<()> {
     };
     config.options.output = output.clone();
     config.options.preload = true;
+    let history = config.history.clone().or_else(default_history_path);
+    // Takes go beside the history, unless the caller named a place already.
+    if config.options.takes_file.is_none() {
+        config.options.takes_file = history.as_deref().map(script::takes::beside);
+    }
     println!(
         "cadenza {} — live coding with neural music models. :help for help, Ctrl-D to quit.",
         env!("CARGO_PKG_VERSION")
@@ -82,7 +87,6 @@ pub fn run(mut config: ReplConfig) -> anyhow::Result<()> {
     // instead of killing the process, so the music and the REPL survive it.
     let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, session.cancel_flag());
 
-    let history = config.history.or_else(default_history_path);
     if let Some(h) = &history {
         if let Some(dir) = h.parent() {
             let _ = std::fs::create_dir_all(dir);

@@ -491,6 +491,7 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
         let cancel = line_cancel();
         ctx_of(&c)?.stage.harmonize(&melody, &GenOpts::default(), &cancel).or_else(|e| fail(e, &cancel))
     });
+    register_takes(engine, &w);
     let c = w.clone();
     engine.register_fn("score_ll", move |s: Score| -> Res<Map> {
         let cancel = line_cancel();
@@ -627,6 +628,40 @@ fn read_text_bounded(path: &std::path::Path) -> std::io::Result<String> {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
     }
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// `takes()`, `take(n)`, `replay(n)`, `branch(n, opts)`, `save_take(n, path)`: the take history
+/// (`export` is a Rhai keyword).
+fn register_takes(engine: &mut Engine, w: &Weak<Ctx>) {
+    let c = w.clone();
+    engine.register_fn("takes", move || -> Res<Array> {
+        Ok(ctx_of(&c)?.stage.takes.list().iter().map(|e| Dynamic::from(e.summary())).collect())
+    });
+    let c = w.clone();
+    engine.register_fn("take", move |n: INT| -> Res<Score> {
+        let n = take_number(n)?;
+        Ok(ctx_of(&c)?.stage.take(n).or_else(err)?.score)
+    });
+    let c = w.clone();
+    engine.register_fn("replay", move |n: INT| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.replay(take_number(n)?, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("branch", move |n: INT, opts: Map| -> Res<Score> {
+        let cancel = line_cancel();
+        ctx_of(&c)?.stage.branch(take_number(n)?, &gen_opts(&opts)?, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("save_take", move |n: INT, path: &str| -> Res<()> {
+        let ctx = ctx_of(&c)?;
+        let take = ctx.stage.take(take_number(n)?).or_else(err)?;
+        ctx.stage.save(&take.score, path).or_else(err)
+    });
+}
+
+fn take_number(n: INT) -> Res<u64> {
+    u64::try_from(n).ok().filter(|&n| n > 0).map_or_else(|| err(format!("take numbers start at 1, not {n}")), Ok)
 }
 
 /// The cancel flag of the code running on this thread (a fresh, never-raised one outside a run).

@@ -72,6 +72,42 @@ pub const TOPICS: &[Topic] = &[
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",
     },
     Topic {
+        name: "takes",
+        signature: "takes() -> [String]",
+        about: "The take history, one line a take: its number, when, the call, model, seed, key, meter, length and \
+                log-likelihood per note. Every gen and harmonize is a take, kept as JSON lines beside the REPL \
+                history (`--takes FILE` elsewhere) so earlier sessions' takes are there too; `cadenza takes` \
+                lists them in a shell.",
+        example: "gen(tune, #{bars: 1, seed: 5}); for line in takes() { print(line) }",
+    },
+    Topic {
+        name: "take",
+        signature: "take(n) -> Score",
+        about: "The music of take `n`, as it came out.",
+        example: "gen(tune, #{bars: 1, seed: 5}); let t = take(1);",
+    },
+    Topic {
+        name: "replay",
+        signature: "replay(n) -> Score",
+        about: "Makes take `n` again from its prompt, options and seed: note for note the same, or an error saying \
+                the model is not the one that made it. The replay is a new take.",
+        example: "gen(tune, #{bars: 1, seed: 5}); let same = replay(1);",
+    },
+    Topic {
+        name: "branch",
+        signature: "branch(n, #{temperature, seed, bars, ...}) -> Score",
+        about: "Take `n`'s prompt and options with some changed (same seed unless `seed` is given): hear what one \
+                setting does to a take you liked. Options as for gen.",
+        example: "gen(tune, #{bars: 1, seed: 5}); let hotter = branch(1, #{temperature: 1.3});",
+    },
+    Topic {
+        name: "save_take",
+        signature: "save_take(n, path)",
+        about: "Writes take `n` as a MIDI file (.mid) or ABC text (.abc), as save does (`export` is a word Rhai \
+                keeps for itself).",
+        example: "gen(tune, #{bars: 1, seed: 5}); save_take(1, \"take1.abc\");",
+    },
+    Topic {
         name: "harmonize",
         signature: "harmonize(melody, #{model, seed, temperature, top_p, ...}) -> Score",
         about: "Harmonises a melody: its top line is the soprano note for note and the model (`chorale` unless \

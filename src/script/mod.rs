@@ -13,6 +13,7 @@ pub mod help;
 pub mod loops;
 pub mod sandbox;
 pub mod stage;
+pub mod takes;
 
 pub use error::ScriptError;
 use error::{eval_error, to_error};
@@ -73,6 +74,8 @@ pub struct Options {
     pub exit_handlers: bool,
     /// The folders scripts may read and write (the working folder by default).
     pub sandbox: sandbox::Sandbox,
+    /// Where takes are kept as JSON lines (none: in memory only).
+    pub takes_file: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -88,6 +91,7 @@ impl Options {
             clock: None,
             exit_handlers: false,
             sandbox: sandbox::Sandbox::new(&[]).unwrap_or_else(|_| sandbox::Sandbox::closed()),
+            takes_file: None,
         }
     }
 }

@@ -13,6 +13,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::sandbox::{Access, SandboxError};
+use super::takes::{TakeEntry, TakeLog};
+use crate::gen::TakeRecord;
+use serde::{Deserialize, Serialize};
 
 /// Why a call on the stage failed, named by the script function the user called; the Rhai
 /// layer shows it as the message of the failing call.
@@ -57,6 +60,10 @@ pub enum StageError {
     NotListening,
     #[error("follow_clock: latency {0} ms is not between 0 and 1000")]
     Latency(f64),
+    #[error("take {n} is not in the history ({})", match range { Some((a, b)) => format!("takes {a}..={b} are"), None => "no takes yet".to_string() })]
+    NoSuchTake { n: u64, range: Option<(u64, u64)> },
+    #[error("replay of take {n} differs from the recorded notes: model `{model}` is not the one that made it (weights {hash}...)")]
+    ReplayDiffers { n: u64, model: String, hash: String },
 }
 
 impl StageError {
@@ -77,7 +84,8 @@ fn extension(path: &str) -> String {
 }
 
 /// The `gen` options a script passed (absent fields take the session's defaults).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GenOpts {
     pub bars: Option<u32>,
     pub notes: Option<u32>,
@@ -112,6 +120,42 @@ pub struct GenOpts {
     pub cadence: Option<bool>,
 }
 
+impl GenOpts {
+    /// These options over `base`: each field set here wins, the others come from `base`
+    /// (`branch(n, #{temperature: 1.1})` changes one setting of take `n`).
+    pub fn over(&self, base: &GenOpts) -> GenOpts {
+        macro_rules! pick {
+            ($($f:ident),*) => { GenOpts { $($f: self.$f.clone().or_else(|| base.$f.clone()),)* } };
+        }
+        pick!(
+            bars,
+            notes,
+            tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            style,
+            composer,
+            instrument,
+            key,
+            meter,
+            range,
+            pitch_classes,
+            in_key,
+            max_polyphony,
+            whole_bars,
+            mono_voices,
+            model,
+            repetition_penalty,
+            form,
+            part_bars,
+            keep_bars,
+            cadence
+        )
+    }
+}
+
 struct Settings {
     model: String,
     style: Option<String>,
@@ -143,6 +187,8 @@ pub struct Stage {
     exit_handlers: bool,
     /// The folders scripts may read and write.
     pub sandbox: super::sandbox::Sandbox,
+    /// Every take this session (and earlier ones sharing the file) made.
+    pub takes: TakeLog,
 }
 
 /// Loaded models by name. A model loads once; callers asking while it loads wait for it.
@@ -176,6 +222,10 @@ impl Stage {
             closing: Arc::new(AtomicBool::new(false)),
             exit_handlers: options.exit_handlers,
             sandbox: options.sandbox.clone(),
+            takes: match &options.takes_file {
+                Some(f) => TakeLog::open(f),
+                None => TakeLog::in_memory(),
+            },
         }
     }
 
@@ -341,7 +391,105 @@ impl Stage {
     /// made it recorded in its meta so it can be made again.
     pub fn generate(&self, prompt: Option<&Score>, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, StageError> {
         let g = self.generator(opts.model.as_deref(), cancel)?;
-        let request = self.request(&g, prompt, opts)?;
+        let opts = self.resolve(&g, opts);
+        let bpm = self.tempo();
+        let (score, record) = self.generate_resolved(&g, prompt, &opts, bpm, cancel)?;
+        self.log_take("gen", prompt, opts, bpm, record, &score);
+        Ok(score)
+    }
+
+    /// The options with what the session fills in made explicit, so the call can be made
+    /// again exactly: the model's name, the session style (for a model conditioned on style)
+    /// and a seed. (`harmonize` names its model already.)
+    fn resolve(&self, g: &Generator, opts: &GenOpts) -> GenOpts {
+        let mut o = opts.clone();
+        // The name or folder the session loaded it by (a folder's name alone may be another model).
+        o.model = Some(o.model.unwrap_or_else(|| self.model_name()));
+        o.style = o.style.or_else(|| self.style().filter(|_| !g.styles().is_empty()));
+        o.seed = Some(o.seed.unwrap_or_else(|| self.next_seed()));
+        o
+    }
+
+    /// Keeps a take in the history; a history that cannot be written says so once.
+    fn log_take(
+        &self,
+        call: &str,
+        prompt: Option<&Score>,
+        opts: GenOpts,
+        bpm: f64,
+        record: Option<TakeRecord>,
+        score: &Score,
+    ) {
+        let unix_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let entry = TakeEntry {
+            n: 0,
+            unix_secs,
+            call: call.to_string(),
+            prompt: prompt.cloned(),
+            opts,
+            bpm,
+            record,
+            score: score.clone(),
+        };
+        if let (_, Some(warning)) = self.takes.add(entry) {
+            (self.output)(&warning);
+        }
+    }
+
+    /// `take(n)`: the music of take `n`.
+    pub fn take(&self, n: u64) -> Result<TakeEntry, StageError> {
+        self.takes.get(n).ok_or_else(|| StageError::NoSuchTake { n, range: self.takes.range() })
+    }
+
+    /// `replay(n)`: take `n` made again from its prompt, options and seed. It must come out
+    /// note for note; if it does not (the model's weights changed), that is an error saying so.
+    pub fn replay(&self, n: u64, cancel: &AtomicBool) -> Result<Score, StageError> {
+        let e = self.take(n)?;
+        let score = self.remake(&e, &e.opts, cancel)?;
+        if score.notes != e.score.notes {
+            let was = e.record.as_ref().map_or("?", |r| r.model_hash.as_str());
+            return Err(StageError::ReplayDiffers {
+                n,
+                model: e.opts.model.clone().unwrap_or_default(),
+                hash: was[..was.len().min(12)].to_string(),
+            });
+        }
+        Ok(score)
+    }
+
+    /// `branch(n, opts)`: take `n`'s prompt with its options changed by `opts` (a new take).
+    pub fn branch(&self, n: u64, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, StageError> {
+        let e = self.take(n)?;
+        let opts = opts.over(&e.opts);
+        let score = self.remake(&e, &opts, cancel)?;
+        Ok(score)
+    }
+
+    /// Makes a take with `opts` from `e`'s call, prompt and tempo, and logs it.
+    fn remake(&self, e: &TakeEntry, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, StageError> {
+        let g = self.generator(opts.model.as_deref(), cancel)?;
+        let (score, record) = match e.call.as_str() {
+            "harmonize" => {
+                let melody = e.prompt.clone().unwrap_or_default();
+                self.harmonize_resolved(&g, &melody, opts, e.bpm, cancel)?
+            }
+            _ => self.generate_resolved(&g, e.prompt.as_ref(), opts, e.bpm, cancel)?,
+        };
+        self.log_take(&e.call, e.prompt.as_ref(), opts.clone(), e.bpm, record, &score);
+        Ok(score)
+    }
+
+    /// `gen` with options already resolved (see [`Stage::resolve`]) at tempo `bpm`.
+    fn generate_resolved(
+        &self,
+        g: &Arc<Generator>,
+        prompt: Option<&Score>,
+        opts: &GenOpts,
+        bpm: f64,
+        cancel: &AtomicBool,
+    ) -> Result<(Score, Option<TakeRecord>), StageError> {
+        let g = g.clone();
+        let request = self.request(&g, prompt, opts, bpm)?;
         if let Some(form) = &opts.form {
             if opts.bars.is_some() || opts.notes.is_some() || opts.tokens.is_some() {
                 return Err(StageError::Options(
@@ -355,7 +503,7 @@ impl Stage {
             let take = crate::gen::generate_form(&g, &request, &spec, cancel).map_err(StageError::gen("gen"))?;
             let mut out = take.score.slice_ticks(take.start, take.score.length.max(take.start));
             out.meta.gen.seed = Some(request.seed);
-            return Ok(out);
+            return Ok((out, take.records.first().cloned()));
         }
         let prompt_len = request.prompt.length;
         let batch = g.batch(&request, 1, cancel, &mut |_| {}).map_err(StageError::gen("gen"))?;
@@ -386,25 +534,42 @@ impl Stage {
         }
         // What made the take (sampling, constraints, seed) travels with it and prints back.
         out.meta.gen = take.score.meta.gen.clone();
-        Ok(out)
+        Ok((out, Some(take.record)))
     }
 
     /// `harmonize(melody, opts)`: the melody as the soprano, the other voices sampled by the
     /// model (`chorale` unless `model` says otherwise).
     pub fn harmonize(&self, melody: &Score, opts: &GenOpts, cancel: &AtomicBool) -> Result<Score, StageError> {
-        let g = self.generator(Some(opts.model.as_deref().unwrap_or("chorale")), cancel)?;
-        let request = self.request(&g, None, opts)?;
-        let take = crate::gen::harmonize(&g, melody, &request, cancel).map_err(StageError::gen("harmonize"))?;
+        let mut opts = opts.clone();
+        let model = opts.model.get_or_insert_with(|| "chorale".to_string()).clone();
+        let g = self.generator(Some(&model), cancel)?;
+        let opts = self.resolve(&g, &opts);
+        let bpm = self.tempo();
+        let (score, record) = self.harmonize_resolved(&g, melody, &opts, bpm, cancel)?;
+        self.log_take("harmonize", Some(melody), opts, bpm, record, &score);
+        Ok(score)
+    }
+
+    fn harmonize_resolved(
+        &self,
+        g: &Generator,
+        melody: &Score,
+        opts: &GenOpts,
+        bpm: f64,
+        cancel: &AtomicBool,
+    ) -> Result<(Score, Option<TakeRecord>), StageError> {
+        let request = self.request(g, None, opts, bpm)?;
+        let take = crate::gen::harmonize(g, melody, &request, cancel).map_err(StageError::gen("harmonize"))?;
         if take.record.cancelled {
             return Err(StageError::Cancelled);
         }
         let mut out = take.score.restore_pickup(melody.meta.pickup);
         out.meta.gen.seed = Some(request.seed);
-        Ok(out)
+        Ok((out, Some(take.record)))
     }
 
     /// Builds the generation request from the options and the session's defaults.
-    fn request(&self, g: &Generator, prompt: Option<&Score>, opts: &GenOpts) -> Result<Request, StageError> {
+    fn request(&self, g: &Generator, prompt: Option<&Score>, opts: &GenOpts, bpm: f64) -> Result<Request, StageError> {
         let mut prompt = prompt.cloned().unwrap_or_default();
         let key = match &opts.key {
             Some(k) => Some(crate::dsl::fields::key_value(k).map_err(|e| StageError::Field {
@@ -423,7 +588,7 @@ impl Stage {
             None => None,
         };
         if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
-            prompt.meta.tempo = crate::time::TempoMap::constant(self.tempo());
+            prompt.meta.tempo = crate::time::TempoMap::constant(bpm);
         }
         let mut request = Request::from_prompt(prompt, Length::Tune, g.defaults());
         match (opts.bars, opts.notes, opts.tokens) {

@@ -932,3 +932,70 @@ fn score_reads_every_kind_and_reports_each_error_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no config.json"), "{stderr}");
 }
+
+/// Every gen is a take in a history on disk: listed, fetched, replayed note for note, branched
+/// with one setting changed, saved, found again by a later session and by `cadenza takes`, and a
+/// replay by other weights is refused.
+#[test]
+fn takes_are_kept_replayed_branched_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("takes.jsonl");
+    let session_with_history = || {
+        let (out, _) = buffer_output();
+        let mut o = Options::new(out);
+        o.no_midi = true;
+        o.model = test_model().display().to_string();
+        o.sandbox = Sandbox::with_base(dir.path(), &[]).unwrap();
+        o.takes_file = Some(file.clone());
+        Session::new(o)
+    };
+    let mut s = session_with_history();
+    let _ = s.eval(&format!("let t = abc({KESH:?});")).unwrap();
+    let first = score_of(s.eval("gen(t, #{bars: 2, seed: 11})").unwrap());
+    let second = score_of(s.eval("gen(t, #{bars: 2})").unwrap());
+    assert_eq!(score_of(s.eval("take(1)").unwrap()), first);
+    assert_eq!(score_of(s.eval("take(2)").unwrap()), second);
+    // The second call's seed was made up by the session and recorded: its replay is exact too.
+    assert_eq!(score_of(s.eval("replay(2)").unwrap()).notes, second.notes);
+    assert_eq!(score_of(s.eval("replay(1)").unwrap()).notes, first.notes);
+    let hot = score_of(s.eval("branch(1, #{temperature: 1.7})").unwrap());
+    assert_eq!(hot.meta.gen.temperature, Some(1.7));
+    assert_eq!(hot.meta.gen.seed, Some(11), "a branch keeps the seed unless told");
+    let lines: Vec<String> =
+        s.eval("takes()").unwrap().into_array().unwrap().into_iter().map(|d| d.into_string().unwrap()).collect();
+    assert_eq!(lines.len(), 5, "two gens, two replays, one branch: {lines:?}");
+    assert!(lines[0].contains("gen") && lines[0].contains("seed 11") && lines[0].contains("2 bars"), "{}", lines[0]);
+    let _ = s.eval("save_take(1, \"one.mid\")").unwrap();
+    let saved = cadenza::sink::midi_file::read(dir.path().join("one.mid")).unwrap();
+    assert_eq!(saved.notes.len(), first.notes.len());
+    let e = s.eval("take(99)").unwrap_err().to_string();
+    assert!(e.contains("take 99 is not in the history (takes 1..=5 are)"), "{e}");
+    drop(s);
+
+    // A later session continues the numbers and replays an earlier session's take.
+    let mut later = session_with_history();
+    assert_eq!(score_of(later.eval("replay(1)").unwrap()).notes, first.notes);
+    assert_eq!(later.eval("takes()").unwrap().into_array().unwrap().len(), 6);
+
+    // The same history from a shell.
+    let out = Command::new(env!("CARGO_BIN_EXE_cadenza")).args(["takes", "--last", "2"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.lines().last().unwrap().trim_start().starts_with('6'), "{listed}");
+
+    // Weights that are not the ones that made a take cannot pass for them.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let first_line = text.lines().next().unwrap();
+    let hash_at = first_line.find("\"model_hash\":\"").unwrap() + 14;
+    let mut forged = first_line.to_string();
+    forged.replace_range(hash_at..hash_at + 4, "beef");
+    let mut notes = serde_json::from_str::<serde_json::Value>(&forged).unwrap();
+    notes["n"] = serde_json::json!(50);
+    let first_note = &mut notes["score"]["notes"][0]["pitch"];
+    *first_note = serde_json::json!(first_note.as_u64().unwrap() + 1);
+    std::fs::write(&file, format!("{text}{notes}\n")).unwrap();
+    let mut third = session_with_history();
+    let e = third.eval("replay(50)").unwrap_err().to_string();
+    assert!(e.contains("is not the one that made it (weights beef"), "{e}");
+}
