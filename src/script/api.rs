@@ -493,6 +493,20 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
     });
     register_takes(engine, &w);
     let c = w.clone();
+    engine.register_fn("duet", move |a: &str, b: &str, opts: Map| -> Res<Score> {
+        let cancel = line_cancel();
+        let turns = duet_turns(&opts)?;
+        let opts = gen_opts(&without(&opts, "turns"))?;
+        ctx_of(&c)?.stage.duet(None, [a, b], turns, &opts, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
+    engine.register_fn("duet", move |call: Score, a: &str, b: &str, opts: Map| -> Res<Score> {
+        let cancel = line_cancel();
+        let turns = duet_turns(&opts)?;
+        let opts = gen_opts(&without(&opts, "turns"))?;
+        ctx_of(&c)?.stage.duet(Some(&call), [a, b], turns, &opts, &cancel).or_else(|e| fail(e, &cancel))
+    });
+    let c = w.clone();
     engine.register_fn("score_ll", move |s: Score| -> Res<Map> {
         let cancel = line_cancel();
         ctx_of(&c)?.stage.likelihood(&s, None, &cancel).or_else(|e| fail(e, &cancel))
@@ -658,6 +672,21 @@ fn register_takes(engine: &mut Engine, w: &Weak<Ctx>) {
         let take = ctx.stage.take(take_number(n)?).or_else(err)?;
         ctx.stage.save(&take.score, path).or_else(err)
     });
+}
+
+/// `turns` of a duet's options (default 4).
+fn duet_turns(opts: &Map) -> Res<u32> {
+    match opts.get("turns") {
+        None => Ok(4),
+        Some(v) => to_u32(v.as_int().or_else(|_| err("duet: `turns` must be a whole number"))?, "turns"),
+    }
+}
+
+/// `m` without `key` (options one call reads itself before passing the rest to gen's parser).
+fn without(m: &Map, key: &str) -> Map {
+    let mut m = m.clone();
+    m.remove(key);
+    m
 }
 
 fn take_number(n: INT) -> Res<u64> {

@@ -72,6 +72,15 @@ pub const TOPICS: &[Topic] = &[
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",
     },
     Topic {
+        name: "duet",
+        signature: "duet([call,] model_a, model_b, #{turns, bars, seed, temperature, ...}) -> Score",
+        about: "Two models answering each other: `model_a` answers the call (or starts from nothing), `model_b` \
+                answers that, and so on for `turns` phrases (default 4, at most 64) of `bars` bars (default 4, at \
+                most 16), each conditioned on the last phrase. One score, each side in its own voice and channel; \
+                every phrase is a take. Ctrl-C stops it.",
+        example: "let d = duet(tune, \"folk\", \"folk\", #{turns: 2, bars: 1, seed: 9});",
+    },
+    Topic {
         name: "takes",
         signature: "takes() -> [String]",
         about: "The take history, one line a take: its number, when, the call, model, seed, key, meter, length and \

@@ -60,6 +60,8 @@ pub enum StageError {
     NotListening,
     #[error("follow_clock: latency {0} ms is not between 0 and 1000")]
     Latency(f64),
+    #[error("duet: {0}")]
+    Duet(String),
     #[error("take {n} is not in the history ({})", match range { Some((a, b)) => format!("takes {a}..={b} are"), None => "no takes yet".to_string() })]
     NoSuchTake { n: u64, range: Option<(u64, u64)> },
     #[error("replay of take {n} differs from the recorded notes: model `{model}` is not the one that made it (weights {hash}...)")]
@@ -76,6 +78,23 @@ impl StageError {
     fn play(call: &'static str) -> impl Fn(crate::play::PlayError) -> StageError {
         move |source| StageError::Play { call, source }
     }
+}
+
+/// Most phrases one `duet` makes.
+pub const MAX_DUET_TURNS: u32 = 64;
+/// Most bars of one phrase of a `duet`.
+pub const MAX_DUET_BARS: u32 = 16;
+
+/// `s` as one voice named `name` on MIDI channel `channel` (for joining a duet's phrases).
+fn voiced(s: &Score, name: &str, channel: u8) -> Score {
+    let mut out = s.clone();
+    let program = s.voices.first().map_or(0, |v| v.program);
+    out.voices = vec![crate::score::Voice { name: name.to_string(), channel, program }];
+    for n in &mut out.notes {
+        n.voice = 0;
+        n.channel = channel;
+    }
+    out
 }
 
 /// The lowercase extension of `path` (empty when none).
@@ -434,6 +453,55 @@ impl Stage {
         if let (_, Some(warning)) = self.takes.add(entry) {
             (self.output)(&warning);
         }
+    }
+
+    /// `duet(a, b, #{turns, bars, ...})`: two models answering each other, Magenta-style. Model
+    /// `a` answers the prompt (or starts from nothing), `b` answers `a`'s phrase, `a` answers
+    /// `b`'s, for `turns` phrases of `bars` bars, each conditioned on the last call alone. The
+    /// phrases are joined in one score, each model in its own voice and channel; every phrase is
+    /// a take. Bounded by [`MAX_DUET_TURNS`] and [`MAX_DUET_BARS`]; Ctrl-C stops it between
+    /// tokens.
+    pub fn duet(
+        &self,
+        prompt: Option<&Score>,
+        models: [&str; 2],
+        turns: u32,
+        opts: &GenOpts,
+        cancel: &AtomicBool,
+    ) -> Result<Score, StageError> {
+        if !(1..=MAX_DUET_TURNS).contains(&turns) {
+            return Err(StageError::Duet(format!("turns {turns} must be 1..={MAX_DUET_TURNS}")));
+        }
+        let bars = opts.bars.unwrap_or(4);
+        if !(1..=MAX_DUET_BARS).contains(&bars) {
+            return Err(StageError::Duet(format!("bars {bars} must be 1..={MAX_DUET_BARS}")));
+        }
+        let base_seed = opts.seed.unwrap_or_else(|| self.next_seed());
+        let mut phrases: Vec<Score> = Vec::new();
+        let mut call: Option<Score> = prompt.cloned();
+        if let Some(p) = prompt {
+            phrases.push(voiced(p, "call", 0));
+        }
+        for turn in 0..turns {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(StageError::Cancelled);
+            }
+            let side = (turn % 2) as usize;
+            let o = GenOpts {
+                model: Some(models[side].to_string()),
+                bars: Some(bars),
+                seed: Some(base_seed.wrapping_add(turn as u64)),
+                ..opts.clone()
+            };
+            let answer = self.generate(call.as_ref(), &o, cancel)?;
+            // Voices `a-folk` and `b-folk-lstm`: each side keeps its own line even when both
+            // sides are the same model.
+            let short =
+                std::path::Path::new(models[side]).file_name().map_or(models[side].into(), |n| n.to_string_lossy());
+            phrases.push(voiced(&answer, &format!("{}-{short}", ["a", "b"][side]), 1 + side as u8));
+            call = Some(answer);
+        }
+        Ok(Score::concat_all(&phrases))
     }
 
     /// `take(n)`: the music of take `n`.

@@ -999,3 +999,37 @@ fn takes_are_kept_replayed_branched_and_listed() {
     let e = third.eval("replay(50)").unwrap_err().to_string();
     assert!(e.contains("is not the one that made it (weights beef"), "{e}");
 }
+
+/// Two models answering each other: each phrase conditioned on the last, each side its own
+/// voice, every phrase a take, the same seed the same duet, and the bounds refused by name.
+#[test]
+fn duet_alternates_two_models_phrase_by_phrase() {
+    let (mut s, _, _) = model_session();
+    let m = test_model().display().to_string();
+    let _ = s.eval(&format!("let t = abc({KESH:?}); let m = {m:?};")).unwrap();
+    let d = score_of(s.eval("duet(t, m, m, #{turns: 3, bars: 1, seed: 4})").unwrap());
+    let names: Vec<&str> = d.voices.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["call", "a-folk", "b-folk"]);
+    assert_eq!(d.voices.iter().map(|v| v.channel).collect::<Vec<_>>(), [0, 1, 2]);
+    let kesh = cadenza::dsl::parse(KESH).unwrap();
+    assert_eq!(d.bar_count(), kesh.bar_count() + 3, "the call, then three one-bar answers");
+    // The first answer is what gen makes of the call with the same model and seed.
+    let first = score_of(s.eval("gen(t, #{model: m, bars: 1, seed: 4})").unwrap());
+    let answer: Vec<(u64, u8)> = d
+        .notes
+        .iter()
+        .filter(|n| n.voice == 1 && n.start < kesh.length + first.length)
+        .map(|n| (n.start - kesh.length, n.pitch))
+        .collect();
+    assert_eq!(answer, first.notes.iter().map(|n| (n.start, n.pitch)).collect::<Vec<_>>());
+    assert_eq!(score_of(s.eval("duet(t, m, m, #{turns: 3, bars: 1, seed: 4})").unwrap()), d);
+    assert_eq!(s.eval("takes()").unwrap().into_array().unwrap().len(), 3 + 1 + 3);
+    for (line, want) in [
+        ("duet(m, m, #{turns: 0})", "turns 0 must be 1..=64"),
+        ("duet(m, m, #{turns: 65})", "turns 65 must be 1..=64"),
+        ("duet(m, m, #{bars: 17})", "bars 17 must be 1..=16"),
+    ] {
+        let e = s.eval(line).unwrap_err().to_string();
+        assert!(e.contains(want), "{line}: {e}");
+    }
+}
