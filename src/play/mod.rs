@@ -19,7 +19,7 @@ pub mod transport;
 pub use clock::{Clock, FakeClock, MonotonicClock, Nanos};
 pub use exit::{Silencer, EXIT_GRACE};
 pub use ports::{clock_sync, input};
-pub use sequencer::{At, CycleRequest, Report};
+pub use sequencer::{At, CycleRequest, LoopTiming, Report};
 pub use threads::PLAYER_THREAD;
 pub use transport::{LoopSource, PlayError, PlayOpts, Producer, ProducerError, Transport, TransportConfig};
 

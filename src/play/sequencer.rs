@@ -57,6 +57,22 @@ pub struct SeqShared {
     pub horizon: AtomicU64,
     /// Names of the loops playing (the sequencer thread writes it; never the player).
     pub loops: std::sync::Mutex<Vec<String>>,
+    /// How far ahead each generating loop's cycles arrive (the sequencer thread writes it).
+    pub timing: std::sync::Mutex<std::collections::BTreeMap<String, LoopTiming>>,
+}
+
+/// How a loop whose cycles are made one ahead keeps its deadlines: a cycle is due when the
+/// sequencer must schedule its first note (a lookahead before it sounds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoopTiming {
+    /// Cycles that arrived in time.
+    pub made: u64,
+    /// Cycles that were not ready when due: the last good one played again.
+    pub replayed: u64,
+    /// Milliseconds to spare when the last cycle arrived (negative: it came late).
+    pub last_margin_ms: f64,
+    /// The least time to spare so far.
+    pub worst_margin_ms: f64,
 }
 
 /// What the sequencer tells the user about (the engine turns these into messages).
@@ -273,6 +289,8 @@ pub struct Sequencer {
     shared: Arc<SeqShared>,
     reported_full: bool,
     shutdown: bool,
+    /// The latest clock time seen (a fill or a command), for measuring loops' margins.
+    now: Nanos,
 }
 
 /// MIDI clock: 24 pulses per quarter note.
@@ -319,6 +337,7 @@ impl Sequencer {
             shared,
             reported_full: false,
             shutdown: false,
+            now: start,
         };
         s.shared.bpm_bits.store(bpm.to_bits(), Ordering::Relaxed);
         s
@@ -355,6 +374,7 @@ impl Sequencer {
     /// land in the past and the first notes go out late. Nothing is scheduled before the new
     /// horizon, so nothing is skipped; bar lines keep their origin.
     pub fn catch_up(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
         if !self.tracks.is_empty() || !self.backlog.is_empty() || self.pending_tempo.is_some() {
             return;
         }
@@ -480,6 +500,19 @@ impl Sequencer {
                 if let Some(t) =
                     self.tracks.iter_mut().find(|t| t.name.as_deref() == Some(&name) && t.generation == generation)
                 {
+                    // Due when the sequencer must schedule the cycle's start: a lookahead before
+                    // it sounds. Cycle `cycle` starts `cycle - cycle_no` cycles after this one.
+                    let ahead = cycle.saturating_sub(t.cycle_no);
+                    let start = t.start + t.cycle.len * ahead.max(1);
+                    let due = self.time0 as f64 + (start.saturating_sub(self.tick0)) as f64 * self.nanos_per_tick
+                        - self.lookahead as f64;
+                    let margin_ms = (due - self.now as f64) / 1e6;
+                    if let Ok(mut timing) = self.shared.timing.lock() {
+                        let e = timing.entry(name.clone()).or_default();
+                        e.made += 1;
+                        e.last_margin_ms = margin_ms;
+                        e.worst_margin_ms = if e.made == 1 { margin_ms } else { e.worst_margin_ms.min(margin_ms) };
+                    }
                     // A cycle that comes after its turn (the last one was repeated) plays next.
                     if cycle >= t.cycle_no {
                         let c = prepare(&score);
@@ -658,6 +691,7 @@ impl Sequencer {
 
     /// Schedules everything sounding up to `now + lookahead` and pushes it to the player.
     pub fn fill(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
         if self.shutdown || !self.drain_backlog() {
             return;
         }
@@ -752,6 +786,9 @@ impl Sequencer {
             let _ = f.send(r);
         }
         for r in late {
+            if let (Report::CycleLate { name, .. }, Ok(mut timing)) = (&r, self.shared.timing.lock()) {
+                timing.entry(name.clone()).or_default().replayed += 1;
+            }
             let _ = self.reports.send(r);
         }
     }

@@ -241,6 +241,12 @@ fn a_producer_is_asked_one_cycle_ahead_and_its_errors_keep_the_old_music() {
     let reports = e.take_reports();
     assert!(reports.iter().any(|r| matches!(r, Report::LoopError { name, .. } if name == "gen")), "{reports:?}");
     assert!(reports.iter().any(|r| matches!(r, Report::CycleLate { cycle: 2, .. })), "{reports:?}");
+    // Each cycle is asked for when the one before starts being scheduled, so a producer that
+    // answers at once has about a cycle (one second) to spare; the failed one was replayed.
+    let t = e.loop_timing()["gen"];
+    assert_eq!(t.replayed, 1, "{t:?}");
+    assert!(t.made >= 4, "{t:?}");
+    assert!((900.0..=1000.0).contains(&t.worst_margin_ms), "{t:?}");
     // A producer that fails at once is an error here and nothing changes.
     let bad = |_: &CycleRequest| -> Result<Score, super::transport::ProducerError> { Err("syntax error".into()) };
     let err = e.set_loop("gen", LoopSource::Producer(Box::new(bad)), PlayOpts::default()).unwrap_err();

@@ -379,6 +379,12 @@ impl Transport {
         self.send(Command::Meter(meter))
     }
 
+    /// How far ahead each generating loop's cycles arrive, by loop name (see
+    /// [`super::sequencer::LoopTiming`]).
+    pub fn loop_timing(&self) -> std::collections::BTreeMap<String, super::sequencer::LoopTiming> {
+        self.shared.timing.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
     /// Names of the loops playing (as of the sequencer's last round).
     pub fn loops(&self) -> Vec<String> {
         self.shared.loops.lock().map(|l| l.clone()).unwrap_or_default()

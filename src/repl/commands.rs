@@ -19,7 +19,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("help", ":help [fn]      this overview, or one function with an example"),
     ("models", ":models         models that can be loaded (* = current)"),
     ("ports", ":ports          MIDI output ports"),
-    ("loops", ":loops          running loops"),
+    ("loops", ":loops          running loops, how far ahead each one's next cycle is made"),
     ("stop", ":stop           stop every loop (at its next boundary)"),
     ("panic", ":panic          stop everything now and send every note off"),
     ("load", ":load FILE      run a .rhai script in this session"),
@@ -76,7 +76,7 @@ pub fn run(session: &mut Session, cmd: &str) -> Outcome {
             Err(e) => Outcome::Text(format!("ports: {e}")),
         },
         "loops" => {
-            let loops = stage.loops.describe();
+            let loops = stage.describe_loops();
             if loops.is_empty() {
                 Outcome::Text("no loops running".into())
             } else {

@@ -596,6 +596,11 @@ fn register_music(engine: &mut Engine, w: Weak<Ctx>) {
             let ctx = ctx_of(&c)?;
             super::loops::define(&ctx, &nc, name.as_str(), body)
         });
+        let c = w.clone();
+        engine.register_fn(name, move |name: ImmutableString, opts: Map| -> Res<()> {
+            let ctx = ctx_of(&c)?;
+            super::loops::define_generating(&ctx, name.as_str(), gen_loop(&opts)?)
+        });
     }
     let c = w.clone();
     engine.register_fn("stop", move |name: &str| -> Res<bool> { Ok(ctx_of(&c)?.stage.stop_loop(name)) });
@@ -672,6 +677,38 @@ fn register_takes(engine: &mut Engine, w: &Weak<Ctx>) {
         let take = ctx.stage.take(take_number(n)?).or_else(err)?;
         ctx.stage.save(&take.score, path).or_else(err)
     });
+}
+
+/// A generating loop's options: `prompt`, `mode` ("variation" or "continue"), `every` (a new
+/// cycle every N), and gen's options (`bars` default 4: a loop's cycle needs a length).
+fn gen_loop(m: &Map) -> Res<super::loops::GenLoop> {
+    use super::loops::{GenLoop, LoopMode};
+    let prompt = match m.get("prompt") {
+        None => None,
+        Some(v) => Some(v.clone().try_cast::<Score>().map_or_else(|| err("loop: `prompt` must be a Score"), Ok)?),
+    };
+    let mode = match m.get("mode").map(|v| v.to_string()).as_deref() {
+        None | Some("variation") => LoopMode::Variation,
+        Some("continue") => LoopMode::Continue,
+        Some(other) => return err(format!("loop: mode `{other}` must be \"continue\" or \"variation\"")),
+    };
+    let every = match m.get("every") {
+        None => 1,
+        Some(v) => match v.as_int() {
+            Ok(n) if (1..=1024).contains(&n) => n as u64,
+            _ => return err(format!("loop: `every` must be a whole number of cycles 1..=1024, not {v}")),
+        },
+    };
+    let mut rest = m.clone();
+    for k in ["prompt", "mode", "every"] {
+        rest.remove(k);
+    }
+    let mut opts = gen_opts(&rest)?;
+    if opts.form.is_some() || opts.notes.is_some() || opts.tokens.is_some() {
+        return err("loop: a generating loop's cycle is `bars` long (default 4); form, notes and tokens do not apply");
+    }
+    opts.bars = Some(opts.bars.unwrap_or(4));
+    Ok(GenLoop { prompt, mode, every, opts })
 }
 
 /// `turns` of a duet's options (default 4).

@@ -220,10 +220,14 @@ pub const TOPICS: &[Topic] = &[
     },
     Topic {
         name: "loop",
-        signature: "loop(name, |i| score)",
+        signature: "loop(name, |i| score) | loop(name, #{prompt, mode, every, bars, ...})",
         about: "A named loop: the closure runs every cycle (i = 0, 1, 2 ...) and what it returns is played. \
                 Defining it again replaces it at the next cycle; if the new body fails, the old one keeps \
-                playing. `live_loop` is the same function.",
+                playing. With options instead of a closure the model writes each cycle (`bars`, default 4, \
+                and gen's options): `mode: \"continue\"` goes on from what it just played, `\"variation\"` \
+                (the default) samples the prompt anew; `every: 2` makes a new cycle every other one. Each cycle \
+                is made one cycle ahead; if it is not ready in time the last one plays again, and `:loops` shows \
+                how far ahead each loop runs. `live_loop` is the same function.",
         example: r#"loop("melody", |i| tune.transpose(i % 3));"#,
     },
     Topic {

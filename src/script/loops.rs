@@ -40,13 +40,13 @@ impl Loops {
         self.map().keys().cloned().collect()
     }
 
-    /// One line per loop for `:loops`.
-    pub fn describe(&self) -> Vec<String> {
+    /// One line per loop for `:loops`, with its name.
+    pub fn describe(&self) -> Vec<(String, String)> {
         self.map()
             .iter()
             .map(|(name, l)| {
                 let last = l.last_good.lock().map(|s| s.summary()).unwrap_or_default();
-                format!("{name}: {} cycles made, last {last}", l.made.load(Ordering::Relaxed))
+                (name.clone(), format!("{name}: {} cycles made, last {last}", l.made.load(Ordering::Relaxed)))
             })
             .collect()
     }
@@ -131,11 +131,79 @@ impl Producer for BodyProducer {
 /// `loop(name, body)`: starts a loop, or replaces the body of the one with that name at the
 /// end of its current cycle.
 pub fn define(ctx: &Arc<Ctx>, nc: &NativeCallContext, name: &str, body: FnPtr) -> Result<(), Box<EvalAltResult>> {
-    let existing = ctx.stage.loops.map().get(name).cloned();
-    let base = existing.as_ref().map_or(0, |l| l.made.load(Ordering::Relaxed));
+    let base = made_so_far(ctx, name);
     // Run the new body now, in this line: its errors belong to the person typing it, and the
     // version playing is not touched.
     let first = body.call_within_context::<Dynamic>(nc, (base as INT,)).and_then(to_cycle)?;
+    let source = ctx.current_source();
+    start(ctx, name, first, |info, first, cancel| {
+        Box::new(BodyProducer { ctx: Arc::downgrade(ctx), info, body, first: Some(first), base, cancel, source })
+    })
+}
+
+/// How a generating loop (`loop(name, #{...})`) makes each cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopMode {
+    /// Each cycle continues from the tail of what the loop just played.
+    Continue,
+    /// Each cycle is a new sample from the same prompt.
+    Variation,
+}
+
+/// What a generating loop was asked for.
+pub struct GenLoop {
+    pub prompt: Option<Score>,
+    pub mode: LoopMode,
+    /// A new cycle every `every` cycles; in between the last one plays again.
+    pub every: u64,
+    pub opts: super::stage::GenOpts,
+}
+
+impl GenLoop {
+    /// The options for cycle `i`: a given seed moves on by the cycle number, so a seeded
+    /// variation loop still varies and replays the same way.
+    fn cycle_opts(&self, i: u64) -> super::stage::GenOpts {
+        let mut o = self.opts.clone();
+        o.seed = o.seed.map(|s| s.wrapping_add(i));
+        o
+    }
+}
+
+/// `loop(name, #{prompt, mode, every, bars, ...})`: a loop whose cycles the model makes, one
+/// cycle ahead of when they are due (the first one now, in this line). Started or replaced as
+/// a body loop is.
+pub fn define_generating(ctx: &Arc<Ctx>, name: &str, spec: GenLoop) -> Result<(), Box<EvalAltResult>> {
+    let base = made_so_far(ctx, name);
+    let first = ctx
+        .stage
+        .generate(spec.prompt.as_ref(), &spec.cycle_opts(base), &AtomicBool::new(false))
+        .map_err(|e| -> Box<EvalAltResult> { format!("loop {name}: {e}").into() })?;
+    start(ctx, name, first, |info, first, cancel| {
+        Box::new(GenProducer {
+            ctx: Arc::downgrade(ctx),
+            info,
+            spec,
+            last: first.clone(),
+            first: Some(first),
+            base,
+            cancel,
+        })
+    })
+}
+
+/// Cycles made by earlier versions of the loop `name` (a new version counts on from there).
+fn made_so_far(ctx: &Ctx, name: &str) -> u64 {
+    ctx.stage.loops.map().get(name).map_or(0, |l| l.made.load(Ordering::Relaxed))
+}
+
+/// Starts (or replaces) loop `name` with its first cycle made and the producer of the rest.
+fn start(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    first: Score,
+    producer: impl FnOnce(Arc<LoopInfo>, Score, Arc<AtomicBool>) -> Box<dyn Producer>,
+) -> Result<(), Box<EvalAltResult>> {
+    let existing = ctx.stage.loops.map().get(name).cloned();
     let cancel = Arc::new(AtomicBool::new(false));
     let info = match &existing {
         Some(l) => l.clone(),
@@ -145,16 +213,8 @@ pub fn define(ctx: &Arc<Ctx>, nc: &NativeCallContext, name: &str, body: FnPtr) -
             cancel: Mutex::new(cancel.clone()),
         }),
     };
-    let producer = BodyProducer {
-        ctx: Arc::downgrade(ctx),
-        info: info.clone(),
-        body,
-        first: Some(first),
-        base,
-        cancel: cancel.clone(),
-        source: ctx.current_source(),
-    };
-    ctx.stage.set_loop(name, Box::new(producer)).map_err(|e| -> Box<EvalAltResult> { e.to_string().into() })?;
+    let producer = producer(info.clone(), first, cancel.clone());
+    ctx.stage.set_loop(name, producer).map_err(|e| -> Box<EvalAltResult> { e.to_string().into() })?;
     // The old version's body may be running for a cycle that will not play: cancel it.
     let old = std::mem::replace(&mut *info.cancel.lock().unwrap_or_else(|p| p.into_inner()), cancel);
     if existing.is_some() {
@@ -163,4 +223,40 @@ pub fn define(ctx: &Arc<Ctx>, nc: &NativeCallContext, name: &str, body: FnPtr) -
     }
     ctx.stage.loops.map().insert(name.to_string(), info);
     Ok(())
+}
+
+/// The engine's producer for a generating loop: runs on the loop's feeder thread, a cycle
+/// ahead, so a generation has a whole cycle's time (`:loops` shows how much it had to spare).
+struct GenProducer {
+    ctx: Weak<Ctx>,
+    info: Arc<LoopInfo>,
+    spec: GenLoop,
+    /// What the loop played last (the prompt of the next cycle in `Continue` mode).
+    last: Score,
+    first: Option<Score>,
+    base: u64,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Producer for GenProducer {
+    fn next(&mut self, req: &CycleRequest) -> Result<Score, ProducerError> {
+        let score = match self.first.take() {
+            Some(s) => s,
+            None if (self.base + req.cycle) % self.spec.every != 0 => self.last.clone(),
+            None => {
+                let ctx = self.ctx.upgrade().ok_or("the session has ended")?;
+                let prompt = match self.spec.mode {
+                    LoopMode::Continue => Some(&self.last),
+                    LoopMode::Variation => self.spec.prompt.as_ref(),
+                };
+                ctx.stage.generate(prompt, &self.spec.cycle_opts(self.base + req.cycle), &self.cancel)?
+            }
+        };
+        self.info.made.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut g) = self.info.last_good.lock() {
+            *g = score.clone();
+        }
+        self.last = score.clone();
+        Ok(score)
+    }
 }

@@ -799,6 +799,27 @@ impl Stage {
             .map_err(StageError::play("loop"))
     }
 
+    /// One line per loop for `:loops`: what it made, and for a loop that generates, how far
+    /// ahead of its deadline the last cycle arrived, the worst margin, and how many cycles
+    /// were late (the last good one played again).
+    pub fn describe_loops(&self) -> Vec<String> {
+        let timing = self.started().map(|e| e.loop_timing()).unwrap_or_default();
+        self.loops
+            .describe()
+            .into_iter()
+            .map(|(name, line)| match timing.get(&name) {
+                Some(t) => format!(
+                    "{line}; ahead {:.0} ms (worst {:.0} ms), {} replayed{}",
+                    t.last_margin_ms,
+                    t.worst_margin_ms,
+                    t.replayed,
+                    if t.replayed > 0 || t.worst_margin_ms < 0.0 { "  ← lagging" } else { "" }
+                ),
+                None => line,
+            })
+            .collect()
+    }
+
     /// `stop(name)`: the loop ends with its current cycle.
     pub fn stop_loop(&self, name: &str) -> bool {
         let known = self.loops.forget(name);

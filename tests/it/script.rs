@@ -494,6 +494,53 @@ fn a_loop_that_generates_plays_a_new_take_each_cycle() {
     assert!(balanced(&rec));
 }
 
+/// A loop the model writes: `mode: "continue"` prompts each new cycle with the last one played,
+/// `every: 2` makes a new cycle every other one (the last plays again in between), every new
+/// cycle is a take, and `:loops` says how far ahead of its deadline each cycle was made.
+#[test]
+fn a_generating_loop_continues_or_varies_every_n_cycles() {
+    let (mut s, _, rec) = model_session();
+    let _ = s
+        .eval(&format!(
+            "tempo(600); let t = abc({KESH:?}); loop(\"lead\", #{{prompt: t, bars: 1, mode: \"continue\", every: 2, seed: 3}})"
+        ))
+        .unwrap();
+    // 600 bpm: a 6/8 bar (three quarters) lasts 0.3 s; 3 s is about ten cycles.
+    let _ = s.eval("sleep(3.0);").unwrap();
+    let lines = s.ctx().stage.describe_loops();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("lead: ") && lines[0].contains("ahead") && lines[0].contains("0 replayed"),
+        "{lines:?}"
+    );
+    let _ = s.eval("stop(); wait()").unwrap();
+    let takes: Vec<String> =
+        s.eval("takes()").unwrap().into_array().unwrap().into_iter().map(|d| d.into_string().unwrap()).collect();
+    // The first cycle and then every other one were generated (seeds 3, 5, 7, ...).
+    assert!(takes.len() >= 4, "{takes:?}");
+    assert!(takes[0].contains("seed 3 ") && takes[1].contains("seed 5 "), "{takes:?}");
+    s.shutdown();
+    assert!(balanced(&rec));
+    // Cycles come in equal pairs: cycle 1 repeats cycle 0, cycle 3 repeats cycle 2.
+    let ons = note_ons(&rec);
+    let cycle = |k: u64| -> Vec<u8> {
+        let bar = 300_000_000u64;
+        let t0 = ons[0].0;
+        ons.iter().filter(|(t, _)| *t >= t0 + k * bar && *t < t0 + (k + 1) * bar).map(|(_, p)| *p).collect()
+    };
+    assert_eq!(cycle(0), cycle(1));
+    assert_eq!(cycle(2), cycle(3));
+    for (line, want) in [
+        ("loop(\"x\", #{mode: \"sideways\"})", "mode `sideways`"),
+        ("loop(\"x\", #{every: 0})", "`every` must be"),
+        ("loop(\"x\", #{notes: 4})", "form, notes and tokens do not apply"),
+        ("loop(\"x\", #{prompt: 3})", "`prompt` must be a Score"),
+    ] {
+        let e = s.eval(line).unwrap_err().to_string();
+        assert!(e.contains(want), "{line}: {e}");
+    }
+}
+
 /// MIDI clock goes out on the current output from the next bar; MIDI input needs a MIDI system
 /// and says so instead of failing silently.
 #[test]
