@@ -65,6 +65,8 @@ pub struct SeqShared {
 /// sequencer must schedule its first note (a lookahead before it sounds).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LoopTiming {
+    /// The margins of the last [`RECENT_MARGINS`] cycles (a ring; `made` says how full).
+    pub recent_ms: [f64; RECENT_MARGINS],
     /// Cycles that arrived in time.
     pub made: u64,
     /// Cycles that were not ready when due: the last good one played again.
@@ -73,6 +75,22 @@ pub struct LoopTiming {
     pub last_margin_ms: f64,
     /// The least time to spare so far.
     pub worst_margin_ms: f64,
+}
+
+/// Margins kept per loop for the median.
+pub const RECENT_MARGINS: usize = 32;
+
+impl LoopTiming {
+    /// The median margin of the last [`RECENT_MARGINS`] cycles, in milliseconds.
+    pub fn median_margin_ms(&self) -> f64 {
+        let n = (self.made as usize).min(RECENT_MARGINS);
+        if n == 0 {
+            return f64::NAN;
+        }
+        let mut v = self.recent_ms[..n].to_vec();
+        v.sort_by(f64::total_cmp);
+        v[n / 2]
+    }
 }
 
 /// What the sequencer tells the user about (the engine turns these into messages).
@@ -509,6 +527,7 @@ impl Sequencer {
                     let margin_ms = (due - self.now as f64) / 1e6;
                     if let Ok(mut timing) = self.shared.timing.lock() {
                         let e = timing.entry(name.clone()).or_default();
+                        e.recent_ms[e.made as usize % RECENT_MARGINS] = margin_ms;
                         e.made += 1;
                         e.last_margin_ms = margin_ms;
                         e.worst_margin_ms = if e.made == 1 { margin_ms } else { e.worst_margin_ms.min(margin_ms) };

@@ -809,8 +809,9 @@ impl Stage {
             .into_iter()
             .map(|(name, line)| match timing.get(&name) {
                 Some(t) => format!(
-                    "{line}; ahead {:.0} ms (worst {:.0} ms), {} replayed{}",
+                    "{line}; ahead {:.0} ms (median {:.0}, worst {:.0}), {} replayed{}",
                     t.last_margin_ms,
+                    t.median_margin_ms(),
                     t.worst_margin_ms,
                     t.replayed,
                     if t.replayed > 0 || t.worst_margin_ms < 0.0 { "  ← lagging" } else { "" }
