@@ -16,9 +16,12 @@ pub(super) struct ManualCore {
     pub(super) player: Player,
     pub(super) commands: Receiver<Command>,
     pub(super) returned: rtrb::Consumer<Box<dyn MidiOut>>,
-    pub(super) producers: Vec<(String, u64, Receiver<CycleRequest>, Box<dyn Producer>)>,
+    pub(super) producers: Vec<Feeder>,
     pub(super) clock: FakeClock,
 }
+
+/// A generating loop's producer with its name, generation and request channel.
+pub(super) type Feeder = (String, u64, Receiver<CycleRequest>, Box<dyn Producer>);
 
 /// Moves `core`'s fake clock to `t`, running the sequencer and player on the way: each event
 /// is sent at exactly its due time.

@@ -515,10 +515,8 @@ impl Transport {
                     max_ms: self.stats.max_late.load(Ordering::Relaxed) as f64 / MILLI as f64,
                 });
                 // Lower steps are covered by this line too.
-                for j in 0..=i {
-                    seen.shown_count[j] = now[j];
-                    seen.shown_at[j] = Some(std::time::Instant::now());
-                }
+                seen.shown_count[..=i].copy_from_slice(&now[..=i]);
+                seen.shown_at[..=i].fill(Some(std::time::Instant::now()));
             }
         }
         for p in 0..MAX_PORTS {

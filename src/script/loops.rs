@@ -242,7 +242,7 @@ impl Producer for GenProducer {
     fn next(&mut self, req: &CycleRequest) -> Result<Score, ProducerError> {
         let score = match self.first.take() {
             Some(s) => s,
-            None if (self.base + req.cycle) % self.spec.every != 0 => self.last.clone(),
+            None if !(self.base + req.cycle).is_multiple_of(self.spec.every) => self.last.clone(),
             None => {
                 let ctx = self.ctx.upgrade().ok_or("the session has ended")?;
                 let prompt = match self.spec.mode {

@@ -240,7 +240,10 @@ impl Session {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ScriptError::File { path: path.display().to_string(), reason: e.to_string() })?;
         // A `#!` line is a comment for the shell, not Rhai.
-        let text = if text.starts_with("#!") { format!("//{}", &text[2..]) } else { text };
+        let text = match text.strip_prefix("#!") {
+            Some(rest) => format!("//{rest}"),
+            None => text,
+        };
         self.eval(&text)
     }
 

@@ -699,9 +699,10 @@ mod tests {
         // Comments, CDATA, quoted `>` and `/>`, self-closing tags and a DOCTYPE subset count
         // nothing.
         let tricky = format!(
-            "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY e \"<b>\">]><score-partwise a=\"/>\" b='>'>{}{}</score-partwise>",
+            "<?xml version=\"1.0\"?><!DOCTYPE x [<!ENTITY e \"<b>\">]><score-partwise a=\"/>\" b='>'>{}{}{}</score-partwise>",
             "<!-- <c> --><![CDATA[<d>]]><e/><f x=\"<g>\"></f>".repeat(1000),
-            format!("{}{}", "<h>".repeat(10), "</h>".repeat(10))
+            "<h>".repeat(10),
+            "</h>".repeat(10)
         );
         assert_eq!(check_depth(&tricky), Ok(()));
     }
