@@ -32,7 +32,10 @@ struct Block {
 }
 
 /// Cached keys and values of one layer, each `[batch, heads, seen, head_dim]`.
-type LayerCache = Option<(Tensor, Tensor)>;
+/// One layer's keys and values, `[batch, heads, positions, head_dim]`, written in place into
+/// storage that grows 256 positions at a time (candle-nn's `KvCache`) rather than copied whole
+/// by a concatenation at every step.
+type LayerCache = candle_nn::kv_cache::KvCache;
 
 /// The GPT-2 network. Cheap to share: generations keep their caches in [`GptState`].
 #[derive(Debug, Clone)]
@@ -210,11 +213,7 @@ impl Attention {
         let mut k = qkv.get(1)?.contiguous()?;
         let mut v = qkv.get(2)?.contiguous()?;
         if let Some(cache) = cache {
-            if let Some((pk, pv)) = cache.take() {
-                k = Tensor::cat(&[&pk, &k], 2)?;
-                v = Tensor::cat(&[&pv, &v], 2)?;
-            }
-            *cache = Some((k.clone(), v.clone()));
+            (k, v) = cache.append(&k, &v)?;
         }
         let mut att = (q.matmul(&k.t()?)? * self.scale)?;
         if let Some(mask) = mask {
@@ -244,7 +243,11 @@ impl LanguageModel for Gpt {
     }
 
     fn new_state(&self, batch: usize) -> std::result::Result<Box<dyn State>, ModelError> {
-        Ok(Box::new(GptState { layers: vec![None; self.cfg.n_layer], len: 0, batch }))
+        // Room for 256 positions at a time (it grows by as much when full): a batch of hundreds
+        // of takes must not reserve the whole context up front.
+        let chunk = self.cfg.n_positions.min(256);
+        let layers = (0..self.cfg.n_layer).map(|_| LayerCache::new(2, chunk)).collect();
+        Ok(Box::new(GptState { layers, len: 0, batch }))
     }
 
     fn forward(&self, ids: &Tensor, state: &mut dyn State) -> std::result::Result<Tensor, ModelError> {
