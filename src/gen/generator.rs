@@ -33,8 +33,8 @@ impl std::ops::Deref for Generator {
 
 /// `generation_config.json` beside a model: Hugging Face's file for sampling defaults, read
 /// with its field names, plus cadenza's `max_polyphony` (1 for melody models, whose corpus
-/// never sounds two notes at once) and `mono_voices` (for part-writing models: each voice a
-/// single line). Absent fields leave cadenza's defaults.
+/// never sounds two notes at once), `mono_voices` (for part-writing models: each voice a
+/// single line) and `whole_bars` (bar lines where the meter puts them). Absent fields leave cadenza's defaults.
 #[derive(Debug, Default, Deserialize)]
 struct GenerationConfig {
     temperature: Option<f64>,
@@ -44,6 +44,10 @@ struct GenerationConfig {
     max_polyphony: Option<u32>,
     #[serde(default)]
     mono_voices: bool,
+    /// Bar lines only where the meter puts them (every bar full): for models whose bar lines
+    /// are ids that do not move time (`tune`), which a small model otherwise places loosely.
+    #[serde(default)]
+    whole_bars: bool,
 }
 
 fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
@@ -58,6 +62,7 @@ fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
         repetition_penalty: c.repetition_penalty,
         max_polyphony: c.max_polyphony,
         mono_voices: c.mono_voices,
+        whole_bars: c.whole_bars,
         ..GenSettings::default()
     })
 }
