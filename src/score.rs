@@ -288,6 +288,10 @@ pub struct GenSettings {
     /// Hard constraint `%%mono_voices`: one note at a time in each voice.
     #[serde(default)]
     pub mono_voices: bool,
+    /// A model's default (`generation_config.json`), not written in ABC: a repeated strain is
+    /// at least this many bars (see `gen::Constraints::min_strain_bars`).
+    #[serde(default)]
+    pub min_strain_bars: Option<u32>,
 }
 
 impl GenSettings {
@@ -306,6 +310,7 @@ impl GenSettings {
             in_key: self.in_key || fallback.in_key,
             max_polyphony: self.max_polyphony.or(fallback.max_polyphony),
             whole_bars: self.whole_bars || fallback.whole_bars,
+            min_strain_bars: self.min_strain_bars.or(fallback.min_strain_bars),
             mono_voices: self.mono_voices || fallback.mono_voices,
         }
     }

@@ -1,6 +1,6 @@
 //! What the tokens of an encoding mean to generation: token effects for constraints, labels, the encoding by name.
 
-use super::constraints::{Effect, Effects};
+use super::constraints::{Effect, Effects, Sign};
 use super::GenError;
 use crate::tokens::{Category, Encoding, TokenKind, Vocab};
 use std::sync::Arc;
@@ -33,7 +33,9 @@ fn effect_of(kind: &TokenKind, step: crate::time::Tick) -> Effect {
         TokenKind::Chord(pitches) => Effect::Chord { pitches: pitches.clone(), step },
         TokenKind::ChordUnk => Effect::Chord { pitches: Vec::new(), step },
         TokenKind::BarLine => Effect::BarLine,
-        TokenKind::RepeatStart | TokenKind::RepeatEnd | TokenKind::Ending(_) => Effect::Structure,
+        TokenKind::RepeatStart => Effect::Structure(Sign::RepeatStart),
+        TokenKind::RepeatEnd => Effect::Structure(Sign::RepeatEnd),
+        TokenKind::Ending(n) => Effect::Structure(Sign::Ending(*n)),
         TokenKind::Rest => Effect::RestLead,
         TokenKind::Step(d) => Effect::NoteLength(*d),
     }

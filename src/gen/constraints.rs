@@ -43,10 +43,19 @@ pub enum Effect {
     /// A rest whose length follows (`tune`): allowed only where some length still fits.
     RestLead,
     /// Repeat signs and endings (`tune`): the decoder plays a strain again, which the tracker
-    /// does not follow, so they are refused under a bar count.
-    Structure,
+    /// takes from the decoder after it; they are refused under a bar count.
+    Structure(Sign),
     /// End of the piece.
     End,
+}
+
+/// Which repeat sign a [`Effect::Structure`] id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    RepeatStart,
+    RepeatEnd,
+    /// A first (1) or second (2) ending.
+    Ending(u8),
 }
 
 /// One [`Effect`] per id, plus what the vocabulary contains as a whole.
@@ -108,6 +117,10 @@ pub struct Constraints {
     pub whole_bars: bool,
     /// Exactly this many bars after the prompt, then stop (set from `Length::Bars`).
     pub bars: Option<u32>,
+    /// A repeated strain is at least this many bars, its first ending included (a small model
+    /// otherwise repeats a bar or two and calls it a strain; real tunes repeat 8-bar strains,
+    /// some 4).
+    pub min_strain_bars: Option<u32>,
     /// With a bar count, in encodings whose lengths move time (`tune`): the last note must have
     /// one of these pitch classes (a cadence; forms set it, see `gen::form`).
     pub cadence: Option<Vec<u8>>,
@@ -198,6 +211,8 @@ pub struct Tracker {
     last_pitch: Option<u8>,
     /// Index of the next given note (`fixed`) not yet written.
     fixed_next: usize,
+    /// Complete bars since the open strain's `RepeatStart` (None: no strain open).
+    strain_bars: Option<u32>,
 }
 
 impl Tracker {
@@ -237,6 +252,7 @@ impl Tracker {
             voices,
             last_pitch: None,
             fixed_next: 0,
+            strain_bars: None,
         }
     }
 
@@ -328,9 +344,18 @@ impl Tracker {
                 }
                 self.advance_to(self.pos + d);
             }
-            Effect::BarLine => self.bar_start = Some(self.pos),
+            Effect::BarLine => {
+                // The bar line that opens the music starts no bar of a strain; the others
+                // close one.
+                if self.bar_start.is_some() {
+                    self.strain_bars = self.strain_bars.map(|n| n + 1);
+                }
+                self.bar_start = Some(self.pos);
+            }
             Effect::RestLead => {}
-            Effect::Structure => {}
+            Effect::Structure(Sign::RepeatStart) => self.strain_bars = Some(0),
+            Effect::Structure(Sign::RepeatEnd) => self.strain_bars = None,
+            Effect::Structure(_) => {}
             Effect::Bar => {
                 let next = match self.bar_start {
                     Some(b) => b + self.bar_ticks,
@@ -420,7 +445,17 @@ impl Tracker {
                     let full = !r.whole_bars || in_bar.is_none_or(|ib| ib == self.bar_ticks);
                     full && self.end.is_none_or(|end| self.pos <= end)
                 }
-                Effect::Structure => r.bars.is_none(),
+                Effect::Structure(sign) => {
+                    let bars = self.strain_bars.unwrap_or(0);
+                    r.bars.is_none()
+                        && match (sign, r.min_strain_bars) {
+                            (Sign::RepeatEnd, Some(m)) => bars >= m,
+                            // A first ending lasts at least a bar: the body before it is one
+                            // short of the whole strain.
+                            (Sign::Ending(1), Some(m)) => bars + 1 >= m,
+                            _ => true,
+                        }
+                }
                 Effect::RestLead => !at_end && !bar_full && (room_for_two || in_cadence(self.last_pitch)),
                 Effect::Advance(d) => {
                     let to = self.pos + d;
@@ -521,6 +556,46 @@ fn has_positions(effects: &Effects) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A strain must be `min_strain_bars` long before it may repeat: a `tune`-like table, 4/4,
+    /// bars of one whole note.
+    #[test]
+    fn a_strain_repeats_only_once_it_has_its_bars() {
+        // 0 BarLine, 1 RepeatStart, 2 RepeatEnd, 3 Ending_1, 4 Ending_2, 5 pitch, 6 whole note.
+        let fx = Effects::new(vec![
+            Effect::BarLine,
+            Effect::Structure(Sign::RepeatStart),
+            Effect::Structure(Sign::RepeatEnd),
+            Effect::Structure(Sign::Ending(1)),
+            Effect::Structure(Sign::Ending(2)),
+            Effect::NoteOn { pitch: 60, voice: 0 },
+            Effect::NoteLength(1920),
+        ]);
+        let rules = Constraints { min_strain_bars: Some(4), ..Default::default() };
+        let mut t = Tracker::new(rules, &fx, Meter::new(4, 4));
+        let allowed = |t: &Tracker| {
+            let mut a = vec![true; fx.table.len()];
+            t.mask(&fx, &mut a);
+            (a[2], a[3])
+        };
+        t.push(&fx.table[0]); // the bar line that opens the music
+        t.push(&fx.table[1]); // |:
+        for bar in 1..=4u32 {
+            t.push(&fx.table[5]);
+            t.push(&fx.table[6]);
+            t.push(&fx.table[0]);
+            // After `bar` complete bars: a first ending from 3, `:|` from 4.
+            assert_eq!(allowed(&t), (bar >= 4, bar >= 3), "after {bar} bars");
+        }
+        t.push(&fx.table[2]); // :|
+        assert_eq!(allowed(&t), (false, false), "no strain open");
+        // Without the rule, a strain of one bar may repeat.
+        let mut free = Tracker::new(Constraints::default(), &fx, Meter::new(4, 4));
+        for id in [0, 1, 5, 6, 0] {
+            free.push(&fx.table[id]);
+        }
+        assert_eq!(allowed(&free), (true, true));
+    }
 
     /// A notewise-like table: 0 End, 1..=3 NoteOn 60/62/61, 4..=6 NoteOff, 7 wait 480, 8 wait 960.
     fn effects() -> Effects {

@@ -48,6 +48,8 @@ struct GenerationConfig {
     /// are ids that do not move time (`tune`), which a small model otherwise places loosely.
     #[serde(default)]
     whole_bars: bool,
+    /// A repeated strain is at least this many bars.
+    min_strain_bars: Option<u32>,
 }
 
 fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
@@ -63,6 +65,7 @@ fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
         max_polyphony: c.max_polyphony,
         mono_voices: c.mono_voices,
         whole_bars: c.whole_bars,
+        min_strain_bars: c.min_strain_bars,
         ..GenSettings::default()
     })
 }

@@ -151,6 +151,7 @@ impl Request {
             max_polyphony: g.max_polyphony.map(|n| n as usize),
             whole_bars: g.whole_bars,
             mono_voices: g.mono_voices,
+            min_strain_bars: g.min_strain_bars,
             bars: None,
             cadence: None,
             fixed: None,
@@ -547,7 +548,7 @@ impl Batch {
                             on_event(Progress::Note { take: i, note });
                         }
                     }
-                    if matches!(effect, Effect::Structure) {
+                    if matches!(effect, Effect::Structure(_)) {
                         row.tracker.resync(&d.state());
                     }
                 }

@@ -16,7 +16,7 @@ pub mod likelihood;
 pub mod parts;
 pub mod sampling;
 
-pub use constraints::{Constraints, Effect, Effects, FixedVoice};
+pub use constraints::{Constraints, Effect, Effects, FixedVoice, Sign};
 pub use form::{generate_form, FormSpec, FormTake};
 pub use generator::Generator;
 pub use harmonize::harmonize;
