@@ -55,6 +55,9 @@ pub struct Stats {
     /// Outputs the player had to leak (never free) because the return ring and its parking
     /// places were full: should stay 0.
     pub leaked_outputs: AtomicU64,
+    /// How the player thread is scheduled: 0 not known yet, 1 real-time (SCHED_FIFO), 2 normal
+    /// (real-time was refused or not asked for).
+    pub realtime: std::sync::atomic::AtomicU8,
 }
 
 impl Default for Stats {
@@ -69,6 +72,7 @@ impl Default for Stats {
             sounding: AtomicUsize::new(0),
             silence_requests: AtomicU64::new(0),
             leaked_outputs: AtomicU64::new(0),
+            realtime: std::sync::atomic::AtomicU8::new(0),
             silenced: AtomicU64::new(0),
             running: AtomicBool::new(false),
         }

@@ -3,7 +3,7 @@
 //! and one feeder thread per generating loop.
 
 use super::clock::{Clock, Nanos, MILLI};
-use super::player::Player;
+use super::player::{Player, Stats};
 use super::sequencer::{Command, CycleRequest, Report, Sequencer};
 use super::transport::{PlayError, Producer};
 use crate::sink::out::MidiOut;
@@ -35,14 +35,14 @@ pub(super) fn spawn(
     mut returned: rtrb::Consumer<Box<dyn MidiOut>>,
     clock: Arc<dyn Clock>,
     realtime: bool,
+    stats: Arc<Stats>,
 ) -> Result<Threads, PlayError> {
     let pclock = clock.clone();
     let player = std::thread::Builder::new()
         .name(PLAYER_THREAD.into())
         .spawn(move || {
-            if realtime {
-                super::realtime::make_realtime();
-            }
+            let granted = realtime && super::realtime::make_realtime();
+            stats.realtime.store(if granted { 1 } else { 2 }, std::sync::atomic::Ordering::Release);
             player.run(pclock)
         })
         .map_err(|e| PlayError::Thread { what: "player", reason: e.to_string() })?;

@@ -179,7 +179,8 @@ impl Transport {
         clock: Arc<dyn Clock>,
     ) -> Result<Transport, PlayError> {
         let p = Parts::new(outputs, &config, clock.now())?;
-        let mut threads = threads::spawn(p.seq, p.player, p.cmd_rx, p.returned, clock.clone(), config.realtime)?;
+        let mut threads =
+            threads::spawn(p.seq, p.player, p.cmd_rx, p.returned, clock.clone(), config.realtime, p.stats.clone())?;
         let slots = Arc::new(Mutex::new(p.slots));
         let closing = Arc::new(AtomicBool::new(false));
         threads.watcher = ports::spawn_watcher(slots.clone(), p.cmd_tx.clone(), p.rep_tx.clone(), closing.clone());
@@ -383,6 +384,21 @@ impl Transport {
     /// [`super::sequencer::LoopTiming`]).
     pub fn loop_timing(&self) -> std::collections::BTreeMap<String, super::sequencer::LoopTiming> {
         self.shared.timing.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Whether the player thread got real-time scheduling: `Some(true)` (SCHED_FIFO), `Some(false)`
+    /// (normal scheduling: no rights, or not asked), `None` while it has not started (waits up
+    /// to 200 ms for it).
+    pub fn realtime(&self) -> Option<bool> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        loop {
+            match self.stats.realtime.load(Ordering::Acquire) {
+                1 => return Some(true),
+                2 => return Some(false),
+                _ if std::time::Instant::now() >= deadline => return None,
+                _ => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
     }
 
     /// Names of the loops playing (as of the sequencer's last round).

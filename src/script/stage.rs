@@ -763,6 +763,15 @@ impl Stage {
         .map_err(StageError::play("play"))?;
         let engine = Arc::new(engine);
         if self.fake_clock.is_none() {
+            // Said once: how steady the timing can be on this machine.
+            match engine.realtime() {
+                Some(true) => (self.output)("timing: the player thread runs with real-time priority"),
+                Some(false) => (self.output)(
+                    "timing: normal scheduling (no real-time rights: expect a few ms of jitter; \
+                     rtprio in /etc/security/limits.conf or the audio group gives real-time priority)",
+                ),
+                None => {}
+            }
             spawn_reporter(Arc::downgrade(&engine), self.output.clone(), self.closing.clone());
             if self.exit_handlers {
                 engine.install_panic_hook();
