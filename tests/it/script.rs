@@ -670,6 +670,27 @@ fn script_live_set_plays_loops_and_stops_them() {
     assert!(!out.iter().any(|l| l.contains("last good cycle") || l.contains("not ready")), "{out:?}");
 }
 
+/// The stage set runs as `cadenza run` runs it: a form, a generating loop, a harmonised melody
+/// (the bundled chorale model) and a duet, all into the recorder, every note ended.
+#[test]
+fn script_stage_set_plays_a_form_a_loop_a_chorale_and_a_duet() {
+    let m = test_model().display().to_string();
+    let (_, buf, rec) = run_script("stage_set.rhai", &[&m, &m, "chorale"]);
+    let out = buf.lock().unwrap().join("\n");
+    assert!(out.contains("the tune: Score(8 bars"), "four sections of two bars after the opening: {out}");
+    assert!(out.contains("the hymn: Score(4 bars"), "{out}");
+    assert!(out.contains("the duet: Score(10 bars"), "{out}");
+    // The form, the loop's cycles (the first and more), the hymn, four duet answers.
+    let takes: usize = out.lines().find_map(|l| l.strip_prefix("takes made: ")).unwrap().parse().unwrap();
+    assert!(takes >= 1 + 2 + 1 + 4, "{out}");
+    assert!(!out.contains("not ready"), "{out}");
+    let msgs = rec.messages();
+    let on = |ch: u8| msgs.iter().filter(|m| m.len == 3 && m.bytes[0] == 0x90 | ch && m.bytes[2] > 0).count();
+    assert!(on(0) > 20, "the tune, the lead and the duet's call played on channel 1");
+    assert!(on(1) > 0 && on(2) > 0, "the duet's two sides played on channels 2 and 3");
+    assert!(balanced(&rec));
+}
+
 #[test]
 fn cadenza_run_reports_the_position_of_an_error_and_fails() {
     let dir = tempfile::tempdir().unwrap();
