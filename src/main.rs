@@ -31,6 +31,8 @@ enum Command {
     Eval(cadenza::cli::eval::Args),
     /// List the take history sessions keep (every gen and harmonize, replayable).
     Takes(cadenza::cli::takes::Args),
+    /// Index a model's training tunes so sessions say when a take copies one.
+    Copies(cadenza::cli::copies::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => cadenza::cli::run::run(a),
         Some(Command::Eval(a)) => cadenza::cli::eval::run(a),
         Some(Command::Takes(a)) => cadenza::cli::takes::run(a),
+        Some(Command::Copies(a)) => cadenza::cli::copies::run(a),
         None => cadenza::cli::repl::run(cli.repl),
     };
     match result {

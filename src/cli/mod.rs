@@ -1,6 +1,7 @@
 //! Command-line subcommands: each file parses its arguments (clap) and drives the library.
 
 pub mod convert;
+pub mod copies;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -12,6 +12,7 @@
 
 pub mod bleu;
 pub mod classify;
+pub mod copies;
 pub mod features;
 pub mod novelty;
 pub mod overlap;

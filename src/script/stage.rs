@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::sandbox::{Access, SandboxError};
 use super::takes::{TakeEntry, TakeLog};
+use crate::eval::copies::{self, CopyIndex};
 use crate::gen::TakeRecord;
 use serde::{Deserialize, Serialize};
 
@@ -208,6 +209,8 @@ pub struct Stage {
     pub sandbox: super::sandbox::Sandbox,
     /// Every take this session (and earlier ones sharing the file) made.
     pub takes: TakeLog,
+    /// Each model folder's index of training tunes, for marking copies.
+    copies: Mutex<HashMap<std::path::PathBuf, Option<Arc<CopyIndex>>>>,
 }
 
 /// Loaded models by name. A model loads once; callers asking while it loads wait for it.
@@ -241,6 +244,7 @@ impl Stage {
             closing: Arc::new(AtomicBool::new(false)),
             exit_handlers: options.exit_handlers,
             sandbox: options.sandbox.clone(),
+            copies: Mutex::new(HashMap::new()),
             takes: match &options.takes_file {
                 Some(f) => TakeLog::open(f),
                 None => TakeLog::in_memory(),
@@ -413,7 +417,7 @@ impl Stage {
         let opts = self.resolve(&g, opts);
         let bpm = self.tempo();
         let (score, record) = self.generate_resolved(&g, prompt, &opts, bpm, cancel)?;
-        self.log_take("gen", prompt, opts, bpm, record, &score);
+        self.log_take(&g, "gen", prompt, opts, bpm, record, &score);
         Ok(score)
     }
 
@@ -430,8 +434,10 @@ impl Stage {
     }
 
     /// Keeps a take in the history; a history that cannot be written says so once.
+    #[allow(clippy::too_many_arguments)]
     fn log_take(
         &self,
+        g: &Generator,
         call: &str,
         prompt: Option<&Score>,
         opts: GenOpts,
@@ -448,11 +454,30 @@ impl Stage {
             opts,
             bpm,
             record,
+            copied_from: None,
             score: score.clone(),
         };
-        if let (_, Some(warning)) = self.takes.add(entry) {
+        let copy = self.copies_of(g).and_then(|index| index.find(score));
+        let entry = TakeEntry { copied_from: copy.as_ref().map(|c| c.title.clone()), ..entry };
+        let (n, warning) = self.takes.add(entry);
+        if let Some(warning) = warning {
             (self.output)(&warning);
         }
+        if let Some(c) = copy {
+            (self.output)(&format!(
+                "take {n} copies {} notes of “{}”, a tune {} learnt from",
+                c.notes,
+                c.title,
+                g.name()
+            ));
+        }
+    }
+
+    /// The index of `g`'s training tunes (`copies.bin` beside its weights), loaded once per model
+    /// folder; none when the model ships without one.
+    fn copies_of(&self, g: &Generator) -> Option<Arc<CopyIndex>> {
+        let mut cache = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        cache.entry(g.dir().to_path_buf()).or_insert_with(|| copies::beside(g.dir()).map(Arc::new)).clone()
     }
 
     /// `duet(a, b, #{turns, bars, ...})`: two models answering each other, Magenta-style. Model
@@ -543,7 +568,7 @@ impl Stage {
             }
             _ => self.generate_resolved(&g, e.prompt.as_ref(), opts, e.bpm, cancel)?,
         };
-        self.log_take(&e.call, e.prompt.as_ref(), opts.clone(), e.bpm, record, &score);
+        self.log_take(&g, &e.call, e.prompt.as_ref(), opts.clone(), e.bpm, record, &score);
         Ok(score)
     }
 
@@ -614,7 +639,7 @@ impl Stage {
         let opts = self.resolve(&g, &opts);
         let bpm = self.tempo();
         let (score, record) = self.harmonize_resolved(&g, melody, &opts, bpm, cancel)?;
-        self.log_take("harmonize", Some(melody), opts, bpm, record, &score);
+        self.log_take(&g, "harmonize", Some(melody), opts, bpm, record, &score);
         Ok(score)
     }
 

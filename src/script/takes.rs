@@ -34,6 +34,9 @@ pub struct TakeEntry {
     /// What the model was and did: its hash, the sampled key and meter, the ids and their
     /// log-likelihood (the first section's for a form).
     pub record: Option<TakeRecord>,
+    /// The training tune it copies 16 or more notes of, when the model ships an index.
+    #[serde(default)]
+    pub copied_from: Option<String>,
     /// The music the call returned.
     pub score: Score,
 }
@@ -44,8 +47,9 @@ impl TakeEntry {
         let ll = self.record.as_ref().map(|r| r.log_likelihood).unwrap_or(f64::NAN);
         let notes = self.score.notes.len();
         let per_note = if notes > 0 { ll / notes as f64 } else { f64::NAN };
+        let copied = self.copied_from.as_ref().map_or(String::new(), |t| format!("  copies “{t}”"));
         format!(
-            "{:>4}  {}  {:<9} {:<10} seed {:<20} K:{} M:{}  {} bars, {} notes, {:.2} nats/note",
+            "{:>4}  {}  {:<9} {:<10} seed {:<20} K:{} M:{}  {} bars, {} notes, {:.2} nats/note{copied}",
             self.n,
             utc(self.unix_secs),
             self.call,
@@ -55,7 +59,7 @@ impl TakeEntry {
             self.score.meter(),
             self.score.bar_count(),
             notes,
-            per_note
+            per_note,
         )
     }
 }
@@ -191,6 +195,7 @@ mod tests {
             opts: GenOpts { seed: Some(seed), model: Some("folk".into()), ..GenOpts::default() },
             bpm: 120.0,
             record: None,
+            copied_from: None,
             score: crate::dsl::parse("X:1\nK:D\nDFA|\n").unwrap(),
         }
     }

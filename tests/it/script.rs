@@ -1101,3 +1101,41 @@ fn duet_alternates_two_models_phrase_by_phrase() {
         assert!(e.contains(want), "{line}: {e}");
     }
 }
+
+/// A take that copies 16 or more notes from a tune the model learnt from is marked as it is
+/// made, with the tune's title (from `copies.bin` beside the weights), and the history keeps it.
+#[test]
+fn a_take_that_copies_a_training_tune_is_marked_with_its_title() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model folder of its own (a copy of the test model), so the index does not leak into
+    // other tests.
+    let model = dir.path().join("copycat");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors", "vocab.json"] {
+        std::fs::copy(test_model().join(f), model.join(f)).unwrap();
+    }
+    let file = dir.path().join("takes.jsonl");
+    let session = || {
+        let (out, buf) = buffer_output();
+        let mut o = Options::new(out);
+        o.no_midi = true;
+        o.model = model.display().to_string();
+        o.takes_file = Some(file.clone());
+        (Session::new(o), buf)
+    };
+    let (mut s, buf) = session();
+    let take = score_of(s.eval("gen(#{bars: 8, seed: 21})").unwrap());
+    assert!(take.notes.len() > 20, "a take long enough to copy: {} notes", take.notes.len());
+    assert!(!buf.lock().unwrap().iter().any(|l| l.contains("copies")), "no index yet, no mark");
+    drop(s);
+    // Pretend the model learnt that very take: index it beside the weights, then make it again.
+    let index = cadenza::eval::copies::CopyIndex::build(&[("The Test Reel".into(), take.clone())]);
+    index.save(&model.join("copies.bin")).unwrap();
+    let (mut s, buf) = session();
+    assert_eq!(score_of(s.eval("replay(1)").unwrap()).notes, take.notes);
+    let out = buf.lock().unwrap().join("\n");
+    assert!(out.contains("take 2 copies") && out.contains("of “The Test Reel”, a tune copycat learnt from"), "{out}");
+    let lines: Vec<String> =
+        s.eval("takes()").unwrap().into_array().unwrap().into_iter().map(|d| d.into_string().unwrap()).collect();
+    assert!(lines[1].contains("copies “The Test Reel”") && !lines[0].contains("copies"), "{lines:?}");
+}
