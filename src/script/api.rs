@@ -687,10 +687,18 @@ fn gen_loop(m: &Map) -> Res<super::loops::GenLoop> {
         None => None,
         Some(v) => Some(v.clone().try_cast::<Score>().map_or_else(|| err("loop: `prompt` must be a Score"), Ok)?),
     };
+    let pause_bars = match m.get("pause_bars") {
+        None => 1,
+        Some(v) => match v.as_int() {
+            Ok(n) if (1..=64).contains(&n) => n as u32,
+            _ => return err(format!("loop: `pause_bars` must be a whole number of bars 1..=64, not {v}")),
+        },
+    };
     let mode = match m.get("mode").map(|v| v.to_string()).as_deref() {
         None | Some("variation") => LoopMode::Variation,
         Some("continue") => LoopMode::Continue,
-        Some(other) => return err(format!("loop: mode `{other}` must be \"continue\" or \"variation\"")),
+        Some("answer") => LoopMode::Answer { pause_bars },
+        Some(other) => return err(format!("loop: mode `{other}` must be \"continue\", \"variation\" or \"answer\"")),
     };
     let every = match m.get("every") {
         None => 1,
@@ -700,7 +708,7 @@ fn gen_loop(m: &Map) -> Res<super::loops::GenLoop> {
         },
     };
     let mut rest = m.clone();
-    for k in ["prompt", "mode", "every"] {
+    for k in ["prompt", "mode", "every", "pause_bars"] {
         rest.remove(k);
     }
     let mut opts = gen_opts(&rest)?;

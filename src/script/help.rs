@@ -225,7 +225,9 @@ pub const TOPICS: &[Topic] = &[
                 Defining it again replaces it at the next cycle; if the new body fails, the old one keeps \
                 playing. With options instead of a closure the model writes each cycle (`bars`, default 4, \
                 and gen's options): `mode: \"continue\"` goes on from what it just played, `\"variation\"` \
-                (the default) samples the prompt anew; `every: 2` makes a new cycle every other one. Each cycle \
+                (the default) samples the prompt anew, `\"answer\"` listens to the MIDI input (`listen`) and, once \
+                the player pauses for `pause_bars` (default 1) after playing, answers what they played on \
+                the next bar line; `every: 2` makes a new cycle every other one. Each cycle \
                 is made one cycle ahead; if it is not ready in time the last one plays again, and `:loops` shows \
                 how far ahead each loop runs. `live_loop` is the same function.",
         example: r#"loop("melody", |i| tune.transpose(i % 3));"#,

@@ -148,6 +148,10 @@ pub enum LoopMode {
     Continue,
     /// Each cycle is a new sample from the same prompt.
     Variation,
+    /// Call and response: a bar of silence while the player plays; once they pause for
+    /// `pause_bars` cycles after playing, the next cycle is the model's answer to what they
+    /// played (at the next bar line), then it listens again.
+    Answer { pause_bars: u32 },
 }
 
 /// What a generating loop was asked for.
@@ -174,10 +178,20 @@ impl GenLoop {
 /// a body loop is.
 pub fn define_generating(ctx: &Arc<Ctx>, name: &str, spec: GenLoop) -> Result<(), Box<EvalAltResult>> {
     let base = made_so_far(ctx, name);
-    let first = ctx
-        .stage
-        .generate(spec.prompt.as_ref(), &spec.cycle_opts(base), &AtomicBool::new(false))
-        .map_err(|e| -> Box<EvalAltResult> { format!("loop {name}: {e}").into() })?;
+    let first = match spec.mode {
+        LoopMode::Answer { .. } => {
+            if ctx.stage.input_activity().is_none() {
+                return Err(
+                    format!("loop {name}: mode \"answer\" answers a MIDI input; call listen(\"port\") first").into()
+                );
+            }
+            silent_bar(crate::time::Meter::default())
+        }
+        _ => ctx
+            .stage
+            .generate(spec.prompt.as_ref(), &spec.cycle_opts(base), &AtomicBool::new(false))
+            .map_err(|e| -> Box<EvalAltResult> { format!("loop {name}: {e}").into() })?,
+    };
     start(ctx, name, first, |info, first, cancel| {
         Box::new(GenProducer {
             ctx: Arc::downgrade(ctx),
@@ -187,8 +201,18 @@ pub fn define_generating(ctx: &Arc<Ctx>, name: &str, spec: GenLoop) -> Result<()
             first: Some(first),
             base,
             cancel,
+            heard: (0, 0),
         })
     })
+}
+
+/// One bar of silence in `meter` (what an answering loop plays while it listens; the session
+/// keeps no meter of its own, so 4/4).
+fn silent_bar(meter: crate::time::Meter) -> Score {
+    let mut s = Score::new();
+    s.meta.meters = vec![(0, meter)];
+    s.length = meter.bar_ticks();
+    s
 }
 
 /// Cycles made by earlier versions of the loop `name` (a new version counts on from there).
@@ -236,18 +260,42 @@ struct GenProducer {
     first: Option<Score>,
     base: u64,
     cancel: Arc<AtomicBool>,
+    /// Answer mode: the input's activity count last cycle, and cycles it has not changed.
+    heard: (u64, u32),
+}
+
+impl GenProducer {
+    /// Answer mode: the model's answer once the player has paused, else a bar of silence.
+    fn answer(&mut self, ctx: &Ctx, pause_bars: u32, cycle: u64) -> Result<Score, ProducerError> {
+        let (activity, has_notes) = ctx.stage.input_activity().ok_or("nothing is listening any more")?;
+        if activity != self.heard.0 {
+            self.heard = (activity, 0);
+        } else {
+            self.heard.1 = self.heard.1.saturating_add(1);
+        }
+        if self.heard.1 < pause_bars || !has_notes {
+            return Ok(silent_bar(crate::time::Meter::default()));
+        }
+        let call = ctx.stage.heard()?;
+        Ok(ctx.stage.generate(Some(&call), &self.spec.cycle_opts(cycle), &self.cancel)?)
+    }
 }
 
 impl Producer for GenProducer {
     fn next(&mut self, req: &CycleRequest) -> Result<Score, ProducerError> {
         let score = match self.first.take() {
             Some(s) => s,
+            None if matches!(self.spec.mode, LoopMode::Answer { .. }) => {
+                let LoopMode::Answer { pause_bars } = self.spec.mode else { unreachable!() };
+                let ctx = self.ctx.upgrade().ok_or("the session has ended")?;
+                self.answer(&ctx, pause_bars, self.base + req.cycle)?
+            }
             None if !(self.base + req.cycle).is_multiple_of(self.spec.every) => self.last.clone(),
             None => {
                 let ctx = self.ctx.upgrade().ok_or("the session has ended")?;
                 let prompt = match self.spec.mode {
                     LoopMode::Continue => Some(&self.last),
-                    LoopMode::Variation => self.spec.prompt.as_ref(),
+                    LoopMode::Variation | LoopMode::Answer { .. } => self.spec.prompt.as_ref(),
                 };
                 ctx.stage.generate(prompt, &self.spec.cycle_opts(self.base + req.cycle), &self.cancel)?
             }

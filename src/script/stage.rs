@@ -963,6 +963,18 @@ impl Stage {
         Ok(name)
     }
 
+    /// Listens to `recorder` from now on (a detached one in tests, fed by hand).
+    pub fn set_input(&self, recorder: crate::play::input::InputRecorder) {
+        *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder);
+    }
+
+    /// Messages the input has received so far and whether notes wait to be heard; `None`
+    /// while nothing is listening.
+    pub fn input_activity(&self) -> Option<(u64, bool)> {
+        let input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        input.as_ref().map(|r| (r.activity(), r.has_notes()))
+    }
+
     /// `heard()`: what was played since `listen` or the last `heard`, at the session tempo,
     /// snapped to sixteenths, starting at 0; ready to be a prompt.
     pub fn heard(&self) -> Result<Score, StageError> {

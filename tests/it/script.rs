@@ -532,6 +532,7 @@ fn a_generating_loop_continues_or_varies_every_n_cycles() {
     assert_eq!(cycle(2), cycle(3));
     for (line, want) in [
         ("loop(\"x\", #{mode: \"sideways\"})", "mode `sideways`"),
+        ("loop(\"x\", #{mode: \"answer\"})", "call listen(\"port\") first"),
         ("loop(\"x\", #{every: 0})", "`every` must be"),
         ("loop(\"x\", #{notes: 4})", "form, notes and tokens do not apply"),
         ("loop(\"x\", #{prompt: 3})", "`prompt` must be a Score"),
@@ -1138,4 +1139,35 @@ fn a_take_that_copies_a_training_tune_is_marked_with_its_title() {
     let lines: Vec<String> =
         s.eval("takes()").unwrap().into_array().unwrap().into_iter().map(|d| d.into_string().unwrap()).collect();
     assert!(lines[1].contains("copies “The Test Reel”") && !lines[0].contains("copies"), "{lines:?}");
+}
+
+/// Call and response: the loop keeps a bar of silence while the player plays; a bar after they
+/// pause it plays the model's answer to what they played, on the next bar line, then listens
+/// again. The player here is a recorded stream fed into a detached input.
+#[test]
+fn an_answering_loop_answers_when_the_player_pauses() {
+    let (mut s, buf, rec) = model_session();
+    let (input, feed) = cadenza::play::input::InputRecorder::detached("keyboard");
+    s.ctx().stage.set_input(input);
+    let _ = s.eval("tempo(120); loop(\"answer\", #{mode: \"answer\", bars: 1, seed: 9})").unwrap();
+    // The player plays four quarter notes during the first bars (2 s a bar at 120 bpm)...
+    for (i, p) in [60u8, 62, 64, 65].iter().enumerate() {
+        let at = i as u64 * 500_000_000;
+        feed.send(at, &[0x90, *p, 90]);
+        let _ = s.eval("sleep(0.25)").unwrap();
+        feed.send(at + 400_000_000, &[0x80, *p, 0]);
+        let _ = s.eval("sleep(0.25)").unwrap();
+    }
+    // ...then pauses. Nothing was answered while they played.
+    assert_eq!(note_ons(&rec).len(), 0, "{:?}", buf.lock().unwrap());
+    let _ = s.eval("sleep(8.0)").unwrap();
+    let answered = note_ons(&rec);
+    assert!(!answered.is_empty(), "an answer after the pause: {:?}", buf.lock().unwrap());
+    // The answer is a take, conditioned on the four notes heard.
+    let takes: Vec<String> =
+        s.eval("takes()").unwrap().into_array().unwrap().into_iter().map(|d| d.into_string().unwrap()).collect();
+    assert_eq!(takes.len(), 1, "one answer for one call: {takes:?}");
+    let _ = s.eval("stop(); wait()").unwrap();
+    s.shutdown();
+    assert!(balanced(&rec));
 }

@@ -68,9 +68,27 @@ pub fn to_score(events: &[Received], bpm: f64, origin: Option<Nanos>, grid: Opti
 
 /// Records a MIDI input port while open.
 pub struct InputRecorder {
-    _conn: midir::MidiInputConnection<()>,
+    /// None for a recorder fed by hand ([`InputRecorder::detached`]).
+    _conn: Option<midir::MidiInputConnection<()>>,
     name: String,
     buf: Arc<Mutex<Vec<Received>>>,
+    /// Messages received since the recorder opened (a player's activity, for call and response).
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The feeding end of a detached recorder: what a test, a recorded stream or another program
+/// plays into it.
+#[derive(Clone)]
+pub struct InputFeed {
+    buf: Arc<Mutex<Vec<Received>>>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl InputFeed {
+    /// One message arriving at `at` nanoseconds.
+    pub fn send(&self, at: Nanos, bytes: &[u8]) {
+        push(&self.buf, &self.count, at / 1000, bytes);
+    }
 }
 
 impl InputRecorder {
@@ -81,12 +99,12 @@ impl InputRecorder {
         let ports = input.ports();
         let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
         let i = crate::sink::out::pick_port(&names, port)?;
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
+        let (buf, count) = (Arc::new(Mutex::new(Vec::new())), Arc::default());
+        let (b, c) = (buf.clone(), Arc::clone(&count));
         let conn = input
-            .connect(&ports[i], "cadenza-in", move |us, bytes, _| push(&b, us, bytes), ())
+            .connect(&ports[i], "cadenza-in", move |us, bytes, _| push(&b, &c, us, bytes), ())
             .map_err(|e| PlayError::Input(format!("cannot connect to `{}`: {e}", names[i])))?;
-        Ok(InputRecorder { _conn: conn, name: names[i].clone(), buf })
+        Ok(InputRecorder { _conn: Some(conn), name: names[i].clone(), buf, count })
     }
 
     /// Opens a virtual input port other programs (a keyboard's driver, a DAW) can play into.
@@ -95,12 +113,29 @@ impl InputRecorder {
         use midir::os::unix::VirtualInput;
         let input =
             midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let b = buf.clone();
+        let (buf, count) = (Arc::new(Mutex::new(Vec::new())), Arc::default());
+        let (b, c) = (buf.clone(), Arc::clone(&count));
         let conn = input
-            .create_virtual(name, move |us, bytes, _| push(&b, us, bytes), ())
+            .create_virtual(name, move |us, bytes, _| push(&b, &c, us, bytes), ())
             .map_err(|e| PlayError::Input(format!("cannot open virtual input `{name}`: {e}")))?;
-        Ok(InputRecorder { _conn: conn, name: name.to_string(), buf })
+        Ok(InputRecorder { _conn: Some(conn), name: name.to_string(), buf, count })
+    }
+
+    /// A recorder on no port, fed through the returned [`InputFeed`] (tests, recorded input).
+    pub fn detached(name: &str) -> (InputRecorder, InputFeed) {
+        let (buf, count) = (Arc::new(Mutex::new(Vec::new())), Arc::<std::sync::atomic::AtomicU64>::default());
+        let feed = InputFeed { buf: buf.clone(), count: count.clone() };
+        (InputRecorder { _conn: None, name: name.to_string(), buf, count }, feed)
+    }
+
+    /// Messages received since the recorder opened: when it stops changing, the player paused.
+    pub fn activity(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a note was played since the last [`InputRecorder::take`].
+    pub fn has_notes(&self) -> bool {
+        self.buf.lock().is_ok_and(|b| b.iter().any(|e| msg::as_note_on(&e.bytes).is_some()))
     }
 
     pub fn name(&self) -> &str {
@@ -123,15 +158,24 @@ impl InputRecorder {
     }
 }
 
-fn push(buf: &Mutex<Vec<Received>>, us: u64, bytes: &[u8]) {
+fn push(buf: &Mutex<Vec<Received>>, count: &std::sync::atomic::AtomicU64, us: u64, bytes: &[u8]) {
     // Clock pulses and active sensing would swamp a take.
     if bytes.first().is_some_and(|b| *b >= 0xF8) {
         return;
     }
     if let Ok(mut b) = buf.lock() {
+        // A player who never pauses must not fill memory: past the bound the older half goes
+        // (at once, so keeping the bound costs nothing per message).
+        if b.len() >= MAX_RECEIVED {
+            b.drain(..MAX_RECEIVED / 2);
+        }
         b.push(Received { at: us * 1000, bytes: bytes.to_vec() });
     }
+    count.fetch_add(1, std::sync::atomic::Ordering::Release);
 }
+
+/// Most messages a recorder keeps between takes.
+pub const MAX_RECEIVED: usize = 100_000;
 
 #[cfg(test)]
 mod tests {
