@@ -4,8 +4,9 @@
 //! was checked by rendering a small tune with it:
 //! - an explicit accidental carries to the end of the bar for that *letter in every octave*
 //!   (`^c c'` plays C#6); `%%MIDI nobarlines` turns carrying off;
-//! - grace notes sound: together they take a quarter of the next note's time, split evenly,
-//!   and that note starts after them (`{ga}A2` with L:1/8 = g 60, a 60, A 360 ticks);
+//! - grace notes sound: each lasts a quarter of the unit length (abc2midi's `gracedivider` 4),
+//!   taken from the next note, which starts after them, but together never more than half of
+//!   it (`{ga}A2` with L:1/8 = g 60, a 60, A 360 ticks; `{A}G2` = A 60, G 420);
 //! - `:|` with no `|:` repeats from the start of the tune or from the last `:|`;
 //! - a chord lasts as long as its first note;
 //! - `%%MIDI transpose n` shifts what sounds, not what is written;
@@ -61,12 +62,14 @@ struct VoiceState {
 }
 
 impl VoiceState {
-    /// Sounds the pending grace notes before a note of length `advance`: together they take a
-    /// quarter of its time, split evenly. Returns where the main note starts.
+    /// Sounds the pending grace notes before a note of length `advance`: each lasts a quarter
+    /// of the unit length, as abc2midi plays them (`gracedivider` 4), taken from the note's
+    /// time, but together never more than half of it. Returns where the main note starts.
     #[cold]
     fn sound_graces(&mut self, advance: Rat) -> Rat {
         let start = self.time;
-        let total = advance.mul(Rat::new(1, 4));
+        let n = self.graces.len() as i64;
+        let total = self.unit.mul(Rat::new(n, 4)).min(advance.mul(Rat::HALF));
         let each = total.mul(Rat::new(1, self.graces.len() as i64));
         let mut t = start;
         for &g in &self.graces {

@@ -70,6 +70,15 @@ impl Rat {
         }
     }
 
+    /// The smaller of two (denominators are positive, so cross-multiplying keeps the order).
+    pub(crate) fn min(self, o: Rat) -> Rat {
+        if self.n * o.d <= o.n * self.d {
+            self
+        } else {
+            o
+        }
+    }
+
     #[inline]
     pub(crate) fn round(self) -> u64 {
         if self.d == 1 {

@@ -177,10 +177,14 @@ fn rests_ties_slurs_chords() {
 }
 
 #[test]
-fn grace_notes_take_a_quarter_of_the_next_note() {
-    // abc2midi 4.84: `{ga}A2` (L:1/8) plays g 0-60, a 60-120, A 120-480.
+fn grace_notes_last_a_quarter_of_the_unit_each() {
+    // abc2midi 4.84: `{ga}A2` (L:1/8) plays g 0-60, a 60-120, A 120-480; a single grace before
+    // a long note is as short (`{A}G2`: A 0-60, G 60-480, O'Neill's 1134 in tests/data/abc2midi),
+    // and graces never take more than half of a short one.
     assert_eq!(play("{ga}A2"), vec![(79, 0, 60), (81, 60, 120), (69, 120, 480)]);
+    assert_eq!(play("{A}G2"), vec![(69, 0, 60), (67, 60, 480)]);
     assert_eq!(play("{/g}A"), vec![(79, 0, 60), (69, 60, 240)]);
+    assert_eq!(play("{gag}A/"), vec![(79, 0, 20), (81, 20, 40), (79, 40, 60), (69, 60, 120)]);
 }
 
 #[test]

@@ -452,11 +452,13 @@ fn abc2midi_agreement() {
         &worst[..worst.len().min(12)]
     );
     assert_eq!(tunes, 300);
-    // Measured 2026-11-22 with abc2midi 4.84: 262/300 tunes identical, 96.76% of notes. Most of
+    // Measured with abc2midi 4.84: 262/300 tunes identical, 96.76% of notes on 2026-11-22;
+    // 271/300, 97.22% since grace notes last a quarter of the unit each (2026-12-02). Most of
     // the rest are trills (`T`), which abc2midi plays as alternating notes and cadenza keeps as
-    // the written note; then fermatas on broken rhythm (`Ha>g`).
-    assert!(agreeing >= 262, "tunes identical to abc2midi fell to {agreeing}/300 (floor 262)");
-    assert!(note_rate >= 0.9675, "note agreement with abc2midi fell to {:.4} (floor 0.9675)", note_rate);
+    // the written note; then fermatas on broken rhythm (`Ha>g`), and a decoration between `>`
+    // and its note, after which abc2midi drops the broken rhythm (`g>.a` plays g a, not g3 a).
+    assert!(agreeing >= 271, "tunes identical to abc2midi fell to {agreeing}/300 (floor 271)");
+    assert!(note_rate >= 0.9722, "note agreement with abc2midi fell to {:.4} (floor 0.9722)", note_rate);
 }
 
 fn musicxml_files() -> Vec<PathBuf> {
