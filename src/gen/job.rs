@@ -170,10 +170,29 @@ impl Request {
             Length::Seconds(s) if !(s > 0.0 && s.is_finite()) => {
                 Err(GenError::Request(format!("the length in seconds must be positive, got {s}")))
             }
+            Length::Bars(b) if b > MAX_TAKE_BARS => {
+                Err(GenError::Request(format!("{b} bars: a take is at most {MAX_TAKE_BARS} bars (chain takes for more)")))
+            }
+            Length::Notes(n) if n > MAX_TAKE_NOTES => {
+                Err(GenError::Request(format!("{n} notes: a take is at most {MAX_TAKE_NOTES} notes")))
+            }
+            Length::Tokens(n) if n > MAX_TAKE_TOKENS => {
+                Err(GenError::Request(format!("{n} tokens: a take is at most {MAX_TAKE_TOKENS} tokens")))
+            }
+            Length::Seconds(s) if s > MAX_TAKE_SECONDS => {
+                Err(GenError::Request(format!("{s} s: a take is at most {MAX_TAKE_SECONDS} seconds")))
+            }
             _ => Ok(()),
         }
     }
 }
+
+/// Longest take one request may ask for, by each kind of length: far past any tune (a reel is
+/// 16 bars, a long air 64), short enough that a typo (`--bars 100000`) is an error, not hours.
+pub const MAX_TAKE_BARS: u32 = 1024;
+pub const MAX_TAKE_NOTES: usize = 100_000;
+pub const MAX_TAKE_TOKENS: usize = 1_000_000;
+pub const MAX_TAKE_SECONDS: f64 = 3600.0;
 
 /// Everything needed to replay a take exactly (written to `takes.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -537,6 +537,17 @@ fn bad_requests_are_errors_not_panics() {
     let g = toy_gen(Bigram::new(1024));
     let mut r = request(Length::Bars(0), 1);
     assert!(g.generate(&r).is_err());
+    // Lengths past any tune are refused before anything is generated (`--bars 100000`).
+    for (length, want) in [
+        (Length::Bars(100_000), "at most 1024 bars"),
+        (Length::Notes(10_000_000), "at most 100000 notes"),
+        (Length::Tokens(usize::MAX), "at most 1000000 tokens"),
+        (Length::Seconds(1e9), "at most 3600 seconds"),
+    ] {
+        r.length = length;
+        let e = g.generate(&r).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
     r.length = Length::Bars(1);
     r.sampling.top_p = 0.0;
     assert!(g.generate(&r).is_err());
