@@ -249,10 +249,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return run_form(&args, &gen, &req, &spec);
     }
     let started = std::time::Instant::now();
-    let takes = gen.generate_batch(&req, args.count)?;
-    let secs = started.elapsed().as_secs_f64();
-    let tokens: usize = takes.iter().map(|t| t.record.ids.len()).sum();
     if args.count == 1 && args.out.extension().is_some() {
+        let takes = gen.generate_batch(&req, 1)?;
+        let secs = started.elapsed().as_secs_f64();
         let take = &takes[0];
         write_take(take, req.pickup, &args.out)?;
         eprintln!(
@@ -262,34 +261,71 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             take.record.ids.len(),
             take.record.log_likelihood,
             take.record.seed,
-            tokens as f64 / secs.max(1e-9)
+            take.record.ids.len() as f64 / secs.max(1e-9)
         );
         return Ok(());
     }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let jsonl = args.out.join("takes.jsonl");
     let mut log = std::fs::File::create(&jsonl).with_context(|| format!("creating {}", jsonl.display()))?;
-    for (i, take) in takes.iter().enumerate() {
-        let stem = format!("take-{:02}", i + 1);
-        for ext in ["mid", "abc"] {
-            write_take(take, req.pickup, &args.out.join(format!("{stem}.{ext}")))?;
+    // Batches of BATCH_ROWS takes, each written as soon as its batch is done: a long run shows
+    // its progress and, stopped by Ctrl-C, keeps every take finished so far. Take i still gets
+    // seed + i, so the takes do not depend on the batching.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
+    let _sigterm = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
+    let bar = indicatif::ProgressBar::new(args.count as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} takes, {msg} ({elapsed} of ~{duration})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut written, mut tokens) = (0usize, 0usize);
+    while written < args.count && !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        let rows = BATCH_ROWS.min(args.count - written);
+        let chunk = Request { seed: req.seed.wrapping_add(written as u64), ..req.clone() };
+        let batch = gen.batch(&chunk, rows, &cancel, &mut |_| {})?;
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            break; // a batch stopped half way is not kept: its takes are cut short
         }
-        let mut line = serde_json::to_value(&take.record)?;
-        line["file"] = serde_json::Value::String(format!("{stem}.mid"));
-        writeln!(log, "{}", serde_json::to_string(&line)?).with_context(|| format!("writing {}", jsonl.display()))?;
+        for take in batch.takes() {
+            let stem = format!("take-{:02}", written + 1);
+            for ext in ["mid", "abc"] {
+                write_take(&take, req.pickup, &args.out.join(format!("{stem}.{ext}")))?;
+            }
+            let mut line = serde_json::to_value(&take.record)?;
+            line["file"] = serde_json::Value::String(format!("{stem}.mid"));
+            writeln!(log, "{}", serde_json::to_string(&line)?)
+                .with_context(|| format!("writing {}", jsonl.display()))?;
+            tokens += take.record.ids.len();
+            written += 1;
+        }
+        bar.set_position(written as u64);
+        bar.set_message(format!("{:.0} tokens/s", tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)));
     }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let stopped =
+        if written < args.count { format!(" (stopped: {} of {} kept)", written, args.count) } else { String::new() };
     eprintln!(
-        "{}: {} takes, {} tokens in {:.2} s ({:.0} tokens/s), seeds {}..={}",
+        "{}: {} takes, {} tokens in {:.2} s ({:.0} tokens/s), seeds {}..={}{stopped}",
         args.out.display(),
-        takes.len(),
+        written,
         tokens,
         secs,
         tokens as f64 / secs.max(1e-9),
         req.seed,
-        req.seed.wrapping_add(takes.len() as u64 - 1)
+        req.seed.wrapping_add(written.max(1) as u64 - 1)
     );
+    if written < args.count {
+        anyhow::bail!("stopped after {written} of {} takes; those are written", args.count);
+    }
     Ok(())
 }
+
+/// Takes generated together in one batch by `generate -n`: enough rows to keep the cores busy,
+/// few enough that every batch is written within seconds and rows that end early do not wait
+/// long for the longest.
+const BATCH_ROWS: usize = 32;
 
 /// `--form`: each take is a whole form, sections generated one after another.
 fn run_form(args: &Args, gen: &Generator, req: &Request, spec: &crate::gen::FormSpec) -> anyhow::Result<()> {

@@ -170,9 +170,9 @@ impl Request {
             Length::Seconds(s) if !(s > 0.0 && s.is_finite()) => {
                 Err(GenError::Request(format!("the length in seconds must be positive, got {s}")))
             }
-            Length::Bars(b) if b > MAX_TAKE_BARS => {
-                Err(GenError::Request(format!("{b} bars: a take is at most {MAX_TAKE_BARS} bars (chain takes for more)")))
-            }
+            Length::Bars(b) if b > MAX_TAKE_BARS => Err(GenError::Request(format!(
+                "{b} bars: a take is at most {MAX_TAKE_BARS} bars (chain takes for more)"
+            ))),
             Length::Notes(n) if n > MAX_TAKE_NOTES => {
                 Err(GenError::Request(format!("{n} notes: a take is at most {MAX_TAKE_NOTES} notes")))
             }
