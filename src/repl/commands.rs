@@ -20,6 +20,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("models", ":models         models that can be loaded (* = current)"),
     ("ports", ":ports          MIDI output ports"),
     ("loops", ":loops          running loops, how far ahead each one's next cycle is made"),
+    ("takes", ":takes [N]       the last N takes (default 10): replay(n), branch(n, ...), take(n)"),
     ("stop", ":stop           stop every loop (at its next boundary)"),
     ("panic", ":panic          stop everything now and send every note off"),
     ("load", ":load FILE      run a .rhai script in this session"),
@@ -83,6 +84,16 @@ pub fn run(session: &mut Session, cmd: &str) -> Outcome {
                 Outcome::Text(loops.join("\n"))
             }
         }
+        "takes" => {
+            let n = arg.parse::<usize>().unwrap_or(10);
+            let all = stage.takes.list();
+            if all.is_empty() {
+                Outcome::Text("no takes yet: every gen and harmonize is one".into())
+            } else {
+                let lines: Vec<String> = all[all.len().saturating_sub(n)..].iter().map(|e| e.summary()).collect();
+                Outcome::Text(lines.join("\n"))
+            }
+        }
         "stop" => {
             let n = stage.loops.names().len();
             stage.stop_all();
@@ -106,5 +117,47 @@ pub fn run(session: &mut Session, cmd: &str) -> Outcome {
         "emacs" => Outcome::EditMode(false),
         "quit" | "q" | "exit" => Outcome::Quit,
         _ => Outcome::Text(format!("unknown command `:{name}`; :help lists them")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::takes::TakeEntry;
+    use crate::script::{buffer_output, Options};
+
+    fn text(o: Outcome) -> String {
+        match o {
+            Outcome::Text(t) => t,
+            _ => panic!("expected text"),
+        }
+    }
+
+    #[test]
+    fn takes_lists_the_last_n_of_the_history() {
+        let mut o = Options::new(buffer_output().0);
+        o.no_midi = true;
+        let mut session = Session::new(o);
+        assert!(text(run(&mut session, "takes")).contains("no takes yet"));
+        for seed in 1..=3 {
+            let score = crate::dsl::parse("X:1\nK:D\nDFA|\n").unwrap();
+            let opts = crate::script::stage::GenOpts { seed: Some(seed), ..Default::default() };
+            let entry = TakeEntry {
+                n: 0,
+                unix_secs: 0,
+                call: "gen".into(),
+                prompt: None,
+                opts,
+                bpm: 120.0,
+                record: None,
+                copied_from: None,
+                score,
+            };
+            session.ctx().stage.takes.add(entry);
+        }
+        let last_two = text(run(&mut session, "takes 2"));
+        assert_eq!(last_two.lines().count(), 2, "{last_two}");
+        assert!(last_two.lines().next().unwrap().contains("seed 2 "), "{last_two}");
+        assert_eq!(text(run(&mut session, "takes")).lines().count(), 3);
     }
 }
