@@ -924,7 +924,7 @@ fn repl_evaluates_completes_continues_and_points_at_errors() {
     t.wait_text("=> true");
 
     // Ctrl-C during a generation cancels it; the REPL goes on.
-    t.line("let long = gen(#{tokens: 1000000})");
+    t.line("let long = gen(#{bars: 1024})");
     std::thread::sleep(Duration::from_millis(500));
     t.key("C-c");
     t.wait_count("cancelled; the music plays on.", 2);
