@@ -95,5 +95,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+// No plots: plotters, built with a bundled-font backend for `cadenza eval`, finds no system
+// font for criterion's charts and would panic after the measurements.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

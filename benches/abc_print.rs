@@ -10,13 +10,14 @@ mod cpu;
 use cadenza::score::{Note, Score};
 use cadenza::time::{Meter, Tick};
 
-/// A jig-like melody of `notes` eighth notes in 6/8, each 8-bar strain played twice (so the
+/// A jig-like melody of `notes` sixteenth notes in 6/8, each 8-bar strain played twice (so the
 /// printer folds repeats), with a chord symbol per bar and a second voice of held notes.
+/// Sixteenths, so a million notes stay within a score's bound of 2^27 ticks.
 fn tune(notes: usize) -> Score {
     let mut s = Score::new();
     s.meta.meters = vec![(0, Meter::new(6, 8))];
-    let eighth: Tick = 240;
-    let strain = 48; // 8 bars of six eighths
+    let eighth: Tick = 120; // a sixteenth: the name keeps the tune's shape
+    let strain = 96; // 8 bars of twelve sixteenths
     let mut t = 0;
     let mut i = 0;
     while s.notes.len() < notes {
@@ -24,9 +25,9 @@ fn tune(notes: usize) -> Score {
         let section = i / (2 * strain);
         let pitch = 60 + ((in_strain * 7 + section * 3) % 19) as u8;
         s.notes.push(Note::new(t, eighth, pitch));
-        if in_strain % 6 == 0 {
-            s.notes.push(Note { voice: 1, ..Note::new(t, 6 * eighth, pitch - 12) });
-            s.meta.chord_symbols.push((t, ["G", "D", "Em", "C"][(in_strain / 6) % 4].to_string()));
+        if in_strain % 12 == 0 {
+            s.notes.push(Note { voice: 1, ..Note::new(t, 12 * eighth, pitch - 12) });
+            s.meta.chord_symbols.push((t, ["G", "D", "Em", "C"][(in_strain / 12) % 4].to_string()));
         }
         t += eighth;
         i += 1;

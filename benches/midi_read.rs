@@ -78,7 +78,9 @@ fn main() {
     if std::env::var_os("CADENZA_MIDI_SUMMARY").is_some() {
         return;
     }
-    let mut c = Criterion::default().configure_from_args().sample_size(10);
+    // No plots: plotters (built for `cadenza eval` with a bundled-font backend) finds no system
+    // font for criterion's charts and would panic after the measurements.
+    let mut c = Criterion::default().configure_from_args().sample_size(10).without_plots();
     let mut g = c.benchmark_group("midi_read");
     g.throughput(Throughput::Elements(files.len() as u64));
     g.bench_function("files", |b| b.iter(|| read_all(&files)));
