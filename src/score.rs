@@ -292,6 +292,9 @@ pub struct GenSettings {
     /// at least this many bars (see `gen::Constraints::min_strain_bars`).
     #[serde(default)]
     pub min_strain_bars: Option<u32>,
+    /// A model's default, not written in ABC: at most this many notes of one pitch in a row.
+    #[serde(default)]
+    pub max_repeats: Option<u32>,
 }
 
 impl GenSettings {
@@ -311,6 +314,7 @@ impl GenSettings {
             max_polyphony: self.max_polyphony.or(fallback.max_polyphony),
             whole_bars: self.whole_bars || fallback.whole_bars,
             min_strain_bars: self.min_strain_bars.or(fallback.min_strain_bars),
+            max_repeats: self.max_repeats.or(fallback.max_repeats),
             mono_voices: self.mono_voices || fallback.mono_voices,
         }
     }

@@ -121,6 +121,9 @@ pub struct Constraints {
     /// otherwise repeats a bar or two and calls it a strain; real tunes repeat 8-bar strains,
     /// some 4).
     pub min_strain_bars: Option<u32>,
+    /// At most this many notes of one pitch in a row (a melody model otherwise hammers one
+    /// pitch far more than real tunes do).
+    pub max_repeats: Option<u32>,
     /// With a bar count, in encodings whose lengths move time (`tune`): the last note must have
     /// one of these pitch classes (a cadence; forms set it, see `gen::form`).
     pub cadence: Option<Vec<u8>>,
@@ -209,6 +212,8 @@ pub struct Tracker {
     voices: Vec<u8>,
     /// Pitch of the note started last (for `cadence`).
     last_pitch: Option<u8>,
+    /// Notes in a row of `last_pitch` so far.
+    same_run: u32,
     /// Index of the next given note (`fixed`) not yet written.
     fixed_next: usize,
     /// Complete bars since the open strain's `RepeatStart` (None: no strain open).
@@ -251,6 +256,7 @@ impl Tracker {
             static_ok,
             voices,
             last_pitch: None,
+            same_run: 0,
             fixed_next: 0,
             strain_bars: None,
         }
@@ -318,6 +324,7 @@ impl Tracker {
                         self.fixed_next += 1;
                     }
                 }
+                self.same_run = if self.last_pitch == Some(*pitch) { self.same_run + 1 } else { 1 };
                 self.last_pitch = Some(*pitch);
                 self.sounding.push(Sounding { pitch: *pitch, voice: *voice, end: None });
                 self.pending = Some(self.sounding.len() - 1);
@@ -424,6 +431,11 @@ impl Tracker {
                 Effect::Other | Effect::NoteOff(_) => true,
                 // Bars are counted and checked in the request's meter.
                 Effect::MeterChange => !r.whole_bars && r.bars.is_none(),
+                Effect::NoteOn { pitch, .. }
+                    if r.max_repeats.is_some_and(|m| self.last_pitch == Some(*pitch) && self.same_run >= m) =>
+                {
+                    false
+                }
                 Effect::NoteOn { voice, pitch } => {
                     note_may_start && self.voice_free_at(*voice, self.pos) && (room_for_two || in_cadence(Some(*pitch)))
                 }
@@ -556,6 +568,29 @@ fn has_positions(effects: &Effects) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `max_repeats`: a pitch may come at most that many times in a row; another pitch resets it.
+    #[test]
+    fn no_more_than_max_repeats_of_one_pitch_in_a_row() {
+        // 0 pitch 60, 1 pitch 62, 2 a quarter.
+        let fx = Effects::new(vec![
+            Effect::NoteOn { pitch: 60, voice: 0 },
+            Effect::NoteOn { pitch: 62, voice: 0 },
+            Effect::NoteLength(480),
+        ]);
+        let rules = Constraints { max_repeats: Some(2), ..Default::default() };
+        let mut t = Tracker::new(rules, &fx, Meter::new(4, 4));
+        let may = |t: &Tracker| {
+            let mut a = vec![true; 3];
+            t.mask(&fx, &mut a);
+            (a[0], a[1])
+        };
+        for (id, want) in [(0, (true, true)), (0, (false, true)), (1, (true, true)), (1, (true, false))] {
+            t.push(&fx.table[id]);
+            t.push(&fx.table[2]);
+            assert_eq!(may(&t), want, "after pitch id {id}");
+        }
+    }
 
     /// A strain must be `min_strain_bars` long before it may repeat: a `tune`-like table, 4/4,
     /// bars of one whole note.

@@ -50,6 +50,8 @@ struct GenerationConfig {
     whole_bars: bool,
     /// A repeated strain is at least this many bars.
     min_strain_bars: Option<u32>,
+    /// At most this many notes of one pitch in a row.
+    max_repeats: Option<u32>,
 }
 
 fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
@@ -66,6 +68,7 @@ fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
         mono_voices: c.mono_voices,
         whole_bars: c.whole_bars,
         min_strain_bars: c.min_strain_bars,
+        max_repeats: c.max_repeats,
         ..GenSettings::default()
     })
 }

@@ -152,6 +152,7 @@ impl Request {
             whole_bars: g.whole_bars,
             mono_voices: g.mono_voices,
             min_strain_bars: g.min_strain_bars,
+            max_repeats: g.max_repeats,
             bars: None,
             cadence: None,
             fixed: None,
