@@ -71,14 +71,18 @@ fn load_err(path: &Path, reason: impl std::fmt::Display) -> ModelError {
 impl CpuGpt {
     /// Loads `dir/config.json` (must be GPT-2) and `dir/model.safetensors`.
     pub fn load(dir: &Path) -> Result<CpuGpt, ModelError> {
-        let cfg = match crate::model::load::read_config(dir)? {
-            crate::model::Config::Gpt2(c) => c,
-            _ => return Err(load_err(dir, "not a GPT-2 model")),
-        };
+        match crate::model::load::read_config(dir)? {
+            crate::model::Config::Gpt2(c) => CpuGpt::load_weights(dir, &c),
+            _ => Err(load_err(dir, "not a GPT-2 model")),
+        }
+    }
+
+    /// Loads `dir/model.safetensors` for a config already read.
+    pub(crate) fn load_weights(dir: &Path, cfg: &GptConfig) -> Result<CpuGpt, ModelError> {
         let path = dir.join("model.safetensors");
         let bytes = crate::model::load::read_weights(&path)?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| load_err(&path, e))?;
-        CpuGpt::from_tensors(&cfg, &tensors).map_err(|e| load_err(&path, e))
+        CpuGpt::from_tensors(cfg, &tensors).map_err(|e| load_err(&path, e))
     }
 
     /// Builds from named tensors (Hugging Face GPT-2 names, with or without `transformer.`).

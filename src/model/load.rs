@@ -131,12 +131,12 @@ pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
 /// everything else, or any model when `CADENZA_CANDLE` is set, through candle.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
     let dir = dir.as_ref();
-    let cpu_gpt =
-        device.is_cpu() && std::env::var_os("CADENZA_CANDLE").is_none() && matches!(read_config(dir)?, Config::Gpt2(_));
-    if cpu_gpt {
-        Ok(Arc::new(super::gpt_cpu::CpuGpt::load(dir)?))
-    } else {
-        load_candle(dir, device)
+    let config = read_config(dir)?;
+    match config {
+        Config::Gpt2(cfg) if device.is_cpu() && std::env::var_os("CADENZA_CANDLE").is_none() => {
+            Ok(Arc::new(super::gpt_cpu::CpuGpt::load_weights(dir, &cfg)?))
+        }
+        config => load_candle_with(dir, config, device),
     }
 }
 
@@ -144,7 +144,11 @@ pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn LanguageMo
 /// (converted to f32); GPT-2 weights may carry Hugging Face's `transformer.` prefix.
 pub fn load_candle(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
     let dir = dir.as_ref();
-    let config = read_config(dir)?;
+    load_candle_with(dir, read_config(dir)?, device)
+}
+
+/// [`load_candle`] for a config already read.
+fn load_candle_with(dir: &Path, config: Config, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
     let path = dir.join("model.safetensors");
     let bytes = read_weights(&path)?;
     let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)

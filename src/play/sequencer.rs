@@ -515,15 +515,14 @@ impl Sequencer {
                 self.tracks.push(track);
             }
             Command::Cycle { name, generation, cycle, score } => {
-                if let Some(t) =
-                    self.tracks.iter_mut().find(|t| t.name.as_deref() == Some(&name) && t.generation == generation)
-                {
+                let found =
+                    self.tracks.iter().position(|t| t.name.as_deref() == Some(&name) && t.generation == generation);
+                if let Some(i) = found {
                     // Due when the sequencer must schedule the cycle's start: a lookahead before
                     // it sounds. Cycle `cycle` starts `cycle - cycle_no` cycles after this one.
-                    let ahead = cycle.saturating_sub(t.cycle_no);
-                    let start = t.start + t.cycle.len * ahead.max(1);
-                    let due = self.time0 as f64 + (start.saturating_sub(self.tick0)) as f64 * self.nanos_per_tick
-                        - self.lookahead as f64;
+                    let t = &self.tracks[i];
+                    let start = t.start + t.cycle.len * cycle.saturating_sub(t.cycle_no).max(1);
+                    let due = self.time_of(start) as f64 - self.lookahead as f64;
                     let margin_ms = (due - self.now as f64) / 1e6;
                     if let Ok(mut timing) = self.shared.timing.lock() {
                         let e = timing.entry(name.clone()).or_default();
@@ -533,6 +532,7 @@ impl Sequencer {
                         e.worst_margin_ms = if e.made == 1 { margin_ms } else { e.worst_margin_ms.min(margin_ms) };
                     }
                     // A cycle that comes after its turn (the last one was repeated) plays next.
+                    let t = &mut self.tracks[i];
                     if cycle >= t.cycle_no {
                         let c = prepare(&score);
                         if c.len == 0 {

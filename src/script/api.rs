@@ -639,13 +639,7 @@ pub const MAX_TEXT_BYTES: u64 = super::MAX_STRING_BYTES as u64;
 /// A text file of at most [`MAX_TEXT_BYTES`], read without trusting its size (a device or a
 /// growing file may claim none).
 fn read_text_bounded(path: &std::path::Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(MAX_TEXT_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_TEXT_BYTES {
-        let msg = format!("longer than {MAX_TEXT_BYTES} bytes, the longest text a script holds");
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
-    }
+    let bytes = crate::sink::read_at_most(path, MAX_TEXT_BYTES, "the longest text a script holds")?;
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
@@ -687,26 +681,14 @@ fn gen_loop(m: &Map) -> Res<super::loops::GenLoop> {
         None => None,
         Some(v) => Some(v.clone().try_cast::<Score>().map_or_else(|| err("loop: `prompt` must be a Score"), Ok)?),
     };
-    let pause_bars = match m.get("pause_bars") {
-        None => 1,
-        Some(v) => match v.as_int() {
-            Ok(n) if (1..=64).contains(&n) => n as u32,
-            _ => return err(format!("loop: `pause_bars` must be a whole number of bars 1..=64, not {v}")),
-        },
-    };
+    let pause_bars = whole_in(m, "pause_bars", 1..=64, 1, "bars")? as u32;
     let mode = match m.get("mode").map(|v| v.to_string()).as_deref() {
         None | Some("variation") => LoopMode::Variation,
         Some("continue") => LoopMode::Continue,
         Some("answer") => LoopMode::Answer { pause_bars },
         Some(other) => return err(format!("loop: mode `{other}` must be \"continue\", \"variation\" or \"answer\"")),
     };
-    let every = match m.get("every") {
-        None => 1,
-        Some(v) => match v.as_int() {
-            Ok(n) if (1..=1024).contains(&n) => n as u64,
-            _ => return err(format!("loop: `every` must be a whole number of cycles 1..=1024, not {v}")),
-        },
-    };
+    let every = whole_in(m, "every", 1..=1024, 1, "cycles")? as u64;
     let mut rest = m.clone();
     for k in ["prompt", "mode", "every", "pause_bars"] {
         rest.remove(k);
@@ -717,6 +699,22 @@ fn gen_loop(m: &Map) -> Res<super::loops::GenLoop> {
     }
     opts.bars = Some(opts.bars.unwrap_or(4));
     Ok(GenLoop { prompt, mode, every, opts })
+}
+
+/// A loop option that must be a whole number in `range` (`default` when absent); `unit` names
+/// what it counts in the error.
+fn whole_in(m: &Map, key: &str, range: std::ops::RangeInclusive<INT>, default: INT, unit: &str) -> Res<INT> {
+    match m.get(key) {
+        None => Ok(default),
+        Some(v) => match v.as_int() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => err(format!(
+                "loop: `{key}` must be a whole number of {unit} {}..={}, not {v}",
+                range.start(),
+                range.end()
+            )),
+        },
+    }
 }
 
 /// `turns` of a duet's options (default 4).

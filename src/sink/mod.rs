@@ -15,11 +15,17 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Reads a whole file of at most [`MAX_FILE_BYTES`], or says it is larger (the size is checked
 /// on the bytes read, not only on what the file system claims).
 pub fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_at_most(path, MAX_FILE_BYTES, "the largest score file cadenza reads")
+}
+
+/// Reads a whole file of at most `limit` bytes, or says it is larger than `limit` (`what` says
+/// whose bound it is); the size is checked on the bytes read, not on what the file claims.
+pub fn read_at_most(path: &std::path::Path, limit: u64, what: &str) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        let msg = format!("larger than {MAX_FILE_BYTES} bytes, the largest score file cadenza reads");
+    std::fs::File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let msg = format!("larger than {limit} bytes, {what}");
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, msg));
     }
     Ok(bytes)
