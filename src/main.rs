@@ -33,6 +33,8 @@ enum Command {
     Takes(cadenza::cli::takes::Args),
     /// Index a model's training tunes so sessions say when a take copies one.
     Copies(cadenza::cli::copies::Args),
+    /// Count the keys of a model's training tunes, which open keys are drawn from.
+    HeaderPrior(cadenza::cli::header_prior::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(a)) => cadenza::cli::eval::run(a),
         Some(Command::Takes(a)) => cadenza::cli::takes::run(a),
         Some(Command::Copies(a)) => cadenza::cli::copies::run(a),
+        Some(Command::HeaderPrior(a)) => cadenza::cli::header_prior::run(a),
         None => cadenza::cli::repl::run(cli.repl),
     };
     match result {

@@ -295,6 +295,10 @@ pub struct GenSettings {
     /// A model's default, not written in ABC: at most this many notes of one pitch in a row.
     #[serde(default)]
     pub max_repeats: Option<u32>,
+    /// A model's default, not written in ABC: added to the logit of a note on the previous
+    /// note's pitch (see `gen::Sampling::same_pitch_bias`).
+    #[serde(default)]
+    pub same_pitch_bias: Option<f64>,
 }
 
 impl GenSettings {
@@ -315,6 +319,7 @@ impl GenSettings {
             whole_bars: self.whole_bars || fallback.whole_bars,
             min_strain_bars: self.min_strain_bars.or(fallback.min_strain_bars),
             max_repeats: self.max_repeats.or(fallback.max_repeats),
+            same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
             mono_voices: self.mono_voices || fallback.mono_voices,
         }
     }

@@ -52,6 +52,10 @@ pub struct Args {
     /// CTRL-style repetition penalty (1 = off).
     #[arg(long)]
     pub repetition_penalty: Option<f64>,
+    /// Added to the logit of a note on the previous note's pitch, in nats (negative: fewer
+    /// repeated pitches; the folk model's default is in its generation_config.json).
+    #[arg(long, allow_hyphen_values = true)]
+    pub same_pitch_bias: Option<f64>,
     /// Seed (default: the prompt's `%%seed`, else from the clock; always recorded).
     #[arg(long, short = 's')]
     pub seed: Option<u64>,
@@ -152,6 +156,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     s.top_k = args.top_k.unwrap_or(s.top_k);
     s.top_p = args.top_p.unwrap_or(s.top_p);
     s.repetition_penalty = args.repetition_penalty.unwrap_or(s.repetition_penalty);
+    s.same_pitch_bias = args.same_pitch_bias.unwrap_or(s.same_pitch_bias);
     let c = &mut req.constraints;
     if let Some(pcs) = &args.pitch_classes {
         c.pitch_classes = Some(pcs.clone());

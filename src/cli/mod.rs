@@ -5,12 +5,14 @@ pub mod copies;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod header_prior;
 pub mod heap;
 pub mod likelihood;
 pub mod repl;
 pub mod run;
 pub mod takes;
 pub mod train;
+pub mod training_tunes;
 
 /// The error and those causes its message does not already quote. Our error types print their
 /// source inside their own message (a DSL error's caret must stay under its line), so anyhow's

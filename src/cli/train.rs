@@ -148,6 +148,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let vocab_size = enc.vocab().len();
     std::fs::write(args.out.join("vocab.json"), enc.vocab().to_json())
         .with_context(|| format!("writing {}", args.out.join("vocab.json").display()))?;
+    // The keys of the training tunes as written (untransposed), which an open key is drawn from.
+    let prior = crate::gen::HeaderPrior::build(enc.as_ref(), &data.train_scores);
+    if !prior.is_empty() {
+        let about = format!("training tunes per (style, key, meter), untransposed, counted by: {command}");
+        prior.save(enc.as_ref(), &args.out.join(crate::gen::header_prior::FILE), &about)?;
+    }
     let config = model_config(&args, vocab_size)?;
     let opts = TrainOptions {
         batch: args.batch,

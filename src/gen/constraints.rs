@@ -94,6 +94,18 @@ impl Effects {
     pub fn end_id(&self) -> Option<u32> {
         self.table.iter().position(|e| matches!(e, Effect::End)).map(|i| i as u32)
     }
+
+    /// `logits` with `bias` added to every id that starts a note on `pitch` (the same-pitch
+    /// bias of [`super::Sampling`]).
+    pub fn bias_pitch(&self, logits: &[f32], pitch: u8, bias: f64) -> Vec<f32> {
+        let mut out = logits.to_vec();
+        for (l, e) in out.iter_mut().zip(&self.table) {
+            if matches!(e, Effect::NoteOn { pitch: p, .. } if *p == pitch) {
+                *l += bias as f32;
+            }
+        }
+        out
+    }
 }
 
 /// The hard rules a take must obey. All optional; the default constrains nothing.
@@ -267,6 +279,11 @@ impl Tracker {
     pub fn resync(&mut self, state: &crate::tokens::DecoderState) {
         self.bar_start = state.bar_start;
         self.advance_to(state.position.max(self.pos));
+    }
+
+    /// The pitch of the last note started (rests do not reset it).
+    pub fn last_pitch(&self) -> Option<u8> {
+        self.last_pitch
     }
 
     pub fn position(&self) -> Tick {
@@ -590,6 +607,23 @@ mod tests {
             t.push(&fx.table[2]);
             assert_eq!(may(&t), want, "after pitch id {id}");
         }
+    }
+
+    /// The same-pitch bias lands on the note ids of the previous note's pitch and nowhere else.
+    #[test]
+    fn same_pitch_bias_moves_only_that_pitch() {
+        let fx = Effects::new(vec![
+            Effect::NoteOn { pitch: 60, voice: 0 },
+            Effect::NoteOn { pitch: 62, voice: 0 },
+            Effect::NoteLength(480),
+            Effect::NoteOn { pitch: 60, voice: 1 },
+        ]);
+        let mut t = Tracker::new(Constraints::default(), &fx, Meter::new(4, 4));
+        assert_eq!(t.last_pitch(), None);
+        t.push(&fx.table[0]);
+        t.push(&fx.table[2]);
+        let p = t.last_pitch().unwrap();
+        assert_eq!(fx.bias_pitch(&[1.0, 2.0, 3.0, 4.0], p, -1.5), vec![-0.5, 2.0, 3.0, 2.5]);
     }
 
     /// A strain must be `min_strain_bars` long before it may repeat: a `tune`-like table, 4/4,

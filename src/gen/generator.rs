@@ -52,6 +52,8 @@ struct GenerationConfig {
     min_strain_bars: Option<u32>,
     /// At most this many notes of one pitch in a row.
     max_repeats: Option<u32>,
+    /// Added to the logit of a note on the previous note's pitch (negative: fewer repeats).
+    same_pitch_bias: Option<f64>,
 }
 
 fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
@@ -69,6 +71,7 @@ fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
         whole_bars: c.whole_bars,
         min_strain_bars: c.min_strain_bars,
         max_repeats: c.max_repeats,
+        same_pitch_bias: c.same_pitch_bias,
         ..GenSettings::default()
     })
 }
@@ -99,6 +102,8 @@ impl Generator {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| name_or_dir.to_string());
         let mut g = Generator::from_parts(&name, model, encoding, &model_hash);
         g.defaults = read_generation_config(&dir)?;
+        Arc::make_mut(&mut g.parts).header_prior =
+            super::header_prior::HeaderPrior::load(&dir, g.parts.encoding().as_ref())?.map(Arc::new);
         g.dir = dir;
         Ok(g)
     }
@@ -120,6 +125,12 @@ impl Generator {
     /// The settings this model generates with unless the prompt or the caller set them.
     pub fn defaults(&self) -> &GenSettings {
         &self.defaults
+    }
+
+    /// Draws open keys from `prior` (what `header_prior.json` gives a loaded model).
+    pub fn with_header_prior(mut self, prior: super::HeaderPrior) -> Generator {
+        Arc::make_mut(&mut self.parts).header_prior = Some(Arc::new(prior));
+        self
     }
 
     /// Replaces the token meanings (tests with a hand-made vocabulary).

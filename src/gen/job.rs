@@ -13,7 +13,7 @@ use super::GenError;
 use crate::model::{LanguageModel, State};
 use crate::score::{Key, Note, Score};
 use crate::time::{Meter, Tick};
-use crate::tokens::{Decoder, Encoding, TokenKind};
+use crate::tokens::{Category, Decoder, Encoding, TokenKind};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +142,7 @@ impl Request {
             top_k: g.top_k.map_or(d.top_k, |k| k as usize),
             top_p: g.top_p.unwrap_or(d.top_p),
             repetition_penalty: g.repetition_penalty.unwrap_or(d.repetition_penalty),
+            same_pitch_bias: g.same_pitch_bias.unwrap_or(d.same_pitch_bias),
             ..d
         };
         let constraints = Constraints {
@@ -284,6 +285,8 @@ pub struct Batch {
     meta: crate::score::Meta,
     /// Scratch for the mask (vocabulary size).
     allowed: Vec<bool>,
+    /// The keys of the training tunes, for an open key (see [`super::header_prior`]).
+    header_prior: Option<Arc<super::header_prior::HeaderPrior>>,
     /// Ids drawn but not yet fed to the model (the run stopped right after drawing them);
     /// `logits` are stale until they are fed.
     unfed: Option<Vec<u32>>,
@@ -396,6 +399,7 @@ impl Batch {
             record_base,
             meta,
             allowed: vec![true; vocab],
+            header_prior: gen.header_prior.clone(),
             unfed: None,
         };
         s.feed_prompt(&ids, prefix_len, &to_sample)?;
@@ -463,7 +467,21 @@ impl Batch {
                             Some(TokenKind::Cond(c)) if c.category == category && c.value.is_some())
                     });
                     let logits = &self.logits[i];
-                    let id = sample(&self.request.sampling, &mut row.rng, logits, Some(&self.allowed), &[])?;
+                    // An open key comes from the keys the training tunes use (the model's own
+                    // key token learnt the transpositions it was trained on).
+                    let prior = match (category, &self.header_prior) {
+                        (Category::Key, Some(p)) => p.key_weights(
+                            self.encoding.as_ref(),
+                            row.ids[1 + Category::Style.index()],
+                            super::header_prior::fixed_meter(ids),
+                            self.allowed.len(),
+                        ),
+                        _ => None,
+                    };
+                    let id = match prior.and_then(|w| row.rng.categorical(&w)) {
+                        Some(id) => id,
+                        None => sample(&self.request.sampling, &mut row.rng, logits, Some(&self.allowed), &[])?,
+                    };
                     row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                     id
                 } else {
@@ -555,7 +573,16 @@ impl Batch {
                 }
                 row.tracker.mask(&self.effects, &mut self.allowed);
                 let history = &row.ids[row.prompt_len..];
-                let id = sample(&self.request.sampling, &mut row.rng, logits, Some(&self.allowed), history)?;
+                let bias = self.request.sampling.same_pitch_bias;
+                let biased;
+                let draw_from = match row.tracker.last_pitch().filter(|_| bias != 0.0) {
+                    Some(pitch) => {
+                        biased = self.effects.bias_pitch(logits, pitch, bias);
+                        &biased
+                    }
+                    None => logits,
+                };
+                let id = sample(&self.request.sampling, &mut row.rng, draw_from, Some(&self.allowed), history)?;
                 row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                 row.ids.push(id);
                 row.generated += 1;
@@ -783,7 +810,6 @@ impl Job {
 /// neither the prompt nor the caller set them. Only where the music's ids do not depend on
 /// them: an empty prompt, or the `tune` encoding (its bar lines do not move time).
 fn open_header(prompt: &Score, encoding: &dyn Encoding, prefix_len: usize) -> Vec<usize> {
-    use crate::tokens::Category;
     if !(prompt.notes.is_empty() || encoding.name() == "tune") {
         return Vec::new();
     }

@@ -4,6 +4,7 @@
 //! files never reach up to the generator.
 
 use super::constraints::Effects;
+use super::header_prior::HeaderPrior;
 use super::GenError;
 use crate::model::LanguageModel;
 use crate::score::Score;
@@ -20,6 +21,9 @@ pub struct Parts {
     model_hash: String,
     styles: Vec<String>,
     instruments: Vec<String>,
+    /// The keys the training tunes use, drawn from when a take's key is open (`None`: the
+    /// model draws it).
+    pub(super) header_prior: Option<Arc<HeaderPrior>>,
 }
 
 impl Parts {
@@ -34,6 +38,7 @@ impl Parts {
             model_hash: model_hash.to_string(),
             styles,
             instruments,
+            header_prior: None,
         }
     }
 
@@ -51,6 +56,10 @@ impl Parts {
     }
     pub fn model_hash(&self) -> &str {
         &self.model_hash
+    }
+    /// The table open keys are drawn from, when the model has one.
+    pub fn header_prior(&self) -> Option<&HeaderPrior> {
+        self.header_prior.as_deref()
     }
     /// Style labels the model was trained with.
     pub fn styles(&self) -> &[String] {

@@ -9,6 +9,9 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
+/// Largest same-pitch bias, in nats (e^20: past it the bias is a mask, which `max_repeats` is).
+pub const MAX_SAME_PITCH_BIAS: f64 = 20.0;
+
 /// How to pick the next token from the model's logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -23,11 +26,24 @@ pub struct Sampling {
     /// tokens: positive logits are divided by it, negative ones multiplied. 1 is off.
     pub repetition_penalty: f64,
     pub repetition_window: usize,
+    /// Added (in nats, before the temperature) to the logit of a note on the pitch the previous
+    /// note had; 0 is off. A small model sampled from its own output repeats pitches about twice
+    /// as often as the tunes it learnt from (`cadenza eval`'s repeat_share); a negative bias
+    /// brings that back to the corpus's rate. Applied by the generation loop, which knows which
+    /// ids are notes of which pitch.
+    pub same_pitch_bias: f64,
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, repetition_window: 64 }
+        Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            repetition_window: 64,
+            same_pitch_bias: 0.0,
+        }
     }
 }
 
@@ -42,6 +58,12 @@ impl Sampling {
         }
         if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
             return Err(GenError::Sampling(format!("repetition penalty must be > 0, got {}", self.repetition_penalty)));
+        }
+        if !(self.same_pitch_bias.abs() <= MAX_SAME_PITCH_BIAS) {
+            return Err(GenError::Sampling(format!(
+                "same-pitch bias must be within ±{MAX_SAME_PITCH_BIAS} nats, got {}",
+                self.same_pitch_bias
+            )));
         }
         Ok(())
     }

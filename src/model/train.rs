@@ -447,6 +447,18 @@ pub fn learning_rate(opts: &TrainOptions, step: usize, progress: f64) -> f64 {
     }
 }
 
+/// The factor on the rate after AdamW's moments restarted at step `from` (a resume without
+/// `optimizer.safetensors`): a linear ramp over `warmup` steps, as at the start. Without it the
+/// first steps move every weight by about the full rate (Adam divides each gradient by a
+/// second moment that has seen one gradient), which threw a trained folk model from 1.382 to
+/// 1.412 nats/id within 50 steps.
+pub fn rewarm(opts: &TrainOptions, from: Option<usize>, step: usize) -> f64 {
+    match from {
+        Some(from) if opts.warmup > 0 => ((step.saturating_sub(from) + 1) as f64 / opts.warmup as f64).min(1.0),
+        _ => 1.0,
+    }
+}
+
 fn err(path: &Path, e: impl std::fmt::Display) -> ModelError {
     ModelError::Load { path: path.display().to_string(), reason: e.to_string() }
 }
@@ -531,6 +543,8 @@ pub fn train(
         loss_sum: 0.0,
         loss_count: 0,
     };
+    // Where AdamW's moments restarted from zero on --resume: the rate warms up again from there.
+    let mut fresh_moments_at: Option<usize> = None;
     if resume {
         let sp = dir.ck("state.json");
         let text = std::fs::read_to_string(&sp).map_err(|e| err(&sp, e))?;
@@ -544,7 +558,12 @@ pub fn train(
         } else {
             // Bundled models commit their weights and state but not the optimizer's moments
             // (twice the weights' size): AdamW starts them afresh, the step count carries on.
-            eprintln!("{}: not found; the optimizer's moments start afresh", op.display());
+            eprintln!(
+                "{}: not found; the optimizer's moments start afresh and the rate warms up again over {} steps",
+                op.display(),
+                opts.warmup
+            );
+            fresh_moments_at = Some(saved.step);
         }
         st = TrainState { options: opts.clone(), total_steps: steps_per_epoch * opts.epochs, ..saved };
         if st.epoch > 0 {
@@ -683,7 +702,7 @@ pub fn train(
             let by_time = budget.map(|b| st.elapsed_secs / b).unwrap_or(0.0);
             by_steps.max(by_time)
         };
-        let lr = learning_rate(opts, st.step, progress);
+        let lr = learning_rate(opts, st.step, progress) * rewarm(opts, fresh_moments_at, st.step);
         opt.step(&grads, lr, scale)?;
         st.step += 1;
         st.batch_in_epoch += 1;

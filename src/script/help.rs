@@ -55,8 +55,9 @@ pub const TOPICS: &[Topic] = &[
     },
     Topic {
         name: "gen",
-        signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, seed, style, \
-                    instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, model, \
+        signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, seed, \
+                    style, instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, \
+                    model, \
                     form, part_bars, keep_bars, cadence}) -> Score",
         about: "Continues the prompt with the current model and returns only the new music. `bars` (default: the \
                 prompt's %%bars, else a whole tune, ended where the model ends it, with the key and meter the \

@@ -130,6 +130,8 @@ pub struct GenOpts {
     pub mono_voices: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
+    /// Added to the logit of a note on the previous note's pitch, in nats (`gen::Sampling`).
+    pub same_pitch_bias: Option<f64>,
     /// `form: "AABB"`: a tune generated section by section (see `gen::form`).
     pub form: Option<String>,
     /// Bars of each section of `form` (default 8).
@@ -168,6 +170,7 @@ impl GenOpts {
             mono_voices,
             model,
             repetition_penalty,
+            same_pitch_bias,
             form,
             part_bars,
             keep_bars,
@@ -695,6 +698,7 @@ impl Stage {
         s.top_k = opts.top_k.map_or(s.top_k, |k| k as usize);
         s.top_p = opts.top_p.unwrap_or(s.top_p);
         s.repetition_penalty = opts.repetition_penalty.unwrap_or(s.repetition_penalty);
+        s.same_pitch_bias = opts.same_pitch_bias.unwrap_or(s.same_pitch_bias);
         // The session's style applies only to models conditioned on style.
         let default_style = self.style().filter(|_| !g.styles().is_empty());
         request.overrides.style = opts.style.clone().or(default_style);

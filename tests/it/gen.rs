@@ -382,6 +382,37 @@ fn whole_tunes_sample_their_header_and_end_where_the_model_ends_them() {
     assert_eq!(t.score.key().to_string(), "Am");
 }
 
+/// An open key is drawn from the keys the training tunes use (`header_prior.json`), for the
+/// style and, when the caller fixed it, the meter; never from the model's blur of transpositions.
+#[test]
+fn open_keys_come_from_the_training_tunes_keys() {
+    use cadenza::gen::HeaderPrior;
+    let tune = |key: Key, meter: Meter| {
+        let mut s = Score::new();
+        s.meta.style = Some("irish".into());
+        s.meta.keys = vec![(0, key)];
+        s.meta.meters = vec![(0, meter)];
+        s
+    };
+    let d = Key::new(1, 0, cadenza::score::Mode::Major);
+    let am = Key::new(5, 0, cadenza::score::Mode::Minor);
+    let tunes = [tune(d.clone(), Meter::new(6, 8)), tune(am.clone(), Meter::new(4, 4)), tune(am, Meter::new(4, 4))];
+    let plain = real_gen("tune");
+    let prior = HeaderPrior::build(plain.encoding().as_ref(), &tunes);
+    let g = real_gen("tune").with_header_prior(prior);
+    let mut r = Request::new(Score::new(), Length::Bars(2));
+    r.overrides.style = Some("irish".into());
+    r.seed = 11;
+    let keys: std::collections::BTreeSet<String> =
+        g.generate_batch(&r, 24).unwrap().iter().map(|t| t.record.sampled.key.clone().expect("sampled")).collect();
+    assert_eq!(keys, ["Am", "D"].map(String::from).into(), "the uniform model alone would give any of 84 keys");
+    // The caller's meter narrows the draw to the tunes in it: only the jig is in 6/8.
+    r.overrides.meter = Some(Meter::new(6, 8));
+    for t in g.generate_batch(&r, 8).unwrap() {
+        assert_eq!(t.record.sampled.key.as_deref(), Some("D"));
+    }
+}
+
 fn sounding_at_most(notes: &[Note], max: usize) -> bool {
     notes.iter().all(|n| notes.iter().filter(|m| m.start <= n.start && m.end() > n.start).count() <= max)
 }
@@ -807,6 +838,7 @@ fn folk() -> Option<Generator> {
 #[test]
 fn real_folk_model_continues_a_jig_in_key_for_exactly_eight_bars() {
     let Some(g) = folk() else { return };
+    assert!(g.header_prior().is_some_and(|p| p.tunes() > 10_000.0), "models/folk/header_prior.json is read");
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gen/jig_prompt.abc")).unwrap();
     let prompt = cadenza::dsl::parse(&text).unwrap();
     let mut r = Request::new(prompt.clone(), Length::Bars(8));

@@ -588,6 +588,12 @@ fn learning_rate_warms_up_then_decays_by_cosine() {
     assert!((train::learning_rate(&opts, 9, 0.0) - 1e-3).abs() < 1e-12);
     assert!((train::learning_rate(&opts, 100, 0.5) - 0.55e-3).abs() < 1e-12);
     assert!((train::learning_rate(&opts, 1000, 1.0) - 1e-4).abs() < 1e-12);
+    // Resumed at step 500 without the optimizer's moments: the rate ramps up again from there.
+    assert_eq!(train::rewarm(&opts, None, 500), 1.0);
+    assert!((train::rewarm(&opts, Some(500), 500) - 0.1).abs() < 1e-12);
+    assert!((train::rewarm(&opts, Some(500), 504) - 0.5).abs() < 1e-12);
+    assert_eq!(train::rewarm(&opts, Some(500), 509), 1.0);
+    assert_eq!(train::rewarm(&opts, Some(500), 5000), 1.0);
 }
 
 #[test]

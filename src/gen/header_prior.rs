@@ -1,0 +1,250 @@
+//! The keys a model's training tunes really use, per style and meter (`header_prior.json`),
+//! drawn from when a take's key is left open.
+//!
+//! Why not let the model draw the key: it was trained on tunes transposed by up to ±5
+//! semitones (augmentation), so its key token learnt a blur of every transposition: unprompted
+//! Irish takes came in Db and B. The corpus, untransposed, says Irish tunes are in D, G, A
+//! minor... This table holds, for every (style, key, meter) token triple, how many training
+//! tunes have it; the key is drawn from those counts (the meter too when it is fixed), and the
+//! model then plays the tune in it. A model without the file draws its keys as before.
+
+use super::GenError;
+use crate::score::Score;
+use crate::tokens::{Category, Encoding, TokenKind};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// File name beside a model's weights.
+pub const FILE: &str = "header_prior.json";
+
+/// Largest `header_prior.json` read (the table has at most styles × 84 keys × meters rows).
+const MAX_BYTES: u64 = 4 << 20;
+
+/// The file as stored: token strings, so it survives vocabulary order and is readable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Stored {
+    about: String,
+    /// `[style token, key token, meter token, tunes]`.
+    counts: Vec<(String, String, String, u64)>,
+}
+
+/// One row of the table in ids.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row {
+    style: u32,
+    key: u32,
+    meter: u32,
+    tunes: f64,
+}
+
+/// How many training tunes have each (style, key, meter), in the model's token ids.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderPrior {
+    rows: Vec<Row>,
+}
+
+/// The style, key and meter token ids of a conditioning prefix (`<bos>` then one id per
+/// category), when the prefix has them.
+fn header_ids(prefix: &[u32]) -> Option<(u32, u32, u32)> {
+    let at = |c: Category| prefix.get(1 + c.index()).copied();
+    Some((at(Category::Style)?, at(Category::Key)?, at(Category::Meter)?))
+}
+
+/// Is `id` a conditioning token of `category` with a value (not its `<unk>`)?
+fn is_known(encoding: &dyn Encoding, id: u32, category: Category) -> bool {
+    matches!(encoding.kind(id), Some(TokenKind::Cond(c)) if c.category == category && c.value.is_some())
+}
+
+impl HeaderPrior {
+    /// Counts the (style, key, meter) header of each tune as `encoding` writes it; tunes with an
+    /// unknown key are left out (they say nothing about which key to draw).
+    pub fn build(encoding: &dyn Encoding, tunes: &[Score]) -> HeaderPrior {
+        let mut counts: std::collections::BTreeMap<(u32, u32, u32), f64> = Default::default();
+        for tune in tunes {
+            // The header alone: encoding the notes too would cost a whole pass over the corpus.
+            let head = Score { meta: tune.meta.clone(), ..Score::default() };
+            let ids = encoding.encode(&head);
+            let Some((style, key, meter)) = header_ids(&ids) else { continue };
+            if is_known(encoding, key, Category::Key) {
+                *counts.entry((style, key, meter)).or_default() += 1.0;
+            }
+        }
+        HeaderPrior {
+            rows: counts.into_iter().map(|((style, key, meter), tunes)| Row { style, key, meter, tunes }).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Tunes counted in all.
+    pub fn tunes(&self) -> f64 {
+        self.rows.iter().map(|r| r.tunes).sum()
+    }
+
+    /// Writes the table with token strings.
+    pub fn save(&self, encoding: &dyn Encoding, path: &Path, about: &str) -> Result<(), GenError> {
+        let name = |id: u32| encoding.vocab().token(id).unwrap_or("<?>").to_string();
+        let stored = Stored {
+            about: about.to_string(),
+            counts: self.rows.iter().map(|r| (name(r.style), name(r.key), name(r.meter), r.tunes as u64)).collect(),
+        };
+        // One row a line: readable, and a diff shows which counts changed.
+        let rows: Vec<String> =
+            stored.counts.iter().map(|r| serde_json::to_string(r).expect("strings and a number serialise")).collect();
+        let about = serde_json::to_string(&stored.about).expect("a string serialises");
+        let text = format!("{{\n  \"about\": {about},\n  \"counts\": [\n    {}\n  ]\n}}\n", rows.join(",\n    "));
+        std::fs::write(path, text)
+            .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    /// Reads `header_prior.json` from a model folder: `None` when there is none; an error that
+    /// names the file when it is unreadable or names tokens the vocabulary lacks.
+    pub fn load(dir: &Path, encoding: &dyn Encoding) -> Result<Option<HeaderPrior>, GenError> {
+        let path = dir.join(FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bad = |reason: String| GenError::ModelFiles { path: path.display().to_string(), reason };
+        let bytes = crate::sink::read_at_most(&path, MAX_BYTES, "the largest header prior cadenza reads")
+            .map_err(|e| bad(e.to_string()))?;
+        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let id = |token: &str, category: Category| -> Result<u32, GenError> {
+            encoding
+                .vocab()
+                .id(token)
+                .filter(|&id| matches!(encoding.kind(id), Some(TokenKind::Cond(c)) if c.category == category))
+                .ok_or_else(|| bad(format!("`{token}` is not a {} token of this model's vocabulary", category.name())))
+        };
+        let mut rows = Vec::with_capacity(stored.counts.len());
+        for (style, key, meter, tunes) in &stored.counts {
+            let key_id = id(key, Category::Key)?;
+            if !is_known(encoding, key_id, Category::Key) {
+                return Err(bad(format!("`{key}`: the table counts known keys only")));
+            }
+            rows.push(Row {
+                style: id(style, Category::Style)?,
+                key: key_id,
+                meter: id(meter, Category::Meter)?,
+                tunes: *tunes as f64,
+            });
+        }
+        Ok(Some(HeaderPrior { rows }))
+    }
+
+    /// Weights (one per vocabulary id, zero but for key ids) for the key of a take whose prefix
+    /// so far is `prefix` (style set or `<unk>`) and whose meter id, when the caller fixed it,
+    /// is `meter`. The most specific match that has tunes wins: this style and meter, this
+    /// style, then every style (an unknown style, or one the corpus lacks). `None` when the
+    /// table has nothing to say (the model draws the key itself).
+    pub fn key_weights(
+        &self,
+        encoding: &dyn Encoding,
+        style: u32,
+        meter: Option<u32>,
+        vocab: usize,
+    ) -> Option<Vec<f64>> {
+        let known_style = is_known(encoding, style, Category::Style);
+        let meter = meter.filter(|&m| is_known(encoding, m, Category::Meter));
+        let tries: [(bool, bool); 4] = [(true, true), (true, false), (false, true), (false, false)];
+        for (by_style, by_meter) in tries {
+            if (by_style && !known_style) || (by_meter && meter.is_none()) {
+                continue;
+            }
+            let mut w = vec![0.0; vocab];
+            let mut total = 0.0;
+            for r in &self.rows {
+                if (by_style && r.style != style) || (by_meter && Some(r.meter) != meter) {
+                    continue;
+                }
+                if let Some(slot) = w.get_mut(r.key as usize) {
+                    *slot += r.tunes;
+                    total += r.tunes;
+                }
+            }
+            if total > 0.0 {
+                return Some(w);
+            }
+        }
+        None
+    }
+}
+
+/// The meter id a prefix fixes (the caller's), if any: the id at the meter's place.
+pub(crate) fn fixed_meter(prefix: &[u32]) -> Option<u32> {
+    header_ids(prefix).map(|(_, _, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::{Key, Mode};
+    use crate::time::Meter;
+    use crate::tokens::tune::{Tune, TuneConfig};
+
+    fn tune(style: &str, key: Key, meter: Meter) -> Score {
+        let mut s = Score::default();
+        s.meta.style = Some(style.into());
+        s.meta.keys = vec![(0, key)];
+        s.meta.meters = vec![(0, meter)];
+        s
+    }
+
+    fn id(enc: &Tune, t: &str) -> u32 {
+        enc.vocab().id(t).unwrap()
+    }
+
+    #[test]
+    fn counts_draw_from_the_most_specific_match() {
+        let enc = Tune::new(TuneConfig::default()).unwrap();
+        let d = Key::new(1, 0, Mode::Major);
+        let am = Key::new(5, 0, Mode::Minor);
+        let jig = Meter::new(6, 8);
+        let reel = Meter::new(4, 4);
+        let tunes = vec![
+            tune("irish", d.clone(), jig),
+            tune("irish", d.clone(), jig),
+            tune("irish", am.clone(), reel),
+            tune("german", Key::new(0, 0, Mode::Major), reel),
+        ];
+        let p = HeaderPrior::build(&enc, &tunes);
+        assert_eq!(p.tunes(), 4.0);
+        let v = enc.vocab().len();
+        let irish = id(&enc, "style:irish");
+        let w = p.key_weights(&enc, irish, Some(id(&enc, "meter:6/8")), v).unwrap();
+        assert_eq!(w[id(&enc, "key:D") as usize], 2.0);
+        assert_eq!(w.iter().sum::<f64>(), 2.0, "only the jigs");
+        let w = p.key_weights(&enc, irish, None, v).unwrap();
+        assert_eq!((w[id(&enc, "key:D") as usize], w[id(&enc, "key:Am") as usize]), (2.0, 1.0));
+        // A meter no Irish tune has: the style's keys; an unknown style: every style's.
+        let w = p.key_weights(&enc, irish, Some(id(&enc, "meter:3/4")), v).unwrap();
+        assert_eq!(w.iter().sum::<f64>(), 3.0);
+        let w = p.key_weights(&enc, id(&enc, "style:<unk>"), None, v).unwrap();
+        assert_eq!(w[id(&enc, "key:C") as usize], 1.0);
+        assert_eq!(w.iter().sum::<f64>(), 4.0);
+    }
+
+    #[test]
+    fn saves_and_loads_by_token_names() {
+        let enc = Tune::new(TuneConfig::default()).unwrap();
+        let tunes = vec![tune("scottish", Key::new(1, 0, Mode::Mixolydian), Meter::new(2, 4))];
+        let p = HeaderPrior::build(&enc, &tunes);
+        let dir = tempfile::tempdir().unwrap();
+        p.save(&enc, &dir.path().join(FILE), "test").unwrap();
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains("\"style:scottish\"") && text.contains("\"meter:2/4\""), "{text}");
+        assert_eq!(HeaderPrior::load(dir.path(), &enc).unwrap(), Some(p));
+        assert_eq!(HeaderPrior::load(&dir.path().join("none"), &enc).unwrap(), None);
+    }
+
+    #[test]
+    fn a_token_the_vocabulary_lacks_is_an_error_naming_the_file() {
+        let enc = Tune::new(TuneConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), r#"{"about":"","counts":[["style:klezmer","key:D","meter:6/8",3]]}"#)
+            .unwrap();
+        let e = HeaderPrior::load(dir.path(), &enc).unwrap_err().to_string();
+        assert!(e.contains(FILE) && e.contains("style:klezmer"), "{e}");
+    }
+}
