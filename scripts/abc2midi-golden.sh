@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the abc2midi comparison data for tests/it/midi.rs (abc2midi_agreement):
-#   tests/data/abc2midi/tunes.abc   ~300 public-domain folk tunes from the music21 corpus, picked
-#                                   with a fixed seed, renumbered X:1.. (source named in a comment)
+#   tests/data/abc2midi/tunes.abc   1,000 public-domain tunes from every ABC collection of the music21
+#                                   corpus, renumbered X:1.. (source named in a comment): first, for
+#                                   each notation feature from the rarest up, tunes that use it;
+#                                   then a seeded random draw for the rest
 #   tests/data/abc2midi/notes.json  abc2midi's notes for each tune, flat: pitch, onset, duration,
 #                                   pitch, ... in ticks at 480 per quarter (= beats × 480), sorted
 #                                   by onset then pitch, read back from its MIDI file with mido
@@ -24,9 +26,9 @@ import json, os, random, re, subprocess, sys, tempfile
 import mido
 
 root, out = sys.argv[1], sys.argv[2]
-SETS = ["essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs"]
+WANT, PER_FEATURE = 1000, 40
 tunes = []
-for s in SETS:
+for s in sorted(os.listdir(root)):
     for dp, _, fs in sorted(os.walk(os.path.join(root, s))):
         for f in sorted(fs):
             if not f.endswith(".abc"):
@@ -36,17 +38,44 @@ for s in SETS:
             # Tunes start at X: and end at a blank line (ABC 2.1).
             for m in re.finditer(r"^X:[^\n]*\n(?:[^\n]*\S[^\n]*\n?)*", text, re.M):
                 body = m.group(0).rstrip("\n") + "\n"
-                if 200 <= len(body) <= 1500 and "\nK:" in body:
+                if 200 <= len(body) <= 4000 and "\nK:" in body:
                     x = m.group(0).split("\n", 1)[0][2:].strip()
                     tunes.append((f"{s}/{os.path.relpath(os.path.join(dp, f), os.path.join(root, s))} X:{x}", body))
-rng = random.Random(20240521)
-picked = rng.sample(tunes, 340)
+
+# Notation features, found in the music (after the K: line); a tune is drawn for its rarest.
+FEATURES = {
+    "voices": r"^V:|\[V:", "inline field": r"\[[IKLMPQ]:", "overlay": r"&", "spacer": r"(?<![a-zA-Z\"!])y",
+    "first ending [1": r"\[1", "first ending |1": r"\|1", "second ending": r"\[2|\|2|:\|2",
+    "repeat start": r"\|:", "repeat end": r":\|", "double repeat": r"::", "triplet": r"\(3", "tuplet": r"\([2456789]",
+    "grace": r"\{", "trill": r"(?<![A-Za-z])T(?=[A-Ga-g^_=])", "roll": r"~", "fermata": r"H(?=[A-Ga-g^_=])",
+    "staccato": r"\.(?=[A-Ga-g^_=])", "decoration": r"![^!\n]+!", "broken >": r">", "broken <": r"<",
+    "tie": r"-", "slur": r"\((?![0-9])", "chord": r"\[[A-Ga-g^_=]", "chord symbol": r"\"[A-G]",
+    "annotation": r"\"[<>^_@]", "comment line": r"^%", "microtone": r"[\^_][0-9]+/", "double accidental": r"\^\^|__",
+    "meter change": r"^M:", "key change": r"^K:", "length change": r"^L:", "tempo change": r"^Q:",
+    "rest": r"(?<![a-zA-Z])[zZx]", "multi-bar rest": r"Z[0-9]", "line continuation": r"\\$", "dotted bar": r"\.\|",
+    "thin-thick": r"\|\]", "thick-thin": r"\[\|", "octave marks": r"[,']", "long note": r"[A-Ga-g][,']*[0-9]{2}",
+}
+def features(body):
+    music = body.split("\nK:", 1)[1].split("\n", 1)[-1] if "\nK:" in body else ""
+    return {name for name, rx in FEATURES.items() if re.search(rx, music, re.M)}
+feats = [features(b) for _, b in tunes]
+count = {name: sum(name in f for f in feats) for name in FEATURES}
+rng = random.Random(20261202)
+order = list(range(len(tunes)))
+rng.shuffle(order)
+picked, seen = [], set()
+for name in sorted(FEATURES, key=lambda n: count[n]):
+    for i in [i for i in order if name in feats[i] and i not in seen][:PER_FEATURE]:
+        picked.append(i)
+        seen.add(i)
+picked += [i for i in order if i not in seen]
 
 version = subprocess.run(["abc2midi", "-ver"], capture_output=True, text=True).stdout.strip()
 abc_out, golden = [], []
 tmp = tempfile.mkdtemp()
-for source, body in picked:
-    if len(golden) == 300:
+for i in picked:
+    source, body = tunes[i]
+    if len(golden) == WANT:
         break
     n = len(golden) + 1
     lines = body.split("\n")
@@ -70,10 +99,10 @@ for source, body in picked:
                 pending.append((e.channel, e.note, len(notes)))
                 notes.append([e.note, t, 0])
             elif e.type in ("note_on", "note_off"):
-                for i, (c, p, idx) in enumerate(pending):
+                for k, (c, p, idx) in enumerate(pending):
                     if (c, p) == (e.channel, e.note):
                         notes[idx][2] = t - notes[idx][1]
-                        del pending[i]
+                        del pending[k]
                         break
     if not notes:
         continue
@@ -82,10 +111,11 @@ for source, body in picked:
     golden.append({"x": n, "notes": [v for note in notes for v in note]})
 
 open(os.path.join(out, "tunes.abc"), "w").write(
-    "% 300 folk tunes from the music21 corpus (public domain), picked by scripts/abc2midi-golden.sh\n\n"
+    f"% {len(golden)} tunes from the music21 corpus (public domain), picked by scripts/abc2midi-golden.sh\n\n"
     + "\n".join(abc_out))
 json.dump({"abc2midi": version, "flags": "-NGUI, %%MIDI chordattack 0, R: dropped", "tunes": golden},
           open(os.path.join(out, "notes.json"), "w"), separators=(",", ":"))
 print(f"{len(golden)} tunes, {sum(len(t['notes']) // 3 for t in golden)} notes; abc2midi {version}")
+print("tunes per feature (in the corpus):", {n: count[n] for n in sorted(FEATURES, key=lambda n: count[n])})
 PY
 ls -la "$out"

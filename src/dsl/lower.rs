@@ -7,7 +7,8 @@
 //! - grace notes sound: each lasts a quarter of the unit length (abc2midi's `gracedivider` 4),
 //!   taken from the next note, which starts after them, but together never more than half of
 //!   it (`{ga}A2` with L:1/8 = g 60, a 60, A 360 ticks; `{A}G2` = A 60, G 420);
-//! - `:|` with no `|:` repeats from the start of the tune or from the last `:|`;
+//! - `:|` with no `|:` repeats from the start of the tune or from the last `:|`, or from a
+//!   double bar after that `:|` (see `order::play_order` for the one case kept apart);
 //! - a chord lasts as long as its first note;
 //! - `%%MIDI transpose n` shifts what sounds, not what is written;
 //! - staccato `.` sounds half the note's length; a fermata `H` doubles the note (and the time);
@@ -610,6 +611,8 @@ impl<'s> Lowerer<'s> {
                         .map_err(|_| at("a pitch range like `C4 C6`, `D4..B5` or `55 84`, low first"))?,
                 )
             }
+            // abcm2ps's `%%scale 0.65` (page scale, in real collections) is layout, not a scale.
+            "scale" if value.contains('.') && value.parse::<f64>().is_ok() => {}
             "scale" => match fields::scale_value(value).map_err(|e| at(e.expected))? {
                 fields::ScaleValue::Key => self.meta.gen.in_key = true,
                 fields::ScaleValue::PitchClasses(pcs) => self.meta.gen.pitch_classes = Some(pcs),

@@ -29,6 +29,9 @@ pub(crate) fn play_order(markers: &[(Tick, Marker)], end: Tick) -> Vec<(Tick, Ti
     // Start of the first ending of the current set, and the ending being read (start, passes).
     let mut first_ending: Option<Tick> = None;
     let mut ending: Option<(Tick, u32)> = None;
+    // The repeat start is where the last plain `:|` was (not a `|:` or the tune's start): only
+    // then does a double bar move it.
+    let mut after_repeat_end = false;
     for (t, m) in markers {
         let t = *t;
         match m {
@@ -36,13 +39,19 @@ pub(crate) fn play_order(markers: &[(Tick, Marker)], end: Tick) -> Vec<(Tick, Ti
                 rep_start = t;
                 first_ending = None;
                 ending = None;
+                after_repeat_end = false;
             }
             Marker::Ending(passes) => {
                 first_ending.get_or_insert(t);
                 ending = Some((t, *passes));
             }
+            // A double bar that closes a set of endings starts the next strain; so does one after
+            // a plain `:|`, as in abc2midi (`A :| B || C :|` plays A A B C C); with no `:|`
+            // before, the next `:|` goes back to the start (`A || B :|` plays A B A B).
+            // (abc2midi does not restart at a double bar that closes endings: it plays
+            // `|: A |1 B :|2 C || D :|` as A B A C D A D, where the tunes mean A B A C D D.)
             Marker::Close => {
-                if ending.is_some() {
+                if ending.is_some() || after_repeat_end {
                     rep_start = t;
                 }
                 first_ending = None;
@@ -63,6 +72,7 @@ pub(crate) fn play_order(markers: &[(Tick, Marker)], end: Tick) -> Vec<(Tick, Ti
                     _ => {
                         push(&mut segs, rep_start, t);
                         rep_start = t;
+                        after_repeat_end = true;
                         first_ending = None;
                     }
                 }

@@ -217,6 +217,23 @@ fn repeats_and_endings_play_in_order() {
     same!("|:A :| |: B [1 c :| [2 d |]", "AA BcBd");
 }
 
+/// Where a `:|` with no `|:` of its own goes back to (ABC 2.1 §4.8 leaves it open). As abc2midi
+/// 4.84 plays it (each case rendered with it): after a plain `:|`, to the last double bar
+/// (`||`, `|]`, `[|`) since, else to that `:|`; with no `:|` before, to the start, double bars
+/// or not. One difference is kept on purpose: a double bar that closes a set of endings starts
+/// the next strain (`|: A |1 B :|2 c || d :|` plays d twice); abc2midi goes back to the first
+/// strain and skips its endings (A B A c d A d), which no tune means.
+#[test]
+fn repeats_without_a_start_go_where_abc2midi_goes() {
+    same!("A :| B || c :|", "AA B cc");
+    same!("A :| B |] c :|", "AA B cc");
+    same!("A :| B || c || d :|", "AA B c dd");
+    same!("A || B :|", "AB AB");
+    same!("|: A :| |: B [|]:|", "AA BB");
+    same!("|: A |1 B :|2 c || d :|", "AB Ac dd");
+    same!("|: A |1 B :|2 c || d |1 e :|2 f ||", "AB Ac de df");
+}
+
 #[test]
 fn inline_fields_and_line_breaks() {
     same!("F [K:D] F", "F ^F");

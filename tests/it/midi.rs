@@ -451,14 +451,28 @@ fn abc2midi_agreement() {
         100.0 * note_rate,
         &worst[..worst.len().min(12)]
     );
-    assert_eq!(tunes, 300);
-    // Measured with abc2midi 4.84: 262/300 tunes identical, 96.76% of notes on 2026-11-22;
-    // 271/300, 97.22% since grace notes last a quarter of the unit each (2026-12-02). Most of
-    // the rest are trills (`T`), which abc2midi plays as alternating notes and cadenza keeps as
-    // the written note; then fermatas on broken rhythm (`Ha>g`), and a decoration between `>`
-    // and its note, after which abc2midi drops the broken rhythm (`g>.a` plays g a, not g3 a).
-    assert!(agreeing >= 271, "tunes identical to abc2midi fell to {agreeing}/300 (floor 271)");
-    assert!(note_rate >= 0.9721, "note agreement with abc2midi fell to {:.4} (floor 0.9721)", note_rate);
+    assert_eq!(tunes, 1000);
+    // 1,000 tunes from every ABC collection of the music21 corpus, tunes with the rarest
+    // notation first (scripts/abc2midi-golden.sh), abc2midi 4.84. Measured 2026-12-02: 713/1000
+    // identical, 92.73% of notes; 93.20% once a double bar after a plain `:|` starts the next
+    // repeat as in abc2midi and abcm2ps's `%%scale 0.65` stopped failing a tune. What is left,
+    // in notes lost (ours + theirs unmatched) over the tunes with each feature:
+    // - trills `T` ~7,300: abc2midi alternates the upper neighbour and the note in notes of at
+    //   most 100 ms; cadenza keeps the written note, as the corpus and the models do (ABC 2.1
+    //   §4.14 names `T` "trill" and leaves its playing to the program);
+    // - grace notes with rolls `~` ~8,500: abc2midi plays a roll as 2 to 5 notes (§4.14: "~
+    //   Irish roll");
+    // - repeats ~2,000: a double bar that closes a set of endings starts the next strain here;
+    //   abc2midi goes back to the first strain and skips its endings (`|: A |1 B :|2 c || d :|`
+    //   plays A B A c d A d), which no tune means (tests/it/dsl.rs shows both);
+    // - a decoration between `>` and its note (`A>.B`), after which abc2midi drops the broken
+    //   rhythm, ~4,700 (§4.4 allows it);
+    // - 15 tunes cadenza refuses (quoted-printable `=20` line ends, a chord opened by an
+    //   annotation) ~3,100; header part orders `P:` ~2,400; `!` as the old line break (abc2midi
+    //   reads `!...!` across the bar as one decoration and drops the notes inside; §4.14
+    //   deprecates `!` as a break).
+    assert!(agreeing >= 713, "tunes identical to abc2midi fell to {agreeing}/1000 (floor 713)");
+    assert!(note_rate >= 0.9320, "note agreement with abc2midi fell to {:.4} (floor 0.9320)", note_rate);
 }
 
 fn musicxml_files() -> Vec<PathBuf> {
