@@ -26,6 +26,10 @@ pub struct Args {
     /// Write even over the input file, or over an existing file of another kind.
     #[arg(long)]
     pub force: bool,
+    /// For ABC input: skip what does not parse inside a music line (damaged collections), as
+    /// abc2midi does, and say what was skipped; without it the first error stops the convert.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 /// Refuses an output that would destroy something: the input itself (a 20,000-tune file
@@ -59,7 +63,20 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args)?;
-    let score = load(&args.input, args.tune)?;
+    let is_abc = Kind::of(&args.input) == Some(Kind::Abc);
+    let score = if args.lenient && is_abc {
+        let (score, skipped) = abc::read_lenient(&args.input, args.tune)?;
+        if let Some(first) = skipped.first() {
+            eprintln!(
+                "{}: skipped {} place(s) that are not ABC; the first:\n{first}",
+                args.input.display(),
+                skipped.len()
+            );
+        }
+        score
+    } else {
+        load(&args.input, args.tune)?
+    };
     if score.notes.is_empty() {
         bail!("{}: no notes to convert (an empty or header-only tune)", args.input.display());
     }
@@ -251,7 +268,7 @@ mod output_tests {
     use super::*;
 
     fn args(input: &Path, output: &Path, force: bool) -> Args {
-        Args { input: input.to_path_buf(), output: output.to_path_buf(), tune: None, force }
+        Args { input: input.to_path_buf(), output: output.to_path_buf(), tune: None, force, lenient: false }
     }
 
     /// Regression: `convert many.abc many.abc --tune 3` overwrote a 20,000-tune file with one

@@ -1,8 +1,9 @@
 //! Training corpora: fetches nothing, reads the unpacked music21 corpus into labelled Scores and splits it.
 //!
 //! `scripts/fetch-corpus.sh` unpacks music21's corpus into `corpus/music21/corpus/`. [`load`]
-//! reads the collections a [`Filter`] names: ABC files through [`crate::dsl::parse_file`] (a
-//! tune that fails to parse is counted and skipped) and the Bach chorales (MusicXML, `.mxl`)
+//! reads the collections a [`Filter`] names: ABC files through [`crate::dsl::parse_file_lenient`]
+//! (damage inside a music line is skipped, as abc2midi does; a tune that still fails is counted
+//! and left out) and the Bach chorales (MusicXML, `.mxl`)
 //! through [`crate::sink::musicxml::read`]. Each [`Tune`] gets a style label from its collection:
 //!
 //! | collection (music21 folder) | files | style | composer |
@@ -173,6 +174,10 @@ pub struct Stats {
     pub tunes: usize,
     /// Tunes that failed to parse (first few errors in `errors`).
     pub failed: usize,
+    /// Tunes read with something skipped (`dsl::parse_file_lenient`: damaged text such as
+    /// quoted-printable `=20` line ends, as abc2midi reads past it).
+    #[serde(default)]
+    pub repaired: usize,
     /// Tunes dropped as too short or filtered by style.
     pub dropped: usize,
     pub errors: Vec<String>,
@@ -200,11 +205,12 @@ impl Corpus {
         let mut out = format!("{} train + {} validation tunes\n", self.train.len(), self.valid.len());
         for (c, s) in &self.stats {
             out += &format!(
-                "  {:<14} {:>5} files {:>6} tunes {:>5} failed to parse {:>5} dropped\n",
+                "  {:<14} {:>5} files {:>6} tunes {:>5} failed to parse {:>5} read with skips {:>5} dropped\n",
                 c.folder(),
                 s.files,
                 s.tunes,
                 s.failed,
+                s.repaired,
                 s.dropped
             );
         }
@@ -320,9 +326,10 @@ pub fn read_collection(root: &Path, c: Collection, limit: Option<usize>) -> Resu
         let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
         // Some Essen files are Latin-1; the music is ASCII, so a lossy read loses only accents.
         let text = String::from_utf8_lossy(&bytes);
-        let results = crate::dsl::parse_file(&text);
+        let results = crate::dsl::parse_file_lenient(&text);
         for (i, r) in results.into_iter().enumerate() {
             stats.tunes += 1;
+            stats.repaired += (!r.skipped.is_empty() && r.result.is_ok()) as usize;
             let id = match r.x {
                 Some(x) => format!("{}/{}#{}", c.folder(), file_name, x),
                 None => format!("{}/{}#{}", c.folder(), file_name, i + 1),

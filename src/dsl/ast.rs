@@ -224,4 +224,6 @@ pub struct Tune<'a> {
     /// `%%` directives in the header (file header directives come first).
     pub directives: Vec<(&'a str, Span)>,
     pub body: Vec<Item<'a>>,
+    /// What a lenient parse skipped: (byte offset, what was expected there), in source order.
+    pub skipped: Vec<(usize, &'static str)>,
 }

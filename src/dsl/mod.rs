@@ -1,8 +1,9 @@
 //! The ABC-like language: AST with spans, nom parser, lowering to `Score`, printing, diagnostics.
 //!
 //! `parse` reads the first tune of a text, `parse_tune` picks one by `X:`, `parse_file` reads
-//! every tune (a bad tune is reported, the others still parse), `print` writes a `Score` back
-//! as ABC. The grammar is `grammar/abc.ebnf`; parser functions carry its rule names.
+//! every tune (a bad tune is reported, the others still parse), `parse_file_lenient` also skips
+//! what does not parse inside a tune (as abc2midi reads real collections, each skip reported),
+//! `print` writes a `Score` back as ABC. The grammar is `grammar/abc.ebnf`; parser functions carry its rule names.
 
 pub mod ast;
 pub mod diagnostics;
@@ -30,11 +31,25 @@ pub struct TuneResult {
     /// 1-based line of the tune's first line in the file.
     pub line: usize,
     pub result: Result<Score, DslError>,
+    /// What a lenient parse skipped in this tune (always empty from [`parse_file`]).
+    pub skipped: Vec<DslError>,
 }
 
 /// Parses every tune in `text`. Tunes fail one by one; a broken tune never loses the others.
 pub fn parse_file(text: &str) -> Vec<TuneResult> {
-    let p = Parser::new(text);
+    parse_file_with(Parser::new(text))
+}
+
+/// [`parse_file`] for collections written by many hands: what does not parse inside a music
+/// line is skipped one character at a time and reported in the tune's `skipped` (at most
+/// [`parser::MAX_SKIPPED`] per tune), as abc2midi warns and plays on. Header fields, `%%`
+/// directives and the music's meaning (a note beyond MIDI's range) are still errors.
+pub fn parse_file_lenient(text: &str) -> Vec<TuneResult> {
+    parse_file_with(Parser::lenient(text))
+}
+
+fn parse_file_with(p: Parser<'_>) -> Vec<TuneResult> {
+    let text = p.src;
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     // Line numbers are counted incrementally: tunes come in file order.
@@ -43,12 +58,13 @@ pub fn parse_file(text: &str) -> Vec<TuneResult> {
     slices
         .into_iter()
         .map(|s| {
-            let result = tune_score(&p, s, &fields, &directives, &mut spare);
+            let mut skipped = Vec::new();
+            let result = tune_score(&p, s, &fields, &directives, &mut spare, &mut skipped);
             let body = &text[s.start..s.end];
             let title = body.lines().find_map(|l| parser::strip2(l, b'T', b':')).map(|t| t.trim().to_string());
             line += text.as_bytes()[counted..s.start].iter().filter(|&&b| b == b'\n').count();
             counted = s.start;
-            TuneResult { x: s.x, title, line, result }
+            TuneResult { x: s.x, title, line, result, skipped }
         })
         .collect()
 }
@@ -59,12 +75,14 @@ fn tune_score<'a>(
     fields: &[ast::Field<'a>],
     directives: &[(&'a str, ast::Span)],
     spare: &mut Vec<ast::Item<'a>>,
+    skipped: &mut Vec<DslError>,
 ) -> Result<Score, DslError> {
     let with_x = |e: DslError| match s.x {
         Some(x) => e.in_tune(x),
         None => e,
     };
     let mut tune = p.tune_in(s, std::mem::take(spare)).map_err(with_x)?;
+    skipped.extend(tune.skipped.iter().map(|&(at, expected)| with_x(DslError::at(p.src, at, expected))));
     // File-header fields and directives are defaults for every tune: they go first.
     if !fields.is_empty() {
         tune.header.splice(0..0, fields.iter().copied());
@@ -87,7 +105,7 @@ pub fn parse(text: &str) -> Result<Score, DslError> {
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     match slices.first() {
-        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new()),
+        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new()),
         None => Err(DslError::at(text, 0, "a tune")),
     }
 }
@@ -98,7 +116,7 @@ pub fn parse_tune(text: &str, x: u32) -> Result<Score, DslError> {
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     match slices.iter().find(|s| s.x == Some(x)) {
-        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new()),
+        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new()),
         None => Err(DslError::at(text, text.len(), format!("a tune with X:{x}"))),
     }
 }

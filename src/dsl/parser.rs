@@ -65,7 +65,14 @@ pub struct TuneSlice {
 /// spans (`offset`) without threading a position through nom's input.
 pub struct Parser<'a> {
     pub src: &'a str,
+    /// Skip what does not parse in a music line (one character at a time, each noted in the
+    /// tune's `skipped`) instead of failing the tune, as abc2midi reads real collections.
+    pub lenient: bool,
 }
+
+/// Most characters a lenient parse skips in one tune before it gives the tune up: a text that
+/// is mostly not ABC is better refused than read as a few stray notes.
+pub const MAX_SKIPPED: usize = 64;
 
 /// Lines of `text` starting at byte `base`: (offset, line without `\n` / `\r\n`).
 fn lines_at(text: &str, base: usize) -> Lines<'_> {
@@ -199,7 +206,12 @@ fn leading_number(s: &str) -> Option<u32> {
 
 impl<'a> Parser<'a> {
     pub fn new(src: &'a str) -> Self {
-        Parser { src }
+        Parser { src, lenient: false }
+    }
+
+    /// A parser that skips what does not parse in music lines (see [`Parser::lenient`]).
+    pub fn lenient(src: &'a str) -> Self {
+        Parser { src, lenient: true }
     }
 
     /// Byte offset of a slice of `src` (every input the rules see is one).
@@ -320,7 +332,18 @@ impl<'a> Parser<'a> {
                 tune.body.push(Item::Field(self.field_line(off, name, line)));
                 continue;
             }
-            self.music_line(line, &mut tune.body).map_err(|e| self.error(e))?;
+            let mut rest = line;
+            while let Err(e) = self.music_line(rest, &mut tune.body) {
+                if !self.lenient || tune.skipped.len() >= MAX_SKIPPED {
+                    return Err(self.error(e));
+                }
+                tune.skipped.push((self.offset(e.input), e.expected));
+                // Go on one character past where the element failed (an element pushes its
+                // item only once it has parsed whole, so nothing half-read is kept).
+                let mut chars = e.input.chars();
+                chars.next();
+                rest = chars.as_str();
+            }
         }
         Ok(tune)
     }

@@ -36,14 +36,36 @@ pub fn write(score: &Score, path: impl AsRef<Path>) -> Result<(), AbcFileError> 
 /// Reads tune `x` from an ABC file (the first tune when `x` is `None`), in playing order.
 pub fn read(path: impl AsRef<Path>, x: Option<u32>) -> Result<Score, AbcFileError> {
     let path = path.as_ref();
-    let bytes = super::read_bounded(path).map_err(|source| AbcFileError::Read { path: path.to_path_buf(), source })?;
-    // Old collections are Latin-1; only titles and lyrics would show the difference.
-    let text = normalize(&String::from_utf8_lossy(&bytes));
+    let text = read_text(path)?;
     let parsed = match x {
         Some(x) => dsl::parse_tune(&text, x),
         None => dsl::parse(&text),
     };
     parsed.map_err(|source| AbcFileError::Parse { path: path.to_path_buf(), source })
+}
+
+/// [`read`] through the lenient parser (`dsl::parse_file_lenient`): what does not parse inside
+/// a music line is skipped, and each skip comes back with the score.
+pub fn read_lenient(path: impl AsRef<Path>, x: Option<u32>) -> Result<(Score, Vec<dsl::DslError>), AbcFileError> {
+    let path = path.as_ref();
+    let text = read_text(path)?;
+    let tunes = dsl::parse_file_lenient(&text);
+    let found = match x {
+        Some(x) => tunes.into_iter().find(|t| t.x == Some(x)),
+        None => tunes.into_iter().next(),
+    };
+    let parse_error = |source| AbcFileError::Parse { path: path.to_path_buf(), source };
+    let Some(tune) = found else {
+        let what = x.map_or("a tune".to_string(), |x| format!("a tune with X:{x}"));
+        return Err(parse_error(dsl::DslError::at(&text, text.len(), what)));
+    };
+    Ok((tune.result.map_err(parse_error)?, tune.skipped))
+}
+
+fn read_text(path: &Path) -> Result<String, AbcFileError> {
+    let bytes = super::read_bounded(path).map_err(|source| AbcFileError::Read { path: path.to_path_buf(), source })?;
+    // Old collections are Latin-1; only titles and lyrics would show the difference.
+    Ok(normalize(&String::from_utf8_lossy(&bytes)))
 }
 
 #[cfg(test)]

@@ -418,7 +418,8 @@ fn abc2midi_agreement() {
     let text = std::fs::read_to_string(dir.join("tunes.abc")).unwrap();
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("notes.json")).unwrap()).unwrap();
-    let parsed = cadenza::dsl::parse_file(&text);
+    // Lenient, as abc2midi is: damage inside a line is skipped, not the whole tune.
+    let parsed = cadenza::dsl::parse_file_lenient(&text);
     let (mut tunes, mut agreeing, mut matched, mut ours_total, mut theirs_total) = (0, 0, 0, 0, 0);
     let mut worst: Vec<(f64, u64)> = Vec::new();
     for g in golden["tunes"].as_array().unwrap() {
@@ -455,7 +456,8 @@ fn abc2midi_agreement() {
     // 1,000 tunes from every ABC collection of the music21 corpus, tunes with the rarest
     // notation first (scripts/abc2midi-golden.sh), abc2midi 4.84. Measured 2026-12-02: 713/1000
     // identical, 92.73% of notes; 93.20% once a double bar after a plain `:|` starts the next
-    // repeat as in abc2midi and abcm2ps's `%%scale 0.65` stopped failing a tune. What is left,
+    // repeat as in abc2midi and abcm2ps's `%%scale 0.65` stopped failing a tune; 719/1000,
+    // 93.72% read leniently (damage inside a line skipped, as abc2midi does). What is left,
     // in notes lost (ours + theirs unmatched) over the tunes with each feature:
     // - trills `T` ~7,300: abc2midi alternates the upper neighbour and the note in notes of at
     //   most 100 ms; cadenza keeps the written note, as the corpus and the models do (ABC 2.1
@@ -467,12 +469,11 @@ fn abc2midi_agreement() {
     //   plays A B A c d A d), which no tune means (tests/it/dsl.rs shows both);
     // - a decoration between `>` and its note (`A>.B`), after which abc2midi drops the broken
     //   rhythm, ~4,700 (§4.4 allows it);
-    // - 15 tunes cadenza refuses (quoted-printable `=20` line ends, a chord opened by an
-    //   annotation) ~3,100; header part orders `P:` ~2,400; `!` as the old line break (abc2midi
+    // - header part orders `P:` ~2,400; `!` as the old line break (abc2midi
     //   reads `!...!` across the bar as one decoration and drops the notes inside; §4.14
     //   deprecates `!` as a break).
-    assert!(agreeing >= 713, "tunes identical to abc2midi fell to {agreeing}/1000 (floor 713)");
-    assert!(note_rate >= 0.9320, "note agreement with abc2midi fell to {:.4} (floor 0.9320)", note_rate);
+    assert!(agreeing >= 719, "tunes identical to abc2midi fell to {agreeing}/1000 (floor 719)");
+    assert!(note_rate >= 0.9372, "note agreement with abc2midi fell to {:.4} (floor 0.9372)", note_rate);
 }
 
 fn musicxml_files() -> Vec<PathBuf> {
@@ -510,6 +511,29 @@ fn musicxml_reads_like_music21() {
     }
 }
 
+/// Ryan's Mammoth came through e-mail: quoted-printable `=20` line ends and `=3D` for `=`.
+/// abc2midi warns and plays on; `--lenient` does the same and says where, the strict read
+/// points at the first one.
+#[test]
+fn lenient_convert_skips_damage_and_keeps_the_tune() {
+    use cadenza::cli::convert::{self, Args};
+    let dir = tempfile::tempdir().unwrap();
+    let abc = dir.path().join("damaged.abc");
+    std::fs::write(&abc, "X:1\nT:Tidal Wave\nM:2/4\nL:1/8\nK:F\nFA cA|=20\nf2 =3Dd2|]\n").unwrap();
+    let mid = dir.path().join("damaged.mid");
+    let strict =
+        convert::run(Args { input: abc.clone(), output: mid.clone(), tune: None, force: false, lenient: false });
+    let e = strict.unwrap_err().to_string();
+    assert!(e.contains("line 6, column 8") && e.contains("a note letter"), "{e}");
+    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: None, force: false, lenient: true }).unwrap();
+    let s = midi_file::read(&mid).unwrap();
+    // `=20`: the `=` waits for a letter, so `2` and then `0` are skipped; `=3Dd2`: `3` is, and
+    // `D` and `d2` are notes.
+    assert_eq!(cadenza::dsl::parse("X:1\nM:2/4\nL:1/8\nK:F\nFA cA|\nf2 Dd2|]\n").unwrap().notes, s.notes);
+    let (_, skipped) = cadenza::sink::abc::read_lenient(&abc, None).unwrap();
+    assert_eq!(skipped.iter().map(|e| (e.line, e.column)).collect::<Vec<_>>(), [(6, 8), (6, 9), (7, 5)]);
+}
+
 #[test]
 fn convert_abc_midi_abc_and_mxl() {
     use cadenza::cli::convert::{self, Args};
@@ -518,19 +542,20 @@ fn convert_abc_midi_abc_and_mxl() {
     std::fs::write(&abc, "X:1\nT:Hop\nM:6/8\nL:1/8\nQ:3/8=100\nK:Ador\n|:A2B c2d|e2d c2B:|\nX:2\nT:Two\nK:G\nG4|]\n")
         .unwrap();
     let mid = dir.path().join("tune.mid");
-    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: None, force: false }).unwrap();
+    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: None, force: false, lenient: false }).unwrap();
     let from_abc = cadenza::dsl::parse(&std::fs::read_to_string(&abc).unwrap()).unwrap();
     let s = midi_file::read(&mid).unwrap();
     assert_eq!(s, from_abc, "ABC → MIDI keeps the score (repeats expanded: 16 notes)");
     assert_eq!(s.notes.len(), 16);
     assert_eq!(s.meta.tempo.bpm_at(0), 150.0, "Q:3/8=100 is 150 quarters a minute");
-    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: Some(2), force: false }).unwrap();
+    convert::run(Args { input: abc.clone(), output: mid.clone(), tune: Some(2), force: false, lenient: false })
+        .unwrap();
     assert_eq!(midi_file::read(&mid).unwrap().notes.len(), 1);
 
     // MIDI → ABC → score: a real format-0 file (music21's test06) comes back note for note.
     let real = data_dir().join("music21-test06.mid");
     let out = dir.path().join("test06.abc");
-    convert::run(Args { input: real.clone(), output: out.clone(), tune: None, force: false }).unwrap();
+    convert::run(Args { input: real.clone(), output: out.clone(), tune: None, force: false, lenient: false }).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("M:4/4") && text.contains("L:1/8"), "{text}");
     let back = cadenza::dsl::parse(&text).unwrap();
@@ -546,7 +571,7 @@ fn convert_abc_midi_abc_and_mxl() {
     // MusicXML (.mxl) → MIDI.
     let mxl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/musicxml/bwv66.6.mxl");
     let mid = dir.path().join("chorale.mid");
-    convert::run(Args { input: mxl, output: mid.clone(), tune: None, force: false }).unwrap();
+    convert::run(Args { input: mxl, output: mid.clone(), tune: None, force: false, lenient: false }).unwrap();
     let chorale = midi_file::read(&mid).unwrap();
     assert_eq!(
         chorale.voices.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
@@ -555,7 +580,8 @@ fn convert_abc_midi_abc_and_mxl() {
     assert_eq!(chorale.notes.len(), 163, "music21 counts 163 notes after joining ties");
 
     let err =
-        convert::run(Args { input: dir.path().join("x.wav"), output: mid, tune: None, force: false }).unwrap_err();
+        convert::run(Args { input: dir.path().join("x.wav"), output: mid, tune: None, force: false, lenient: false })
+            .unwrap_err();
     assert!(err.to_string().contains("unknown score file type"), "{err}");
 }
 
