@@ -547,6 +547,11 @@ impl<'s> Lowerer<'s> {
                 let vi = self.voice();
                 let t = self.voices[vi].time.round();
                 self.part_labels.push((t, f.value.to_string()));
+                // Played in a header part order, each part repeats on its own: a `:|` in part
+                // B goes back to B's start, not into A (abc2midi plays `P:ABA` so).
+                if self.part_order.is_some() {
+                    self.voices[vi].markers.push((t, Marker::RepeatStart));
+                }
             }
             _ => {}
         }

@@ -269,6 +269,11 @@ fn parts_follow_the_header_order() {
     let pitches: Vec<u8> = s.notes.iter().map(|n| n.pitch).collect();
     assert_eq!(pitches, vec![60, 62, 64, 65, 60, 62]);
     assert_eq!(s.meta.parts, vec![(0, "A".into()), (960, "B".into()), (1920, "A".into())]);
+    // Each part repeats on its own: B's `:|` goes back to B, not into A (abc2midi 4.84 plays
+    // C D E F E F C D).
+    let s = dsl::parse("X:1\nL:1/4\nP:ABA\nK:C\nP:A\nCD|]\nP:B\nEF:|\n").unwrap();
+    let pitches: Vec<u8> = s.notes.iter().map(|n| n.pitch).collect();
+    assert_eq!(pitches, vec![60, 62, 64, 65, 64, 65, 60, 62]);
     // A label that is not an order plays as written.
     let s = dsl::parse("X:1\nL:1/4\nP:Verse\nK:C\nCD|\n").unwrap();
     assert_eq!(s.notes.len(), 2);

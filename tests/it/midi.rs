@@ -457,7 +457,8 @@ fn abc2midi_agreement() {
     // notation first (scripts/abc2midi-golden.sh), abc2midi 4.84. Measured 2026-12-02: 713/1000
     // identical, 92.73% of notes; 93.20% once a double bar after a plain `:|` starts the next
     // repeat as in abc2midi and abcm2ps's `%%scale 0.65` stopped failing a tune; 719/1000,
-    // 93.72% read leniently (damage inside a line skipped, as abc2midi does). What is left,
+    // 93.72% read leniently (damage inside a line skipped, as abc2midi does); 720/1000, 93.95%
+    // once each part of a header part order repeats on its own. What is left,
     // in notes lost (ours + theirs unmatched) over the tunes with each feature:
     // - trills `T` ~7,300: abc2midi alternates the upper neighbour and the note in notes of at
     //   most 100 ms; cadenza keeps the written note, as the corpus and the models do (ABC 2.1
@@ -469,11 +470,11 @@ fn abc2midi_agreement() {
     //   plays A B A c d A d), which no tune means (tests/it/dsl.rs shows both);
     // - a decoration between `>` and its note (`A>.B`), after which abc2midi drops the broken
     //   rhythm, ~4,700 (§4.4 allows it);
-    // - header part orders `P:` ~2,400; `!` as the old line break (abc2midi
+    // - repeats inside parts with no `|:` ~1,500; `!` as the old line break (abc2midi
     //   reads `!...!` across the bar as one decoration and drops the notes inside; §4.14
     //   deprecates `!` as a break).
-    assert!(agreeing >= 719, "tunes identical to abc2midi fell to {agreeing}/1000 (floor 719)");
-    assert!(note_rate >= 0.9372, "note agreement with abc2midi fell to {:.4} (floor 0.9372)", note_rate);
+    assert!(agreeing >= 720, "tunes identical to abc2midi fell to {agreeing}/1000 (floor 720)");
+    assert!(note_rate >= 0.9395, "note agreement with abc2midi fell to {:.4} (floor 0.9395)", note_rate);
 }
 
 fn musicxml_files() -> Vec<PathBuf> {
