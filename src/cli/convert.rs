@@ -30,6 +30,10 @@ pub struct Args {
     /// abc2midi does, and say what was skipped; without it the first error stops the convert.
     #[arg(long)]
     pub lenient: bool,
+    /// For ABC input: play trills (`T`) as abc2midi does, as alternating notes, instead of
+    /// keeping the written note.
+    #[arg(long)]
+    pub ornaments: bool,
 }
 
 /// Refuses an output that would destroy something: the input itself (a 20,000-tune file
@@ -64,8 +68,9 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args)?;
     let is_abc = Kind::of(&args.input) == Some(Kind::Abc);
-    let score = if args.lenient && is_abc {
-        let (score, skipped) = abc::read_lenient(&args.input, args.tune)?;
+    let score = if (args.lenient || args.ornaments) && is_abc {
+        let options = crate::dsl::ReadOptions { lenient: args.lenient, ornaments: args.ornaments };
+        let (score, skipped) = abc::read_with(&args.input, args.tune, options)?;
         if let Some(first) = skipped.first() {
             eprintln!(
                 "{}: skipped {} place(s) that are not ABC; the first:\n{first}",
@@ -268,7 +273,14 @@ mod output_tests {
     use super::*;
 
     fn args(input: &Path, output: &Path, force: bool) -> Args {
-        Args { input: input.to_path_buf(), output: output.to_path_buf(), tune: None, force, lenient: false }
+        Args {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+            tune: None,
+            force,
+            lenient: false,
+            ornaments: false,
+        }
     }
 
     /// Regression: `convert many.abc many.abc --tune 3` overwrote a 20,000-tune file with one

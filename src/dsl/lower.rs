@@ -12,8 +12,11 @@
 //! - a chord lasts as long as its first note;
 //! - `%%MIDI transpose n` shifts what sounds, not what is written;
 //! - staccato `.` sounds half the note's length; a fermata `H` doubles the note (and the time);
-//! - trills `T`, rolls `~` and other ornaments are not expanded into notes (abc2midi plays
-//!   them as alternating notes; a score keeps the written note).
+//! - a trill `T` / `!trill!` is the written note unless [`LowerOptions::ornaments`] asks for
+//!   it played as abc2midi plays it: the upper neighbour (next letter up, in the key) and the
+//!   note alternating, upper first, in notes of a quarter halved until one lasts at most
+//!   100 ms at the tempo (a 32nd at 120 bpm); rolls `~` and other ornaments stay written
+//!   (the corpus and the models learn written notes).
 //!
 //! Time inside a voice is kept as an exact rational number of ticks, so tuplets never drift;
 //! each note's start and end are rounded to whole ticks independently.
@@ -54,12 +57,41 @@ struct VoiceState {
     staccato: bool,
     /// `H` / `!fermata!` before the next note or rest: it lasts twice as long (abc2midi's).
     fermata: bool,
+    /// `T` / `!trill!` before the next note.
+    trill: bool,
     channel: u8,
     program: Option<u8>,
     transpose: i32,
     chord_symbols: Vec<(Tick, String)>,
     /// Notation time of the first bar line with music before it: a pickup when under a bar.
     first_bar: Option<Tick>,
+}
+
+/// A trill on `n` as abc2midi plays it: `upper` and the note alternating, upper first, each a
+/// quarter note halved until it lasts at most 100 ms at `micros` per quarter; their count is
+/// the note's length over that (at least one), so together they fill the note exactly.
+fn trill_notes(n: Note, upper: u8, micros: u32) -> impl Iterator<Item = Note> {
+    let mut step: Tick = crate::time::PPQ as Tick;
+    while step > 1 && step * micros as Tick > 100_000 * crate::time::PPQ as Tick {
+        step /= 2;
+    }
+    let count = (n.dur / step).max(1);
+    (0..count).map(move |i| {
+        let (a, b) = (n.dur * i / count, n.dur * (i + 1) / count);
+        Note { start: n.start + a, dur: b - a, pitch: if i % 2 == 0 { upper } else { n.pitch }, ..n }
+    })
+}
+
+impl VoiceState {
+    /// The note a step above a written one in the key (the next letter up, with the key's
+    /// accidental, not the bar's, as abc2midi takes a trill's upper note), shifted by the
+    /// tune's and the voice's transposition `shift` as the written note was.
+    fn upper_neighbour(&self, letter: u8, octave: i8, shift: i32) -> u8 {
+        let next = (letter as usize + 1) % 7;
+        let octave_up = if next == 0 { 12 } else { 0 };
+        let up = 60 + 12 * octave as i32 + octave_up + LETTER_SEMITONES[next] as i32 + self.key_acc[next] as i32;
+        (up + shift).clamp(0, 127) as u8
+    }
 }
 
 impl VoiceState {
@@ -102,6 +134,7 @@ fn default_unit(m: Option<&Meter>) -> (u32, u32) {
 
 /// Walks one tune and builds its score.
 struct Lowerer<'s> {
+    options: LowerOptions,
     src: &'s str,
     voices: Vec<VoiceState>,
     cur: Option<usize>,
@@ -123,8 +156,21 @@ struct Lowerer<'s> {
 }
 
 /// Lowers a parsed tune to a [`Score`]. `src` is the text the spans point into.
+/// How to lower what ABC leaves to the player.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Play trills as abc2midi does (alternating notes) instead of keeping the written note.
+    pub ornaments: bool,
+}
+
 pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
+    lower_with(tune, src, LowerOptions::default())
+}
+
+/// [`lower`] with options.
+pub fn lower_with(tune: &Tune<'_>, src: &str, options: LowerOptions) -> Result<Score, DslError> {
     let mut l = Lowerer {
+        options,
         src,
         voices: Vec::new(),
         cur: None,
@@ -232,6 +278,7 @@ impl<'s> Lowerer<'s> {
             velocity: 80,
             staccato: false,
             fermata: false,
+            trill: false,
             channel,
             program: None,
             transpose: 0,
@@ -352,6 +399,7 @@ impl<'s> Lowerer<'s> {
                     match *d {
                         "." | "staccato" => v.staccato = true,
                         "H" | "fermata" => v.fermata = true,
+                        "T" | "trill" => v.trill = true,
                         _ => {
                             if let Some(vel) = dynamic(d) {
                                 v.velocity = vel;
@@ -435,6 +483,9 @@ impl<'s> Lowerer<'s> {
     /// Each entry: (pitch, letter, octave, tied, duration).
     #[inline]
     fn sound(&mut self, vi: usize, notes: &[(u8, u8, i8, bool, Rat)], advance: Rat) {
+        let trill = std::mem::take(&mut self.voices[vi].trill) && self.options.ornaments;
+        let micros = self.tempo_at(self.voices[vi].time.round());
+        let shift = self.transpose + self.voices[vi].transpose;
         let v = &mut self.voices[vi];
         let fermata = std::mem::take(&mut v.fermata);
         let staccato = std::mem::take(&mut v.staccato);
@@ -475,9 +526,19 @@ impl<'s> Lowerer<'s> {
             };
             if tie {
                 v.ties.push((letter, octave, pitch, idx));
+            } else if trill && notes.len() == 1 && continued.is_none() {
+                let upper = v.upper_neighbour(letter, octave, shift);
+                let n = v.notes.pop().expect("the note just pushed");
+                v.notes.extend(trill_notes(n, upper, micros));
             }
         }
         v.time = v.time.add(advance);
+    }
+
+    /// Microseconds per quarter at notation tick `t` (the last `Q:` at or before it, else
+    /// 120 bpm), for ornaments whose notes depend on the tempo.
+    fn tempo_at(&self, t: Tick) -> u32 {
+        self.tempos.iter().rev().find(|(at, _)| *at <= t).map_or(500_000, |&(_, m)| m)
     }
 
     fn bar(&mut self, vi: usize, kind: BarKind) {
@@ -486,6 +547,7 @@ impl<'s> Lowerer<'s> {
         // A decoration left before a bar line (`G2 H:|`) decorates nothing.
         v.staccato = false;
         v.fermata = false;
+        v.trill = false;
         let t = v.time.round();
         if v.first_bar.is_none() && t > 0 {
             v.first_bar = Some(t);

@@ -16,6 +16,7 @@ pub mod print;
 mod rational;
 
 pub use diagnostics::DslError;
+pub use lower::LowerOptions;
 pub use print::print;
 
 use crate::score::Score;
@@ -37,7 +38,7 @@ pub struct TuneResult {
 
 /// Parses every tune in `text`. Tunes fail one by one; a broken tune never loses the others.
 pub fn parse_file(text: &str) -> Vec<TuneResult> {
-    parse_file_with(Parser::new(text))
+    parse_file_with(text, ReadOptions::default())
 }
 
 /// [`parse_file`] for collections written by many hands: what does not parse inside a music
@@ -45,11 +46,22 @@ pub fn parse_file(text: &str) -> Vec<TuneResult> {
 /// [`parser::MAX_SKIPPED`] per tune), as abc2midi warns and plays on. Header fields, `%%`
 /// directives and the music's meaning (a note beyond MIDI's range) are still errors.
 pub fn parse_file_lenient(text: &str) -> Vec<TuneResult> {
-    parse_file_with(Parser::lenient(text))
+    parse_file_with(text, ReadOptions { lenient: true, ..ReadOptions::default() })
 }
 
-fn parse_file_with(p: Parser<'_>) -> Vec<TuneResult> {
-    let text = p.src;
+/// How [`parse_file_with`] reads a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Skip what does not parse inside a music line (see [`parse_file_lenient`]).
+    pub lenient: bool,
+    /// Play trills as abc2midi does (see [`lower::LowerOptions`]); off, the written note.
+    pub ornaments: bool,
+}
+
+/// Every tune of `text`, read as `options` say.
+pub fn parse_file_with(text: &str, options: ReadOptions) -> Vec<TuneResult> {
+    let p = if options.lenient { Parser::lenient(text) } else { Parser::new(text) };
+    let lower_options = lower::LowerOptions { ornaments: options.ornaments };
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     // Line numbers are counted incrementally: tunes come in file order.
@@ -59,7 +71,7 @@ fn parse_file_with(p: Parser<'_>) -> Vec<TuneResult> {
         .into_iter()
         .map(|s| {
             let mut skipped = Vec::new();
-            let result = tune_score(&p, s, &fields, &directives, &mut spare, &mut skipped);
+            let result = tune_score(&p, s, &fields, &directives, &mut spare, &mut skipped, lower_options);
             let body = &text[s.start..s.end];
             let title = body.lines().find_map(|l| parser::strip2(l, b'T', b':')).map(|t| t.trim().to_string());
             line += text.as_bytes()[counted..s.start].iter().filter(|&&b| b == b'\n').count();
@@ -76,6 +88,7 @@ fn tune_score<'a>(
     directives: &[(&'a str, ast::Span)],
     spare: &mut Vec<ast::Item<'a>>,
     skipped: &mut Vec<DslError>,
+    options: lower::LowerOptions,
 ) -> Result<Score, DslError> {
     let with_x = |e: DslError| match s.x {
         Some(x) => e.in_tune(x),
@@ -90,7 +103,7 @@ fn tune_score<'a>(
     if !directives.is_empty() {
         tune.directives.splice(0..0, directives.iter().copied());
     }
-    let score = lower::lower(&tune, p.src);
+    let score = lower::lower_with(&tune, p.src, options);
     *spare = tune.body;
     let mut score = score.map_err(with_x)?;
     if s.x.is_none() {
@@ -105,7 +118,7 @@ pub fn parse(text: &str) -> Result<Score, DslError> {
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     match slices.first() {
-        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new()),
+        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new(), Default::default()),
         None => Err(DslError::at(text, 0, "a tune")),
     }
 }
@@ -116,7 +129,7 @@ pub fn parse_tune(text: &str, x: u32) -> Result<Score, DslError> {
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     match slices.iter().find(|s| s.x == Some(x)) {
-        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new()),
+        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new(), Default::default()),
         None => Err(DslError::at(text, text.len(), format!("a tune with X:{x}"))),
     }
 }

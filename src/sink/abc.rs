@@ -44,12 +44,16 @@ pub fn read(path: impl AsRef<Path>, x: Option<u32>) -> Result<Score, AbcFileErro
     parsed.map_err(|source| AbcFileError::Parse { path: path.to_path_buf(), source })
 }
 
-/// [`read`] through the lenient parser (`dsl::parse_file_lenient`): what does not parse inside
-/// a music line is skipped, and each skip comes back with the score.
-pub fn read_lenient(path: impl AsRef<Path>, x: Option<u32>) -> Result<(Score, Vec<dsl::DslError>), AbcFileError> {
+/// [`read`] as `options` say (`dsl::parse_file_with`): leniently, what does not parse inside a
+/// music line is skipped, and each skip comes back with the score.
+pub fn read_with(
+    path: impl AsRef<Path>,
+    x: Option<u32>,
+    options: dsl::ReadOptions,
+) -> Result<(Score, Vec<dsl::DslError>), AbcFileError> {
     let path = path.as_ref();
     let text = read_text(path)?;
-    let tunes = dsl::parse_file_lenient(&text);
+    let tunes = dsl::parse_file_with(&text, options);
     let found = match x {
         Some(x) => tunes.into_iter().find(|t| t.x == Some(x)),
         None => tunes.into_iter().next(),

@@ -263,6 +263,30 @@ fn voices_play_together() {
     assert_eq!(notes_of(&t), vec![(64, 0, 960), (72, 0, 960)]);
 }
 
+/// Trills as abc2midi 4.84 plays them when ornaments are asked for (each case rendered with
+/// it): upper neighbour in the key and the note alternating, upper first, in notes of a quarter
+/// halved until one lasts at most 100 ms; written, the trill is the note.
+#[test]
+fn trills_play_as_abc2midi_plays_them_when_asked() {
+    let read = |q: &str, body: &str, ornaments: bool| {
+        let text = format!("X:1\nM:4/4\nL:1/8\nQ:{q}\nK:C\n{body}\n");
+        let opts = dsl::ReadOptions { ornaments, ..Default::default() };
+        let s = dsl::parse_file_with(&text, opts).remove(0).result.unwrap();
+        s.notes.iter().map(|n| (n.pitch, n.start, n.dur)).collect::<Vec<_>>()
+    };
+    let alternating = |upper: u8, note: u8, step: Tick, n: u64| -> Vec<(u8, Tick, Tick)> {
+        (0..n).map(|i| (if i % 2 == 0 { upper } else { note }, i * step, step)).collect()
+    };
+    // 32nds at 120 bpm, 64ths at 60, 16ths at 240; a dotted `c>` gets 6.
+    assert_eq!(read("1/4=120", "Tc2", true), alternating(74, 72, 60, 8));
+    assert_eq!(read("1/4=60", "Tc2", true), alternating(74, 72, 30, 16));
+    assert_eq!(read("1/4=240", "Tc2", true), alternating(74, 72, 120, 4));
+    assert_eq!(read("1/4=120", "!trill!c>d", true)[..6], alternating(74, 72, 60, 6)[..]);
+    // The upper note is the key's: in F, a trill on A goes to B flat.
+    assert_eq!(read("1/4=120", "[K:F]TA", true), alternating(70, 69, 60, 4));
+    assert_eq!(read("1/4=120", "Tc2", false), vec![(72, 0, 480)]);
+}
+
 #[test]
 fn parts_follow_the_header_order() {
     let s = dsl::parse("X:1\nL:1/4\nP:ABA\nK:C\nP:A\nCD|\nP:B\nEF|\n").unwrap();
