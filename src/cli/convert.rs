@@ -30,8 +30,8 @@ pub struct Args {
     /// abc2midi does, and say what was skipped; without it the first error stops the convert.
     #[arg(long)]
     pub lenient: bool,
-    /// For ABC input: play trills (`T`) as abc2midi does, as alternating notes, instead of
-    /// keeping the written note.
+    /// For ABC input: play trills (`T`) and rolls (`~`) as abc2midi does instead of keeping the
+    /// written note.
     #[arg(long)]
     pub ornaments: bool,
 }

@@ -15,8 +15,8 @@
 //! - a trill `T` / `!trill!` is the written note unless [`LowerOptions::ornaments`] asks for
 //!   it played as abc2midi plays it: the upper neighbour (next letter up, in the key) and the
 //!   note alternating, upper first, in notes of a quarter halved until one lasts at most
-//!   100 ms at the tempo (a 32nd at 120 bpm); rolls `~` and other ornaments stay written
-//!   (the corpus and the models learn written notes).
+//!   100 ms at the tempo (a 32nd at 120 bpm), and a roll `~` as abc2midi's "ornament" (see
+//!   `roll_notes`); written notes are the default (the corpus and the models learn them).
 //!
 //! Time inside a voice is kept as an exact rational number of ticks, so tuplets never drift;
 //! each note's start and end are rounded to whole ticks independently.
@@ -59,6 +59,9 @@ struct VoiceState {
     fermata: bool,
     /// `T` / `!trill!` before the next note.
     trill: bool,
+    /// `~` before the next note: `Some(true)` when the note is written three units long
+    /// (abc2midi plays those as three beats, the last two cut).
+    roll: Option<bool>,
     channel: u8,
     program: Option<u8>,
     transpose: i32,
@@ -82,15 +85,40 @@ fn trill_notes(n: Note, upper: u8, micros: u32) -> impl Iterator<Item = Note> {
     })
 }
 
+/// An Irish roll `~` on `n` as abc2midi plays it (its "ornament"): a note written three units
+/// long is three equal beats, the second and third each cut by a grace of `grace` ticks from
+/// the note above and the note below (`~c3` with L:1/8 = c 240, d 60, c 180, B 60, c 180);
+/// any other note is one cut from above (`~c2` = d 60, c 420). A grace never takes more than
+/// half of its beat.
+fn roll_notes(n: Note, upper: u8, lower: u8, grace: Tick, three: bool) -> Vec<Note> {
+    let note = |start: Tick, dur: Tick, pitch: u8| Note { start, dur, pitch, ..n };
+    let cut = |start: Tick, dur: Tick, from: u8| {
+        let g = grace.min(dur / 2);
+        [note(start, g, from), note(start + g, dur - g, n.pitch)]
+    };
+    if !three {
+        return cut(n.start, n.dur, upper).into_iter().filter(|x| x.dur > 0).collect();
+    }
+    let beat = n.dur / 3;
+    let mut out = vec![note(n.start, beat, n.pitch)];
+    out.extend(cut(n.start + beat, beat, upper));
+    out.extend(cut(n.start + 2 * beat, n.dur - 2 * beat, lower));
+    out.retain(|x| x.dur > 0);
+    out
+}
+
 impl VoiceState {
-    /// The note a step above a written one in the key (the next letter up, with the key's
-    /// accidental, not the bar's, as abc2midi takes a trill's upper note), shifted by the
-    /// tune's and the voice's transposition `shift` as the written note was.
-    fn upper_neighbour(&self, letter: u8, octave: i8, shift: i32) -> u8 {
-        let next = (letter as usize + 1) % 7;
-        let octave_up = if next == 0 { 12 } else { 0 };
-        let up = 60 + 12 * octave as i32 + octave_up + LETTER_SEMITONES[next] as i32 + self.key_acc[next] as i32;
-        (up + shift).clamp(0, 127) as u8
+    /// The note a step above (or below) a written one in the key: the next letter, with the
+    /// key's accidental, not the bar's, as abc2midi takes an ornament's neighbours; shifted by
+    /// the tune's and the voice's transposition `shift` as the written note was.
+    fn neighbour(&self, letter: u8, octave: i8, shift: i32, up: bool) -> u8 {
+        let letter = letter as usize % 7;
+        let (next, octave_change) = match up {
+            true => ((letter + 1) % 7, if letter == 6 { 12 } else { 0 }),
+            false => ((letter + 6) % 7, if letter == 0 { -12 } else { 0 }),
+        };
+        let pitch = 60 + 12 * octave as i32 + octave_change + LETTER_SEMITONES[next] as i32 + self.key_acc[next] as i32;
+        (pitch + shift).clamp(0, 127) as u8
     }
 }
 
@@ -159,7 +187,7 @@ struct Lowerer<'s> {
 /// How to lower what ABC leaves to the player.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LowerOptions {
-    /// Play trills as abc2midi does (alternating notes) instead of keeping the written note.
+    /// Play trills and rolls as abc2midi does instead of keeping the written note.
     pub ornaments: bool,
 }
 
@@ -279,6 +307,7 @@ impl<'s> Lowerer<'s> {
             staccato: false,
             fermata: false,
             trill: false,
+            roll: None,
             channel,
             program: None,
             transpose: 0,
@@ -325,6 +354,9 @@ impl<'s> Lowerer<'s> {
                     let vi = self.voice();
                     let factor = self.factor(vi, items, k);
                     let dur = self.voices[vi].unit.mul(Rat::length(n.length)).mul(factor);
+                    if let Some(three) = self.voices[vi].roll.as_mut() {
+                        *three = Rat::length(n.length) == Rat::new(3, 1);
+                    }
                     let pitch = self.pitch(vi, &n.pitch, n.span)?;
                     self.sound(vi, &[(pitch, n.pitch.letter, n.pitch.octave, n.tie, dur)], dur);
                 }
@@ -400,6 +432,7 @@ impl<'s> Lowerer<'s> {
                         "." | "staccato" => v.staccato = true,
                         "H" | "fermata" => v.fermata = true,
                         "T" | "trill" => v.trill = true,
+                        "~" => v.roll = Some(false),
                         _ => {
                             if let Some(vel) = dynamic(d) {
                                 v.velocity = vel;
@@ -484,6 +517,7 @@ impl<'s> Lowerer<'s> {
     #[inline]
     fn sound(&mut self, vi: usize, notes: &[(u8, u8, i8, bool, Rat)], advance: Rat) {
         let trill = std::mem::take(&mut self.voices[vi].trill) && self.options.ornaments;
+        let roll = std::mem::take(&mut self.voices[vi].roll).filter(|_| self.options.ornaments);
         let micros = self.tempo_at(self.voices[vi].time.round());
         let shift = self.transpose + self.voices[vi].transpose;
         let v = &mut self.voices[vi];
@@ -527,9 +561,15 @@ impl<'s> Lowerer<'s> {
             if tie {
                 v.ties.push((letter, octave, pitch, idx));
             } else if trill && notes.len() == 1 && continued.is_none() {
-                let upper = v.upper_neighbour(letter, octave, shift);
+                let upper = v.neighbour(letter, octave, shift, true);
                 let n = v.notes.pop().expect("the note just pushed");
                 v.notes.extend(trill_notes(n, upper, micros));
+            } else if let Some(three) = roll.filter(|_| notes.len() == 1 && continued.is_none()) {
+                let (upper, lower) =
+                    (v.neighbour(letter, octave, shift, true), v.neighbour(letter, octave, shift, false));
+                let n = v.notes.pop().expect("the note just pushed");
+                let grace = v.unit.mul(Rat::new(1, 4)).round();
+                v.notes.extend(roll_notes(n, upper, lower, grace, three));
             }
         }
         v.time = v.time.add(advance);
@@ -548,6 +588,7 @@ impl<'s> Lowerer<'s> {
         v.staccato = false;
         v.fermata = false;
         v.trill = false;
+        v.roll = None;
         let t = v.time.round();
         if v.first_bar.is_none() && t > 0 {
             v.first_bar = Some(t);

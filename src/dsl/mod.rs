@@ -54,7 +54,8 @@ pub fn parse_file_lenient(text: &str) -> Vec<TuneResult> {
 pub struct ReadOptions {
     /// Skip what does not parse inside a music line (see [`parse_file_lenient`]).
     pub lenient: bool,
-    /// Play trills as abc2midi does (see [`lower::LowerOptions`]); off, the written note.
+    /// Play trills and rolls as abc2midi does (see [`lower::LowerOptions`]); off, the written
+    /// note.
     pub ornaments: bool,
 }
 

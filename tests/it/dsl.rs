@@ -263,7 +263,7 @@ fn voices_play_together() {
     assert_eq!(notes_of(&t), vec![(64, 0, 960), (72, 0, 960)]);
 }
 
-/// Trills as abc2midi 4.84 plays them when ornaments are asked for (each case rendered with
+/// Trills and rolls as abc2midi 4.84 plays them when ornaments are asked for (each case rendered with
 /// it): upper neighbour in the key and the note alternating, upper first, in notes of a quarter
 /// halved until one lasts at most 100 ms; written, the trill is the note.
 #[test]
@@ -285,6 +285,14 @@ fn trills_play_as_abc2midi_plays_them_when_asked() {
     // The upper note is the key's: in F, a trill on A goes to B flat.
     assert_eq!(read("1/4=120", "[K:F]TA", true), alternating(70, 69, 60, 4));
     assert_eq!(read("1/4=120", "Tc2", false), vec![(72, 0, 480)]);
+    // Rolls: a note three units long is three beats, the last two cut from above and below;
+    // any other is one cut from above (graces a quarter of the unit).
+    assert_eq!(
+        read("1/4=120", "~c3", true),
+        vec![(72, 0, 240), (74, 240, 60), (72, 300, 180), (71, 480, 60), (72, 540, 180)]
+    );
+    assert_eq!(read("1/4=120", "~c2", true), vec![(74, 0, 60), (72, 60, 420)]);
+    assert_eq!(read("1/4=120", "~c2", false), vec![(72, 0, 480)]);
 }
 
 #[test]
