@@ -59,7 +59,7 @@ impl Sampling {
         if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
             return Err(GenError::Sampling(format!("repetition penalty must be > 0, got {}", self.repetition_penalty)));
         }
-        if !(self.same_pitch_bias.abs() <= MAX_SAME_PITCH_BIAS) {
+        if self.same_pitch_bias.is_nan() || self.same_pitch_bias.abs() > MAX_SAME_PITCH_BIAS {
             return Err(GenError::Sampling(format!(
                 "same-pitch bias must be within ±{MAX_SAME_PITCH_BIAS} nats, got {}",
                 self.same_pitch_bias
