@@ -108,6 +108,17 @@ fn strip_position(mut e: EvalAltResult) -> String {
     e.clear_position();
     match e {
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        // Rhai says only "too large": name the bound, so the fix is plain.
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let bound = if what.contains("string") {
+                format!("a string may hold at most {} bytes", super::MAX_STRING_BYTES)
+            } else if what.contains("map") {
+                format!("a map may hold at most {} entries (nested maps and arrays count)", super::MAX_MAP_LEN)
+            } else {
+                format!("an array may hold at most {} elements (nested arrays and maps count)", super::MAX_ARRAY_LEN)
+            };
+            format!("{what} too large: {bound}")
+        }
         other => other.to_string(),
     }
 }

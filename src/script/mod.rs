@@ -26,6 +26,17 @@ use std::sync::{Arc, Mutex};
 /// Longest string a script may make or read (Rhai refuses longer ones).
 pub const MAX_STRING_BYTES: usize = 16 << 20;
 
+/// Most elements in a script's array, counted through nested arrays and maps. Rhai checks it by
+/// walking the whole array after every call that touches it, so filling one with `push` costs
+/// the square of its length: at the 4 M elements allowed before, a `push` loop ran for hours;
+/// 131,072 pushes take 8 s (measured with a training run holding both cores), and Ctrl-C stops
+/// them at any point. A `Score` of any length is one element; `score.notes` lists up to this
+/// many notes.
+pub const MAX_ARRAY_LEN: usize = 1 << 17;
+/// Most entries in a script's map, counted through nested maps and arrays (filling a map does
+/// not walk it: 262,144 entries take under a second).
+pub const MAX_MAP_LEN: usize = 1 << 20;
+
 /// Where a session's text output goes: stdout for batch runs, rustyline's external printer
 /// (above the prompt) in the REPL, a buffer in tests. Called from any thread.
 pub type Output = Arc<dyn Fn(&str) + Send + Sync>;
@@ -148,8 +159,8 @@ impl Session {
         engine.set_max_call_levels(96);
         engine.set_max_expr_depths(128, 64);
         engine.set_max_string_size(MAX_STRING_BYTES);
-        engine.set_max_array_size(4 << 20);
-        engine.set_max_map_size(1 << 20);
+        engine.set_max_array_size(MAX_ARRAY_LEN);
+        engine.set_max_map_size(MAX_MAP_LEN);
         engine.on_progress(guard::on_progress);
         let out = options.output.clone();
         engine.on_print(move |s| out(s));

@@ -144,6 +144,10 @@ fn score_methods_equal_the_score_operations() {
     assert!(e.contains("too large") && e.contains("at most 134217728 ticks"), "{e}");
     let e = s.eval("let u = t; for i in 0..20 { u = u + u; } u").unwrap_err().to_string();
     assert!(e.contains("too large"), "{e}");
+    // An array's bound is named.
+    let e = s.eval("let a = []; a.pad(200000, 0); a.len()").unwrap_err().to_string();
+    assert!(e.contains("at most 131072 elements"), "{e}");
+    assert_eq!(cadenza::script::MAX_ARRAY_LEN, 131072);
     let e = s.eval("let v = []; for i in 0..257 { v.push(t) } stack(v)").unwrap_err().to_string();
     assert!(e.contains("257 voices"), "{e}");
     // The REPL shows a score as one line.
