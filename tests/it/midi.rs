@@ -508,6 +508,11 @@ fn musicxml_reads_like_music21() {
     }
 }
 
+/// `cadenza convert IN OUT` with every flag off.
+fn convert_args(input: PathBuf, output: PathBuf) -> cadenza::cli::convert::Args {
+    cadenza::cli::convert::Args { input, output, tune: None, force: false, lenient: false, ornaments: false }
+}
+
 /// Ryan's Mammoth came through e-mail: quoted-printable `=20` line ends and `=3D` for `=`.
 /// abc2midi warns and plays on; `--lenient` does the same and says where, the strict read
 /// points at the first one.
@@ -518,25 +523,10 @@ fn lenient_convert_skips_damage_and_keeps_the_tune() {
     let abc = dir.path().join("damaged.abc");
     std::fs::write(&abc, "X:1\nT:Tidal Wave\nM:2/4\nL:1/8\nK:F\nFA cA|=20\nf2 =3Dd2|]\n").unwrap();
     let mid = dir.path().join("damaged.mid");
-    let strict = convert::run(Args {
-        input: abc.clone(),
-        output: mid.clone(),
-        tune: None,
-        force: false,
-        lenient: false,
-        ornaments: false,
-    });
+    let strict = convert::run(convert_args(abc.clone(), mid.clone()));
     let e = strict.unwrap_err().to_string();
     assert!(e.contains("line 6, column 8") && e.contains("a note letter"), "{e}");
-    convert::run(Args {
-        input: abc.clone(),
-        output: mid.clone(),
-        tune: None,
-        force: false,
-        lenient: true,
-        ornaments: false,
-    })
-    .unwrap();
+    convert::run(Args { lenient: true, ..convert_args(abc.clone(), mid.clone()) }).unwrap();
     let s = midi_file::read(&mid).unwrap();
     // `=20`: the `=` waits for a letter, so `2` and then `0` are skipped; `=3Dd2`: `3` is, and
     // `D` and `d2` are notes.
@@ -555,43 +545,19 @@ fn convert_abc_midi_abc_and_mxl() {
     std::fs::write(&abc, "X:1\nT:Hop\nM:6/8\nL:1/8\nQ:3/8=100\nK:Ador\n|:A2B c2d|e2d c2B:|\nX:2\nT:Two\nK:G\nG4|]\n")
         .unwrap();
     let mid = dir.path().join("tune.mid");
-    convert::run(Args {
-        input: abc.clone(),
-        output: mid.clone(),
-        tune: None,
-        force: false,
-        lenient: false,
-        ornaments: false,
-    })
-    .unwrap();
+    convert::run(convert_args(abc.clone(), mid.clone())).unwrap();
     let from_abc = cadenza::dsl::parse(&std::fs::read_to_string(&abc).unwrap()).unwrap();
     let s = midi_file::read(&mid).unwrap();
     assert_eq!(s, from_abc, "ABC → MIDI keeps the score (repeats expanded: 16 notes)");
     assert_eq!(s.notes.len(), 16);
     assert_eq!(s.meta.tempo.bpm_at(0), 150.0, "Q:3/8=100 is 150 quarters a minute");
-    convert::run(Args {
-        input: abc.clone(),
-        output: mid.clone(),
-        tune: Some(2),
-        force: false,
-        lenient: false,
-        ornaments: false,
-    })
-    .unwrap();
+    convert::run(Args { tune: Some(2), ..convert_args(abc.clone(), mid.clone()) }).unwrap();
     assert_eq!(midi_file::read(&mid).unwrap().notes.len(), 1);
 
     // MIDI → ABC → score: a real format-0 file (music21's test06) comes back note for note.
     let real = data_dir().join("music21-test06.mid");
     let out = dir.path().join("test06.abc");
-    convert::run(Args {
-        input: real.clone(),
-        output: out.clone(),
-        tune: None,
-        force: false,
-        lenient: false,
-        ornaments: false,
-    })
-    .unwrap();
+    convert::run(convert_args(real.clone(), out.clone())).unwrap();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("M:4/4") && text.contains("L:1/8"), "{text}");
     let back = cadenza::dsl::parse(&text).unwrap();
@@ -607,8 +573,7 @@ fn convert_abc_midi_abc_and_mxl() {
     // MusicXML (.mxl) → MIDI.
     let mxl = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/musicxml/bwv66.6.mxl");
     let mid = dir.path().join("chorale.mid");
-    convert::run(Args { input: mxl, output: mid.clone(), tune: None, force: false, lenient: false, ornaments: false })
-        .unwrap();
+    convert::run(convert_args(mxl, mid.clone())).unwrap();
     let chorale = midi_file::read(&mid).unwrap();
     assert_eq!(
         chorale.voices.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
@@ -616,15 +581,7 @@ fn convert_abc_midi_abc_and_mxl() {
     );
     assert_eq!(chorale.notes.len(), 163, "music21 counts 163 notes after joining ties");
 
-    let err = convert::run(Args {
-        input: dir.path().join("x.wav"),
-        output: mid,
-        tune: None,
-        force: false,
-        lenient: false,
-        ornaments: false,
-    })
-    .unwrap_err();
+    let err = convert::run(convert_args(dir.path().join("x.wav"), mid)).unwrap_err();
     assert!(err.to_string().contains("unknown score file type"), "{err}");
 }
 
