@@ -469,10 +469,11 @@ impl Batch {
                     let logits = &self.logits[i];
                     // An open key comes from the keys the training tunes use (the model's own
                     // key token learnt the transpositions it was trained on).
-                    let prior = match (category, &self.header_prior) {
-                        (Category::Key, Some(p)) => p.key_weights(
+                    let style = row.ids.get(1 + Category::Style.index()).copied();
+                    let prior = match (category, &self.header_prior, style) {
+                        (Category::Key, Some(p), Some(style)) => p.key_weights(
                             self.encoding.as_ref(),
-                            row.ids[1 + Category::Style.index()],
+                            style,
                             super::header_prior::fixed_meter(ids),
                             self.allowed.len(),
                         ),
