@@ -120,9 +120,7 @@ impl VoiceState {
         let pitch = 60 + 12 * octave as i32 + octave_change + LETTER_SEMITONES[next] as i32 + self.key_acc[next] as i32;
         (pitch + shift).clamp(0, 127) as u8
     }
-}
 
-impl VoiceState {
     /// Sounds the pending grace notes before a note of length `advance`: each lasts a quarter
     /// of the unit length, as abc2midi plays them (`gracedivider` 4), taken from the note's
     /// time, but together never more than half of it. Returns where the main note starts.
@@ -183,7 +181,6 @@ struct Lowerer<'s> {
     note_hint: usize,
 }
 
-/// Lowers a parsed tune to a [`Score`]. `src` is the text the spans point into.
 /// How to lower what ABC leaves to the player.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LowerOptions {
@@ -191,6 +188,7 @@ pub struct LowerOptions {
     pub ornaments: bool,
 }
 
+/// Lowers a parsed tune to a [`Score`]. `src` is the text the spans point into.
 pub fn lower(tune: &Tune<'_>, src: &str) -> Result<Score, DslError> {
     lower_with(tune, src, LowerOptions::default())
 }

@@ -3,7 +3,8 @@
 //! `parse` reads the first tune of a text, `parse_tune` picks one by `X:`, `parse_file` reads
 //! every tune (a bad tune is reported, the others still parse), `parse_file_lenient` also skips
 //! what does not parse inside a tune (as abc2midi reads real collections, each skip reported),
-//! `print` writes a `Score` back as ABC. The grammar is `grammar/abc.ebnf`; parser functions carry its rule names.
+//! `parse_one` and `parse_file_with` read as [`ReadOptions`] say, `print` writes a `Score` back
+//! as ABC. The grammar is `grammar/abc.ebnf`; parser functions carry its rule names.
 
 pub mod ast;
 pub mod diagnostics;
@@ -59,10 +60,17 @@ pub struct ReadOptions {
     pub ornaments: bool,
 }
 
+impl ReadOptions {
+    /// The parser and the lowering these options ask for.
+    fn split(self, text: &str) -> (Parser<'_>, lower::LowerOptions) {
+        let p = if self.lenient { Parser::lenient(text) } else { Parser::new(text) };
+        (p, lower::LowerOptions { ornaments: self.ornaments })
+    }
+}
+
 /// Every tune of `text`, read as `options` say.
 pub fn parse_file_with(text: &str, options: ReadOptions) -> Vec<TuneResult> {
-    let p = if options.lenient { Parser::lenient(text) } else { Parser::new(text) };
-    let lower_options = lower::LowerOptions { ornaments: options.ornaments };
+    let (p, lower_options) = options.split(text);
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
     // Line numbers are counted incrementally: tunes come in file order.
@@ -115,24 +123,30 @@ fn tune_score<'a>(
 
 /// Parses the first tune of `text` (or the whole text when it has no `X:` line).
 pub fn parse(text: &str) -> Result<Score, DslError> {
-    let p = Parser::new(text);
-    let (header, slices) = p.file();
-    let (fields, directives) = p.file_header(&header);
-    match slices.first() {
-        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new(), Default::default()),
-        None => Err(DslError::at(text, 0, "a tune")),
-    }
+    parse_one(text, None, ReadOptions::default()).map(|(score, _)| score)
 }
 
 /// Parses the tune numbered `x` (its `X:` field) in `text`.
 pub fn parse_tune(text: &str, x: u32) -> Result<Score, DslError> {
-    let p = Parser::new(text);
+    parse_one(text, Some(x), ReadOptions::default()).map(|(score, _)| score)
+}
+
+/// Parses one tune of `text` as `options` say: the one numbered `x`, or the first; only that
+/// tune is parsed. Returns what a lenient read skipped in it beside the score.
+pub fn parse_one(text: &str, x: Option<u32>, options: ReadOptions) -> Result<(Score, Vec<DslError>), DslError> {
+    let (p, lower_options) = options.split(text);
     let (header, slices) = p.file();
     let (fields, directives) = p.file_header(&header);
-    match slices.iter().find(|s| s.x == Some(x)) {
-        Some(&s) => tune_score(&p, s, &fields, &directives, &mut Vec::new(), &mut Vec::new(), Default::default()),
-        None => Err(DslError::at(text, text.len(), format!("a tune with X:{x}"))),
-    }
+    let slice = match x {
+        Some(x) => slices
+            .iter()
+            .find(|s| s.x == Some(x))
+            .ok_or_else(|| DslError::at(text, text.len(), format!("a tune with X:{x}"))),
+        None => slices.first().ok_or_else(|| DslError::at(text, 0, "a tune")),
+    }?;
+    let mut skipped = Vec::new();
+    let score = tune_score(&p, *slice, &fields, &directives, &mut Vec::new(), &mut skipped, lower_options)?;
+    Ok((score, skipped))
 }
 
 /// Parses one tune into its syntax tree (for tools that want what was written, not its sound).

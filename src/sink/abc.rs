@@ -35,17 +35,11 @@ pub fn write(score: &Score, path: impl AsRef<Path>) -> Result<(), AbcFileError> 
 
 /// Reads tune `x` from an ABC file (the first tune when `x` is `None`), in playing order.
 pub fn read(path: impl AsRef<Path>, x: Option<u32>) -> Result<Score, AbcFileError> {
-    let path = path.as_ref();
-    let text = read_text(path)?;
-    let parsed = match x {
-        Some(x) => dsl::parse_tune(&text, x),
-        None => dsl::parse(&text),
-    };
-    parsed.map_err(|source| AbcFileError::Parse { path: path.to_path_buf(), source })
+    read_with(path, x, dsl::ReadOptions::default()).map(|(score, _)| score)
 }
 
-/// [`read`] as `options` say (`dsl::parse_file_with`): leniently, what does not parse inside a
-/// music line is skipped, and each skip comes back with the score.
+/// [`read`] as `options` say (`dsl::parse_one`): leniently, what does not parse inside a music
+/// line is skipped, and each skip comes back with the score.
 pub fn read_with(
     path: impl AsRef<Path>,
     x: Option<u32>,
@@ -53,17 +47,7 @@ pub fn read_with(
 ) -> Result<(Score, Vec<dsl::DslError>), AbcFileError> {
     let path = path.as_ref();
     let text = read_text(path)?;
-    let tunes = dsl::parse_file_with(&text, options);
-    let found = match x {
-        Some(x) => tunes.into_iter().find(|t| t.x == Some(x)),
-        None => tunes.into_iter().next(),
-    };
-    let parse_error = |source| AbcFileError::Parse { path: path.to_path_buf(), source };
-    let Some(tune) = found else {
-        let what = x.map_or("a tune".to_string(), |x| format!("a tune with X:{x}"));
-        return Err(parse_error(dsl::DslError::at(&text, text.len(), what)));
-    };
-    Ok((tune.result.map_err(parse_error)?, tune.skipped))
+    dsl::parse_one(&text, x, options).map_err(|source| AbcFileError::Parse { path: path.to_path_buf(), source })
 }
 
 fn read_text(path: &Path) -> Result<String, AbcFileError> {
