@@ -187,6 +187,15 @@ impl Key {
         pcs
     }
 
+    /// The key's pentatonic scale: 1 2 3 5 6 of a major-like key, 1 ♭3 4 5 ♭7 of a minor-like
+    /// one (the same five pitch classes as the relative major's), sorted.
+    pub fn pentatonic(&self) -> Vec<u8> {
+        let steps: [u8; 5] = if self.mode.is_minor_like() { [0, 3, 5, 7, 10] } else { [0, 2, 4, 7, 9] };
+        let mut pcs: Vec<u8> = steps.iter().map(|s| (self.tonic_pc() + s) % 12).collect();
+        pcs.sort_unstable();
+        pcs
+    }
+
     /// Builds the key for a MIDI key signature (sharps/flats and major/minor).
     pub fn from_fifths(fifths: i32, minor: bool) -> Self {
         let mode = if minor { Mode::Minor } else { Mode::Major };
@@ -281,6 +290,12 @@ pub struct GenSettings {
     pub pitch_classes: Option<Vec<u8>>,
     /// Hard constraint `%%scale key`: keep to the key the prompt is in where generation starts.
     pub in_key: bool,
+    /// With `in_key` (`%%scale key pentatonic`): only the key's pentatonic scale.
+    #[serde(default)]
+    pub pentatonic: bool,
+    /// `%%scale any`: no scale at all, whatever the model's defaults say.
+    #[serde(default)]
+    pub no_scale: bool,
     /// Hard constraint `%%polyphony N`: at most N notes sounding at once.
     pub max_polyphony: Option<u32>,
     /// Hard constraint `%%whole_bars`: bars add up to the meter.
@@ -302,8 +317,25 @@ pub struct GenSettings {
 }
 
 impl GenSettings {
+    /// Applies a `%%scale` / `--scale` / `scale:` value: a named scale replaces the pitch
+    /// classes, `key` and `key pentatonic` keep to the key, `any` clears all three.
+    pub fn set_scale(&mut self, scale: crate::dsl::fields::ScaleValue) {
+        use crate::dsl::fields::ScaleValue;
+        match scale {
+            ScaleValue::Key => self.in_key = true,
+            ScaleValue::KeyPentatonic => (self.in_key, self.pentatonic) = (true, true),
+            ScaleValue::PitchClasses(pcs) => self.pitch_classes = Some(pcs),
+            ScaleValue::Any => {
+                (self.in_key, self.pentatonic, self.pitch_classes) = (false, false, None);
+                self.no_scale = true;
+            }
+        }
+    }
+
     /// These settings, with what they leave unset taken from `fallback`.
     pub fn or(&self, fallback: &GenSettings) -> GenSettings {
+        // `%%scale any` keeps the fallback's scale out.
+        let scale_from = if self.no_scale { self } else { fallback };
         GenSettings {
             model: self.model.clone().or_else(|| fallback.model.clone()),
             temperature: self.temperature.or(fallback.temperature),
@@ -313,8 +345,10 @@ impl GenSettings {
             bars: self.bars.or(fallback.bars),
             repetition_penalty: self.repetition_penalty.or(fallback.repetition_penalty),
             range: self.range.or(fallback.range),
-            pitch_classes: self.pitch_classes.clone().or_else(|| fallback.pitch_classes.clone()),
-            in_key: self.in_key || fallback.in_key,
+            pitch_classes: self.pitch_classes.clone().or_else(|| scale_from.pitch_classes.clone()),
+            in_key: self.in_key || scale_from.in_key,
+            pentatonic: self.pentatonic || scale_from.pentatonic,
+            no_scale: self.no_scale || fallback.no_scale,
             max_polyphony: self.max_polyphony.or(fallback.max_polyphony),
             whole_bars: self.whole_bars || fallback.whole_bars,
             min_strain_bars: self.min_strain_bars.or(fallback.min_strain_bars),

@@ -1,5 +1,6 @@
 //! `cadenza generate`: continue a prompt with a model and write MIDI or ABC (or a folder of takes).
 
+use crate::dsl::fields::ScaleValue;
 use crate::gen::{Generator, Length, Overrides, Request, Take};
 use crate::score::{GenSettings, Score};
 use anyhow::{bail, Context};
@@ -65,7 +66,9 @@ pub struct Args {
     /// Allowed pitch classes, comma separated (0 = C .. 11 = B), e.g. `0,2,4,7,9`.
     #[arg(long, value_delimiter = ',')]
     pub pitch_classes: Option<Vec<u8>>,
-    /// Keep to a scale: `D dorian`, `A minor pentatonic`, `0 2 4 7 9` or `key` (as `--in-key`).
+    /// Keep to a scale: `D dorian`, `A minor pentatonic`, `0 2 4 7 9`, `key` (as `--in-key`),
+    /// `key pentatonic` (the pentatonic of the key, given or sampled) or `any` (none, over a
+    /// model's default such as the folk model's `key pentatonic` for Chinese tunes).
     #[arg(long)]
     pub scale: Option<String>,
     /// Allowed pitch range, MIDI numbers or names: `55-84`, `G3..C6`.
@@ -163,8 +166,10 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     }
     if let Some(v) = &args.scale {
         match crate::dsl::fields::scale_value(v).map_err(|e| anyhow::anyhow!("--scale {v}: expected {}", e.expected))? {
-            crate::dsl::fields::ScaleValue::Key => c.in_key = true,
-            crate::dsl::fields::ScaleValue::PitchClasses(pcs) => c.pitch_classes = Some(pcs),
+            ScaleValue::Key => c.in_key = true,
+            ScaleValue::KeyPentatonic => (c.in_key, c.pentatonic) = (true, true),
+            ScaleValue::PitchClasses(pcs) => c.pitch_classes = Some(pcs),
+            ScaleValue::Any => (c.in_key, c.pentatonic, c.pitch_classes) = (false, false, None),
         }
     }
     if let Some(r) = &args.range {
@@ -222,7 +227,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let fallback = if args.harmonize.is_some() { "chorale" } else { "folk" };
     let model = args.model.clone().or(prompt.meta.gen.model.clone()).unwrap_or_else(|| fallback.to_string());
     let gen = Generator::load(&model)?;
-    let req = request(&args, prompt, gen.defaults())?;
+    let style = args.style.clone().or_else(|| prompt.meta.style.clone());
+    let req = request(&args, prompt, &gen.defaults_for(style.as_deref()))?;
     if let Some(path) = &args.harmonize {
         let melody = read_score(path)?;
         for i in 0..args.count {

@@ -114,22 +114,32 @@ pub fn key_value(v: &str) -> Result<Key, FieldError> {
 pub enum ScaleValue {
     /// `key`: the key the prompt is in where generation starts.
     Key,
+    /// `key pentatonic`: that key's pentatonic scale (see `Key::pentatonic`).
+    KeyPentatonic,
+    /// `any` / `chromatic`: no scale (undoes a model's default one).
+    Any,
     /// A set of pitch classes (0 = C .. 11 = B), sorted, without repeats.
     PitchClasses(Vec<u8>),
 }
 
-/// scale_value = "key" | pitch_class , { [","] , pitch_class } | key_value , ["pentatonic"] :
-/// `key`, `0 2 4 7 9`, `0,2,4,7,9`, `D dorian`, `Ador`, `F#m`, `A minor pentatonic`,
+/// scale_value = "key" | "key pentatonic" | "any" | "chromatic" | pitch_class , { [","] , pitch_class } | key_value , ["pentatonic"] :
+/// `key`, `key pentatonic`, `0 2 4 7 9`, `0,2,4,7,9`, `D dorian`, `Ador`, `F#m`, `A minor pentatonic`,
 /// `G pentatonic`. A pentatonic scale is the minor one (1 b3 4 5 b7) on a minor-like mode, else
 /// the major one (1 2 3 5 6).
 pub fn scale_value(v: &str) -> Result<ScaleValue, FieldError> {
     let v = v.trim();
-    const EXPECTED: &str = "a scale like `key`, `D dorian`, `A minor pentatonic` or `0 2 4 7 9`";
+    const EXPECTED: &str = "a scale like `key`, `key pentatonic`, `D dorian`, `A minor pentatonic` or `0 2 4 7 9`";
     if v.is_empty() {
         return err(0, EXPECTED);
     }
     if v == "key" {
         return Ok(ScaleValue::Key);
+    }
+    if v.split_whitespace().eq(["key", "pentatonic"]) {
+        return Ok(ScaleValue::KeyPentatonic);
+    }
+    if v == "any" || v == "chromatic" {
+        return Ok(ScaleValue::Any);
     }
     if v.as_bytes()[0].is_ascii_digit() {
         let mut pcs = Vec::new();
@@ -157,10 +167,7 @@ pub fn scale_value(v: &str) -> Result<ScaleValue, FieldError> {
     if !pentatonic {
         return Ok(ScaleValue::PitchClasses(key.pitch_classes()));
     }
-    let steps: [u8; 5] = if key.mode.is_minor_like() { [0, 3, 5, 7, 10] } else { [0, 2, 4, 7, 9] };
-    let mut pcs: Vec<u8> = steps.iter().map(|s| (key.tonic_pc() + s) % 12).collect();
-    pcs.sort_unstable();
-    Ok(ScaleValue::PitchClasses(pcs))
+    Ok(ScaleValue::PitchClasses(key.pentatonic()))
 }
 
 /// Explicit accidentals after the key (`^f _b =c`); clef and transposition words are skipped.

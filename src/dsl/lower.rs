@@ -719,10 +719,7 @@ impl<'s> Lowerer<'s> {
             }
             // abcm2ps's `%%scale 0.65` (page scale, in real collections) is layout, not a scale.
             "scale" if value.contains('.') && value.parse::<f64>().is_ok() => {}
-            "scale" => match fields::scale_value(value).map_err(|e| at(e.expected))? {
-                fields::ScaleValue::Key => self.meta.gen.in_key = true,
-                fields::ScaleValue::PitchClasses(pcs) => self.meta.gen.pitch_classes = Some(pcs),
-            },
+            "scale" => self.meta.gen.set_scale(fields::scale_value(value).map_err(|e| at(e.expected))?),
             "polyphony" => {
                 self.meta.gen.max_polyphony = Some(
                     value

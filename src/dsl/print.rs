@@ -238,8 +238,11 @@ pub fn print(score: &Score) -> String {
     if let Some((lo, hi)) = g.range {
         let _ = writeln!(out, "%%range {} {}", crate::score::pitch_name(lo), crate::score::pitch_name(hi));
     }
+    if g.no_scale && !g.in_key && g.pitch_classes.is_none() {
+        out.push_str("%%scale any\n");
+    }
     if g.in_key {
-        out.push_str("%%scale key\n");
+        out.push_str(if g.pentatonic { "%%scale key pentatonic\n" } else { "%%scale key\n" });
     }
     if let Some(pcs) = &g.pitch_classes {
         let list: Vec<String> = pcs.iter().map(u8::to_string).collect();

@@ -21,7 +21,7 @@ pub struct Generator {
     dir: PathBuf,
     /// What this model sounds best with when neither prompt nor caller says otherwise
     /// (`generation_config.json`).
-    defaults: GenSettings,
+    defaults: Defaults,
 }
 
 impl std::ops::Deref for Generator {
@@ -54,26 +54,57 @@ struct GenerationConfig {
     max_repeats: Option<u32>,
     /// Added to the logit of a note on the previous note's pitch (negative: fewer repeats).
     same_pitch_bias: Option<f64>,
+    /// A scale as `%%scale` writes it (`key pentatonic`, `D dorian`, `any`).
+    scale: Option<String>,
+    /// Settings for takes of one style, over the ones above (`"styles": {"chinese": {"scale":
+    /// "key pentatonic"}}`); nested `styles` are not read.
+    #[serde(default)]
+    styles: std::collections::BTreeMap<String, GenerationConfig>,
 }
 
-fn read_generation_config(dir: &Path) -> Result<GenSettings, GenError> {
+impl GenerationConfig {
+    fn settings(&self, path: &Path) -> Result<GenSettings, GenError> {
+        let mut g = GenSettings {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            max_polyphony: self.max_polyphony,
+            mono_voices: self.mono_voices,
+            whole_bars: self.whole_bars,
+            min_strain_bars: self.min_strain_bars,
+            max_repeats: self.max_repeats,
+            same_pitch_bias: self.same_pitch_bias,
+            ..GenSettings::default()
+        };
+        if let Some(text) = &self.scale {
+            let scale = crate::dsl::fields::scale_value(text).map_err(|e| GenError::ModelFiles {
+                path: path.display().to_string(),
+                reason: format!("scale `{text}`: expected {}", e.expected),
+            })?;
+            g.set_scale(scale);
+        }
+        Ok(g)
+    }
+}
+
+/// A model's sampling defaults: for every take, and per style over those.
+#[derive(Debug, Clone, Default)]
+struct Defaults {
+    all: GenSettings,
+    styles: std::collections::BTreeMap<String, GenSettings>,
+}
+
+fn read_generation_config(dir: &Path) -> Result<Defaults, GenError> {
     let path = dir.join("generation_config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(GenSettings::default()) };
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(Defaults::default()) };
     let c: GenerationConfig = serde_json::from_str(&text)
         .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })?;
-    Ok(GenSettings {
-        temperature: c.temperature,
-        top_k: c.top_k,
-        top_p: c.top_p,
-        repetition_penalty: c.repetition_penalty,
-        max_polyphony: c.max_polyphony,
-        mono_voices: c.mono_voices,
-        whole_bars: c.whole_bars,
-        min_strain_bars: c.min_strain_bars,
-        max_repeats: c.max_repeats,
-        same_pitch_bias: c.same_pitch_bias,
-        ..GenSettings::default()
-    })
+    let mut styles = std::collections::BTreeMap::new();
+    for (style, sc) in &c.styles {
+        styles.insert(style.clone(), sc.settings(&path)?);
+    }
+    Ok(Defaults { all: c.settings(&path)?, styles })
 }
 
 impl Generator {
@@ -118,13 +149,21 @@ impl Generator {
         Generator {
             parts: Arc::new(Parts::new(name, model, encoding, model_hash)),
             dir: PathBuf::new(),
-            defaults: GenSettings::default(),
+            defaults: Defaults::default(),
         }
     }
 
     /// The settings this model generates with unless the prompt or the caller set them.
     pub fn defaults(&self) -> &GenSettings {
-        &self.defaults
+        &self.defaults.all
+    }
+
+    /// The defaults for takes of `style`: the style's own settings over [`Self::defaults`].
+    pub fn defaults_for(&self, style: Option<&str>) -> GenSettings {
+        match style.and_then(|s| self.defaults.styles.get(s)) {
+            Some(own) => own.or(&self.defaults.all),
+            None => self.defaults.all.clone(),
+        }
     }
 
     /// Draws open keys from `prior` (what `header_prior.json` gives a loaded model).

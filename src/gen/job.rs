@@ -111,21 +111,12 @@ impl Request {
         p
     }
 
-    /// Constraints with the length's bar count and the key (for `in_key`) folded in.
+    /// Constraints with the length's bar count folded in; `in_key` is resolved per take, with
+    /// the key each take plays in ([`Constraints::for_key`]).
     fn effective_constraints(&self) -> Constraints {
         let mut c = self.constraints.clone();
         if let Length::Bars(n) = self.length {
             c.bars = Some(n);
-        }
-        if c.in_key {
-            let p = self.conditioned_prompt();
-            let key = p.key_at(p.length);
-            let in_key = key.pitch_classes();
-            c.pitch_classes = Some(match c.pitch_classes.take() {
-                Some(pcs) => pcs.into_iter().filter(|pc| in_key.contains(pc)).collect(),
-                None => in_key,
-            });
-            c.in_key = false;
         }
         c
     }
@@ -148,6 +139,7 @@ impl Request {
         let constraints = Constraints {
             pitch_classes: g.pitch_classes.clone(),
             in_key: g.in_key,
+            pentatonic: g.pentatonic,
             range: g.range,
             max_polyphony: g.max_polyphony.map(|n| n as usize),
             whole_bars: g.whole_bars,
@@ -366,6 +358,7 @@ impl Batch {
         let c = &request.constraints;
         meta.gen.pitch_classes = c.pitch_classes.clone();
         meta.gen.in_key = c.in_key;
+        meta.gen.pentatonic = c.pentatonic;
         meta.gen.range = c.range;
         meta.gen.max_polyphony = c.max_polyphony.map(|n| n as u32);
         meta.gen.whole_bars = c.whole_bars;
@@ -412,9 +405,10 @@ impl Batch {
             }
         };
         let meters: Vec<Meter> = s.rows.iter().map(meter_of).collect();
-        for (row, meter) in s.rows.iter_mut().zip(meters) {
+        let keys: Vec<Key> = s.rows.iter().map(|r| s.row_key(r)).collect();
+        for ((row, meter), key) in s.rows.iter_mut().zip(meters).zip(keys) {
             let mut decoder = s.encoding.decoder();
-            let mut tracker = Tracker::new(constraints.clone(), &s.effects, meter);
+            let mut tracker = Tracker::new(constraints.for_key(&key), &s.effects, meter);
             for &id in &row.ids {
                 decoder.push(id);
                 tracker.push(s.effects.get(id));
@@ -501,6 +495,16 @@ impl Batch {
             return Ok(());
         }
         self.forward_rows(&vec![window_body.to_vec(); n])
+    }
+
+    /// The key a row plays in where generation starts: the (conditioned) prompt's, else the one
+    /// the row sampled for its header, else C.
+    fn row_key(&self, row: &Row) -> Key {
+        let p = self.request.conditioned_prompt();
+        if !p.meta.keys.is_empty() {
+            return p.key_at(p.length);
+        }
+        self.encoding.decode(&row.prefix).score.meta.keys.first().map(|(_, k)| k.clone()).unwrap_or_default()
     }
 
     /// Runs the model on one block of ids per row (all the same length), storing the logits.
@@ -677,7 +681,8 @@ impl Batch {
         self.request.length = length;
         let constraints = self.request.effective_constraints();
         let prompt_meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();
-        for r in &mut self.rows {
+        let keys: Vec<Key> = self.rows.iter().map(|r| self.row_key(r)).collect();
+        for (r, key) in self.rows.iter_mut().zip(keys) {
             // A meter the row sampled is its own (the prompt had none).
             let head = self.encoding.decode(&r.prefix).score;
             let meter = if head.meta.meters.is_empty() { prompt_meter } else { head.meter() };
@@ -685,7 +690,7 @@ impl Batch {
             r.cancelled = false;
             r.truncated = false;
             // A fresh tracker would forget open notes; replaying the ids rebuilds it exactly.
-            let mut t = Tracker::new(constraints.clone(), &self.effects, meter);
+            let mut t = Tracker::new(constraints.for_key(&key), &self.effects, meter);
             for &id in &r.ids {
                 t.push(self.effects.get(id));
             }

@@ -3,6 +3,7 @@
 use super::sandbox::Access;
 use super::stage::GenOpts;
 use super::Ctx;
+use crate::dsl::fields::ScaleValue;
 use crate::score::Score;
 use crate::time::{Tick, PPQ};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, NativeCallContext, INT};
@@ -137,9 +138,9 @@ fn dyn_pitch(v: &Dynamic, key: &str) -> Res<u8> {
     err(format!("`{key}` must be a pitch (number or name like \"C4\")"))
 }
 
-/// `scale`: a name (`"D dorian"`, `"A minor pentatonic"`) or an array of pitch classes.
-/// `scale: "key"` is `in_key: true` and leaves the pitch classes to the key.
-fn scale_opt(m: &Map) -> Res<Option<Vec<u8>>> {
+/// `scale`: a name (`"D dorian"`, `"A minor pentatonic"`, `"key"`, `"key pentatonic"`,
+/// `"any"`) or an array of pitch classes.
+fn scale_opt(m: &Map) -> Res<Option<ScaleValue>> {
     let Some(v) = m.get("scale") else { return Ok(None) };
     if let Some(a) = v.clone().try_cast::<Array>() {
         let mut pcs = Vec::new();
@@ -151,14 +152,12 @@ fn scale_opt(m: &Map) -> Res<Option<Vec<u8>>> {
         }
         pcs.sort_unstable();
         pcs.dedup();
-        return Ok(Some(pcs));
+        return Ok(Some(ScaleValue::PitchClasses(pcs)));
     }
     let text = v.to_string();
-    match crate::dsl::fields::scale_value(&text) {
-        Ok(crate::dsl::fields::ScaleValue::Key) => Ok(None),
-        Ok(crate::dsl::fields::ScaleValue::PitchClasses(pcs)) => Ok(Some(pcs)),
-        Err(e) => err(format!("gen: `scale` \"{text}\": expected {}", e.expected)),
-    }
+    crate::dsl::fields::scale_value(&text)
+        .map(Some)
+        .or_else(|e| err(format!("gen: `scale` \"{text}\": expected {}", e.expected)))
 }
 
 fn map_bool(m: &Map, key: &str) -> Res<Option<bool>> {
@@ -265,6 +264,7 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
             None => Ok(None),
         }
     };
+    let scale = scale_opt(m)?;
     Ok(GenOpts {
         bars: pos("bars", map_int(m, "bars")?)?,
         notes: pos("notes", map_int(m, "notes")?)?,
@@ -279,9 +279,22 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         key: map_str(m, "key")?,
         meter: map_str(m, "meter")?,
         range,
-        pitch_classes: scale_opt(m)?,
-        in_key: map_bool(m, "in_key")?
-            .or(m.get("scale").is_some_and(|v| v.is_string() && v.to_string().trim() == "key").then_some(true)),
+        // `scale: "any"` is every pitch class and no key, over whatever the prompt or model set.
+        pitch_classes: match &scale {
+            Some(ScaleValue::PitchClasses(pcs)) => Some(pcs.clone()),
+            Some(ScaleValue::Any) => Some((0..12).collect()),
+            _ => None,
+        },
+        in_key: map_bool(m, "in_key")?.or(match &scale {
+            Some(ScaleValue::Key | ScaleValue::KeyPentatonic) => Some(true),
+            Some(ScaleValue::Any) => Some(false),
+            _ => None,
+        }),
+        pentatonic: match &scale {
+            Some(ScaleValue::KeyPentatonic) => Some(true),
+            Some(ScaleValue::Key | ScaleValue::Any) => Some(false),
+            _ => None,
+        },
         max_polyphony: pos("max_polyphony", map_int(m, "max_polyphony")?)?,
         whole_bars: map_bool(m, "whole_bars")?,
         mono_voices: map_bool(m, "mono_voices")?,

@@ -67,7 +67,8 @@ pub const TOPICS: &[Topic] = &[
                 anew; sections end on a cadence (`cadence: false` to lift it). Settings the prompt carries in %% lines \
                 apply unless an option says otherwise. Hard constraints: `key: \"Dmix\"` conditions on a key \
                 and keeps every note in it (`in_key: false` only conditions), `scale: \"A minor pentatonic\"` \
-                or `scale: [0, 2, 4, 7, 9]`, `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice). \
+                or `scale: [0, 2, 4, 7, 9]`, `scale: \"key pentatonic\"` (the pentatonic of the key, given or \
+                sampled; the folk model's default for `style: \"chinese\"`), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",

@@ -124,6 +124,8 @@ pub struct GenOpts {
     pub pitch_classes: Option<Vec<u8>>,
     /// Keep to the key; `None` = yes when `key` is given, else as the prompt's `%%scale` says.
     pub in_key: Option<bool>,
+    /// With `in_key`: only the key's pentatonic scale (`scale: "key pentatonic"`).
+    pub pentatonic: Option<bool>,
     pub max_polyphony: Option<u32>,
     pub whole_bars: Option<bool>,
     /// `mono_voices: true`: one note at a time in each voice.
@@ -165,6 +167,7 @@ impl GenOpts {
             range,
             pitch_classes,
             in_key,
+            pentatonic,
             max_polyphony,
             whole_bars,
             mono_voices,
@@ -686,7 +689,11 @@ impl Stage {
         if prompt.notes.is_empty() && prompt.meta.tempo == crate::time::TempoMap::default() {
             prompt.meta.tempo = crate::time::TempoMap::constant(bpm);
         }
-        let mut request = Request::from_prompt(prompt, Length::Tune, g.defaults());
+        // The session's style applies only to models conditioned on style.
+        let default_style = self.style().filter(|_| !g.styles().is_empty());
+        let style = opts.style.clone().or(default_style);
+        let defaults = g.defaults_for(style.as_deref().or(prompt.meta.style.as_deref()));
+        let mut request = Request::from_prompt(prompt, Length::Tune, &defaults);
         match (opts.bars, opts.notes, opts.tokens) {
             (Some(b), _, _) => request.length = Length::Bars(b),
             (None, Some(n), _) => request.length = Length::Notes(n as usize),
@@ -699,14 +706,13 @@ impl Stage {
         s.top_p = opts.top_p.unwrap_or(s.top_p);
         s.repetition_penalty = opts.repetition_penalty.unwrap_or(s.repetition_penalty);
         s.same_pitch_bias = opts.same_pitch_bias.unwrap_or(s.same_pitch_bias);
-        // The session's style applies only to models conditioned on style.
-        let default_style = self.style().filter(|_| !g.styles().is_empty());
-        request.overrides.style = opts.style.clone().or(default_style);
+        request.overrides.style = style;
         request.overrides.instrument = opts.instrument.clone();
         request.overrides.meter = meter;
         let c = &mut request.constraints;
         // `key: "Dmix"` conditions on the key and keeps every note in it, unless `in_key: false`.
         c.in_key = opts.in_key.unwrap_or(key.is_some() || c.in_key);
+        c.pentatonic = opts.pentatonic.unwrap_or(c.pentatonic);
         request.overrides.key = key;
         if opts.pitch_classes.is_some() {
             c.pitch_classes = opts.pitch_classes.clone();

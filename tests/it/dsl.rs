@@ -359,6 +359,23 @@ fn constraint_directives_fill_meta_and_print_back() {
     assert_eq!(scale("G pentatonic").pitch_classes, Some(vec![2, 4, 7, 9, 11]));
     assert_eq!(scale("F#m").pitch_classes, Some(vec![1, 2, 4, 6, 8, 9, 11]));
     assert_eq!(scale("7, 0,4 0").pitch_classes, Some(vec![0, 4, 7]));
+    let key_pentatonic = scale("key  pentatonic");
+    assert!(key_pentatonic.in_key && key_pentatonic.pentatonic && key_pentatonic.pitch_classes.is_none());
+    let any = scale("any");
+    assert!(any.no_scale && !any.in_key && any.pitch_classes.is_none());
+    assert!(dsl::parse("X:1\n%%scale pentatonic\nK:C\nC|\n").is_err(), "a pentatonic of nothing");
+    // Both print back as written.
+    for v in ["key pentatonic", "any"] {
+        let s = dsl::parse(&format!("X:1\n%%scale {v}\nK:C\nC|\n")).unwrap();
+        let printed = dsl::print(&s);
+        assert!(printed.contains(&format!("%%scale {v}\n")), "{printed}");
+        assert_eq!(dsl::parse(&printed).unwrap().meta.gen, s.meta.gen);
+    }
+    // `%%scale any` keeps a model's default scale out; other settings still fall back.
+    let model = cadenza::score::GenSettings { in_key: true, pentatonic: true, top_p: Some(0.9), ..Default::default() };
+    let merged = any.or(&model);
+    assert!(!merged.in_key && !merged.pentatonic && merged.top_p == Some(0.9));
+    assert!(scale("C").or(&model).in_key, "without `any` the model's scale stays");
     let range = |v: &str| dsl::parse(&format!("X:1\n%%range {v}\nK:C\nC|\n")).map(|s| s.meta.gen.range);
     assert_eq!(range("55..84").unwrap(), Some((55, 84)));
     assert_eq!(range("G3-C6").unwrap(), Some((55, 84)));
