@@ -7,51 +7,15 @@
 //! with real-time scheduling (SCHED_FIFO, granted to root or with rtprio rights) and without.
 //! Lateness comes from the player's own histogram (1 µs buckets), the clock it schedules by.
 
+#[path = "common/load.rs"]
+mod load;
+
 use cadenza::play::clock::{MICRO, MILLI};
 use cadenza::play::{At, LoopSource, PlayOpts, Transport, TransportConfig};
-use cadenza::score::{Note, Score};
 use cadenza::sink::out::{MidiOut, Recorder};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One bar of 16ths on `channel`: a three-note chord on every 16th, accents on the beats.
-fn groove(channel: u8, base: u8) -> Score {
-    let mut s = Score::new();
-    for i in 0..16u64 {
-        for (k, iv) in [0u8, 7, 12].iter().enumerate() {
-            let mut n = Note::new(i * 120, 90, base + iv + (i % 4) as u8);
-            n.channel = channel;
-            n.velocity = if i % 4 == 0 { 110 } else { 70 + k as u8 };
-            s.notes.push(n);
-        }
-    }
-    s.length = 1920;
-    s.normalize();
-    s
-}
-
-fn load(stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
-    let s1 = stop.clone();
-    let model_like = std::thread::spawn(move || {
-        use candle_core::{Device, Tensor};
-        let Ok(a) = Tensor::randn(0f32, 1.0, (384, 384), &Device::Cpu) else { return };
-        let Ok(b) = Tensor::randn(0f32, 1.0, (384, 384), &Device::Cpu) else { return };
-        while !s1.load(Ordering::Relaxed) {
-            let _ = a.matmul(&b).and_then(|c| c.tanh());
-        }
-    });
-    let busy = std::thread::spawn(move || {
-        let mut x = 1u64;
-        while !stop.load(Ordering::Relaxed) {
-            for _ in 0..100_000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            }
-            std::hint::black_box(x);
-        }
-    });
-    vec![model_like, busy]
-}
 
 fn run(realtime: bool, events: u64) {
     let mut outs: Vec<Box<dyn MidiOut>> = Vec::new();
@@ -64,11 +28,15 @@ fn run(realtime: bool, events: u64) {
     let e = Transport::start(outs, TransportConfig { realtime, ..TransportConfig::default() }).expect("engine");
     e.set_tempo(180.0, At::Now).expect("tempo");
     for i in 0..4u8 {
-        e.set_loop(&format!("l{i}"), LoopSource::Fixed(groove(i, 40 + 8 * i)), PlayOpts { port: i, at: At::NextBar })
-            .expect("loop");
+        e.set_loop(
+            &format!("l{i}"),
+            LoopSource::Fixed(load::groove(i, 40 + 8 * i)),
+            PlayOpts { port: i, at: At::NextBar },
+        )
+        .expect("loop");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = load(stop.clone());
+    let threads = load::load(stop.clone());
     // Let the loops and the load settle, then measure from a clean histogram.
     std::thread::sleep(Duration::from_secs(3));
     e.stats().reset_jitter();

@@ -140,10 +140,18 @@ pub enum Step {
     Shutdown,
 }
 
-/// Sends on slot `port`; counts a failure instead of reporting it (no formatting here).
-fn send_to(outs: &mut [Option<Box<dyn MidiOut>>], stats: &Stats, now: Nanos, port: u8, bytes: &[u8]) -> bool {
+/// Sends on slot `port` a message due at `due`; counts a failure instead of reporting it (no
+/// formatting here).
+fn send_to(
+    outs: &mut [Option<Box<dyn MidiOut>>],
+    stats: &Stats,
+    now: Nanos,
+    due: Nanos,
+    port: u8,
+    bytes: &[u8],
+) -> bool {
     let Some(Some(out)) = outs.get_mut(port as usize) else { return false };
-    match out.send(now, bytes) {
+    match out.send_at(now, due, bytes) {
         Ok(()) => {
             stats.sent.fetch_add(1, Ordering::Relaxed);
             true
@@ -167,6 +175,8 @@ pub struct Player {
     /// nothing, so a slow sequencer never makes the real-time thread drop a port.
     parked: [Option<Box<dyn MidiOut>>; MAX_PORTS],
     outs: Vec<Option<Box<dyn MidiOut>>>,
+    /// Each slot's [`MidiOut::lead`]: its events are handed over that early.
+    leads: [Nanos; MAX_PORTS],
     ledger: Ledger,
     stats: Arc<Stats>,
     pending: Option<Event>,
@@ -188,7 +198,9 @@ impl Player {
         stats: Arc<Stats>,
     ) -> Player {
         let mut outs: Vec<Option<Box<dyn MidiOut>>> = (0..MAX_PORTS).map(|_| None).collect();
+        let mut leads = [0; MAX_PORTS];
         for (i, o) in outputs.into_iter().take(MAX_PORTS).enumerate() {
+            leads[i] = o.lead();
             outs[i] = Some(o);
         }
         Player {
@@ -197,6 +209,7 @@ impl Player {
             returned,
             parked: std::array::from_fn(|_| None),
             outs,
+            leads,
             ledger: Ledger::new(),
             stats,
             pending: None,
@@ -213,8 +226,8 @@ impl Player {
         &self.ledger
     }
 
-    fn send(&mut self, now: Nanos, port: u8, bytes: &[u8], tag: u32) {
-        if send_to(&mut self.outs, &self.stats, now, port, bytes) {
+    fn send(&mut self, now: Nanos, due: Nanos, port: u8, bytes: &[u8], tag: u32) {
+        if send_to(&mut self.outs, &self.stats, now, due, port, bytes) {
             self.ledger.record(port, bytes, tag);
         }
     }
@@ -224,10 +237,10 @@ impl Player {
         // Split borrows: the ledger clears its own entries as it hands out the note-offs.
         let (outs, stats, ledger) = (&mut self.outs, &*self.stats, &mut self.ledger);
         ledger.release(None, None, |port, b| {
-            send_to(outs, stats, now, port, &b);
+            send_to(outs, stats, now, now, port, &b);
         });
         ledger.all_notes_off(|port, b| {
-            send_to(outs, stats, now, port, &b);
+            send_to(outs, stats, now, now, port, &b);
         });
         self.stats.sounding.store(0, Ordering::Relaxed);
     }
@@ -235,7 +248,7 @@ impl Player {
     fn release(&mut self, now: Nanos, tag: Option<u32>, only_port: Option<u8>) {
         let (outs, stats, ledger) = (&mut self.outs, &*self.stats, &mut self.ledger);
         ledger.release(tag, only_port, |port, b| {
-            send_to(outs, stats, now, port, &b);
+            send_to(outs, stats, now, now, port, &b);
         });
         self.stats.sounding.store(self.ledger.sounding(), Ordering::Relaxed);
     }
@@ -297,6 +310,9 @@ impl Player {
         while let Ok(c) = self.control.pop() {
             match c {
                 Control::SetOutput(slot, out) => {
+                    if let Some(lead) = self.leads.get_mut(slot as usize) {
+                        *lead = out.lead();
+                    }
                     if let Some(s) = self.outs.get_mut(slot as usize) {
                         if let Some(old) = s.replace(out) {
                             // Dropping a port frees memory and talks to the MIDI system: not here.
@@ -358,13 +374,16 @@ impl Player {
                     Err(_) => return Step::Idle,
                 },
             };
-            if ev.at > now {
+            // An output that timestamps takes its events `lead` early and plays them on time.
+            let hand_over = ev.at.saturating_sub(self.leads.get(ev.port as usize).copied().unwrap_or(0));
+            if hand_over > now {
                 self.pending = Some(ev);
-                return Step::Until(ev.at);
+                return Step::Until(hand_over);
             }
-            // Late events go out at once; how late is counted, never logged.
-            self.stats.note_lateness(now - ev.at);
-            self.send(now, ev.port, ev.bytes(), ev.tag);
+            // Late events go out at once; how late is counted, never logged (an event handed
+            // over early counts as on time: the output places it).
+            self.stats.note_lateness(now.saturating_sub(ev.at));
+            self.send(now, ev.at, ev.port, ev.bytes(), ev.tag);
             self.stats.sounding.store(self.ledger.sounding(), Ordering::Relaxed);
             // Counted once sent (not when popped), so "idle" means the last event is out.
             self.stats.consumed.fetch_add(1, Ordering::Release);

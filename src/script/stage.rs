@@ -777,13 +777,13 @@ impl Stage {
         let mut outputs: Vec<Box<dyn MidiOut>> = Vec::new();
         if !self.no_midi {
             let out = match &self.port {
-                Some(p) => crate::sink::out::MidirOut::connect(p),
-                None => crate::sink::out::MidirOut::virtual_port(crate::sink::out::CLIENT_NAME),
+                Some(p) => crate::sink::out::connect_output(p),
+                None => crate::sink::out::virtual_output(crate::sink::out::CLIENT_NAME),
             };
             match out {
                 Ok(o) => {
                     (self.output)(&format!("MIDI out: {}", o.name()));
-                    outputs.push(Box::new(o));
+                    outputs.push(o);
                 }
                 // No MIDI system here: the music is scheduled and sounds nowhere; say so once.
                 Err(err) => (self.output)(&format!("no MIDI output ({err}); playing silently")),
@@ -942,9 +942,9 @@ impl Stage {
     /// what is played from now on there.
     pub fn out(self: &Arc<Self>, name: &str) -> Result<String, StageError> {
         let e = self.engine()?;
-        let o = crate::sink::out::MidirOut::connect(name)?;
+        let o = crate::sink::out::connect_output(name)?;
         let full = o.name().to_string();
-        let slot = e.add_output(Box::new(o)).map_err(StageError::play("out"))?;
+        let slot = e.add_output(o).map_err(StageError::play("out"))?;
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = slot;
         Ok(full)
     }

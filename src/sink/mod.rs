@@ -2,6 +2,8 @@
 
 pub mod abc;
 pub mod files;
+#[cfg(feature = "jack")]
+pub mod jack_out;
 pub mod midi_file;
 pub mod musicxml;
 pub mod out;

@@ -39,6 +39,18 @@ pub trait MidiOut: Send {
     fn name(&self) -> &str;
     /// Sends one complete MIDI message. `now` is the engine clock when it is sent.
     fn send(&mut self, now: Nanos, bytes: &[u8]) -> Result<(), OutError>;
+    /// Sends a message due at `due` (engine clock), handed over at `now`, at most
+    /// [`MidiOut::lead`] early. An output that timestamps (JACK frames) plays it at `due`;
+    /// the others play it now. Messages go out in the order they are handed over, whatever
+    /// their due times, so a note-off sent after a note-on never overtakes it.
+    fn send_at(&mut self, now: Nanos, due: Nanos, bytes: &[u8]) -> Result<(), OutError> {
+        let _ = due;
+        self.send(now, bytes)
+    }
+    /// How long before its due time this output wants a message (0: at its due time).
+    fn lead(&self) -> Nanos {
+        0
+    }
     /// For a connection to another program's port: the exact name to look for when it vanishes
     /// and to reconnect to when it returns. Virtual ports and recorders return `None`.
     fn reconnect_name(&self) -> Option<&str> {
@@ -272,6 +284,24 @@ impl MidiOut for MidirOut {
     fn reconnect_name(&self) -> Option<&str> {
         self.target.as_deref()
     }
+}
+
+/// Connects to another program's MIDI input `wanted` (index, exact name or unique substring)
+/// through the MIDI system this build plays on: with `--features jack`, cadenza's own JACK port,
+/// which places every message at its frame ([`super::jack_out`]); else midir's.
+pub fn connect_output(wanted: &str) -> Result<Box<dyn MidiOut>, OutError> {
+    #[cfg(feature = "jack")]
+    return Ok(Box::new(super::jack_out::JackOut::connect(wanted)?));
+    #[cfg(not(feature = "jack"))]
+    Ok(Box::new(MidirOut::connect(wanted)?))
+}
+
+/// Opens cadenza's own output port `name` for others to connect to (as [`connect_output`]).
+pub fn virtual_output(name: &str) -> Result<Box<dyn MidiOut>, OutError> {
+    #[cfg(feature = "jack")]
+    return Ok(Box::new(super::jack_out::JackOut::open(name, None)?));
+    #[cfg(not(feature = "jack"))]
+    Ok(Box::new(MidirOut::virtual_port(name)?))
 }
 
 #[cfg(test)]

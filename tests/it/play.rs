@@ -183,6 +183,7 @@ fn a_panic_anywhere_turns_every_note_off() {
 #[cfg(feature = "jack")]
 mod jack {
     use super::*;
+    use cadenza::play::clock::MILLI;
     use cadenza::play::input::InputRecorder;
     use cadenza::sink::out::MidirOut;
     use std::process::{Command, Stdio};
@@ -264,6 +265,56 @@ mod jack {
         assert_balanced(&b);
         assert!(!b.contains(&msg::control(0, 123, 0).to_vec()), "a single stop needs no CC 123");
         drop(e);
+    }
+
+    /// cadenza's own JACK output through the engine: a tune arrives in order, every note off.
+    #[test]
+    fn a_tune_arrives_through_cadenzas_jack_output_in_order_with_every_note_off() {
+        use cadenza::sink::out::MidiOut;
+        let (rec, port) = sink_port("own-tune");
+        let out = cadenza::sink::jack_out::JackOut::connect(&port).expect("connect to our JACK input");
+        assert!(out.lead() > 0, "it takes messages ahead of time");
+        let e = Transport::start(vec![Box::new(out)], fast()).unwrap();
+        e.set_tempo(600.0, At::Now).unwrap();
+        let s = tune();
+        e.play_with(&s, PlayOpts { port: 0, at: At::Now }).unwrap();
+        assert!(e.wait_idle(&AtomicBool::new(false), false));
+        e.shutdown();
+        let want = expected_notes(&s);
+        let got = wait_for(&rec, |b| b.len() > want.len());
+        assert_eq!(notes_only(&got), want);
+        assert_eq!(got.last(), Some(&msg::control(0, 123, 0).to_vec()));
+    }
+
+    /// Each message handed over ahead of time lands on the frame its due time falls on (JACK's
+    /// clock, as the receiving client sees it), not at the start of the next period as midir's
+    /// JACK output writes everything; a note-off sent at once still follows the note-on.
+    #[test]
+    fn cadenzas_jack_output_places_each_message_at_its_frame() {
+        use cadenza::sink::jack_out::{JackCapture, JackOut};
+        use cadenza::sink::out::MidiOut;
+        ensure_jackd();
+        let mut cap = JackCapture::open(&format!("frames-{}", std::process::id()), 4096).unwrap();
+        let mut out = JackOut::connect(cap.name()).expect("connect to the capture port");
+        let stats = out.stats();
+        let mut expected = Vec::new();
+        for i in 0..40u64 {
+            // Due 200 ms from now and every 7 ms after: all handed over well ahead.
+            let due = 200 * MILLI + i * 7 * MILLI;
+            let jack_now = out.now_us();
+            out.send_at(0, due, &msg::note_on(0, 40 + i as u8, 90)).unwrap();
+            expected.push(jack_now + due / 1000);
+        }
+        out.send(0, &msg::note_off(0, 79)).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let got = cap.take();
+        assert_eq!(got.len(), 41, "every message arrives");
+        assert_eq!(got[40].bytes(), &msg::note_off(0, 79)[..], "the note-off sent last comes last");
+        // One frame at 48 kHz is 21 µs; the mapping is exact to a frame plus the clock reads.
+        let on_time = got[..40].iter().zip(&expected).filter(|(g, &want)| g.at_us.abs_diff(want) <= 100).count();
+        let late = stats.late.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        assert!(40 - on_time <= late, "only a message handed over too late may miss its frame: {got:?} {expected:?}");
+        assert!(on_time >= 30, "most land on their frame: {on_time} of 40");
     }
 
     /// One note on each downbeat of a 4/4 bar, on `channel`.

@@ -75,8 +75,8 @@ pub(super) fn spawn_watcher(
                         let _ = reports.send(Report::PortVanished { port: target.clone() });
                         set_vanished(&slots, i, true);
                     } else if present && slot.vanished {
-                        if let Ok(out) = crate::sink::out::MidirOut::connect(&target) {
-                            let _ = commands.send(Command::SetOutput(i as u8, Box::new(out)));
+                        if let Ok(out) = crate::sink::out::connect_output(&target) {
+                            let _ = commands.send(Command::SetOutput(i as u8, out));
                             let _ = reports.send(Report::PortBack { port: target.clone() });
                             set_vanished(&slots, i, false);
                         }
