@@ -791,6 +791,7 @@ impl Stage {
         }
         outputs.append(&mut self.extra_outputs.lock().unwrap_or_else(|p| p.into_inner()));
         let config = crate::play::TransportConfig { bpm: self.tempo(), ..Default::default() };
+        let lead = outputs.iter().map(|o| o.lead()).max().unwrap_or(0);
         let engine = match &self.fake_clock {
             Some(clock) => Transport::manual(outputs, config, clock.clone()),
             None => Transport::start(outputs, config),
@@ -800,6 +801,11 @@ impl Stage {
         if self.fake_clock.is_none() {
             // Said once: how steady the timing can be on this machine.
             match engine.realtime() {
+                _ if lead > 0 => (self.output)(&format!(
+                    "timing: the MIDI system places each message at its due time (handed over {} ms \
+                     ahead), so the player thread's wake-up does not reach the output",
+                    lead / 1_000_000
+                )),
                 Some(true) => (self.output)("timing: the player thread runs with real-time priority"),
                 Some(false) => (self.output)(
                     "timing: normal scheduling (no real-time rights: expect a few ms of jitter; \
