@@ -303,6 +303,9 @@ pub struct GenSettings {
     /// Hard constraint `%%mono_voices`: one note at a time in each voice.
     #[serde(default)]
     pub mono_voices: bool,
+    /// Hard constraint `%%no_parallels`: no parallel fifths or octaves between voices.
+    #[serde(default)]
+    pub no_parallels: bool,
     /// A model's default (`generation_config.json`), not written in ABC: a repeated strain is
     /// at least this many bars (see `gen::Constraints::min_strain_bars`).
     #[serde(default)]
@@ -355,6 +358,7 @@ impl GenSettings {
             max_repeats: self.max_repeats.or(fallback.max_repeats),
             same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
             mono_voices: self.mono_voices || fallback.mono_voices,
+            no_parallels: self.no_parallels || fallback.no_parallels,
         }
     }
 }

@@ -83,6 +83,10 @@ pub struct Args {
     /// One note at a time in each voice (for multi-voice models such as `chorale`).
     #[arg(long)]
     pub mono_voices: bool,
+    /// No parallel fifths or octaves between voices moving together (the chorale model's
+    /// default).
+    #[arg(long)]
+    pub no_parallels: bool,
     /// A form, generated section by section: `AABB`, `AABA`, `ABAC`, `QAQA'` (a letter seen
     /// before is that section again; a primed one keeps its first `--keep-bars` bars).
     #[arg(long, conflicts_with_all = ["notes", "seconds", "tokens"])]
@@ -178,6 +182,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     c.max_polyphony = args.max_polyphony.or(c.max_polyphony);
     c.whole_bars |= args.whole_bars;
     c.mono_voices |= args.mono_voices;
+    c.no_parallels |= args.no_parallels;
     c.in_key |= args.in_key;
     let from_prompt = req.prompt.meta.gen.seed;
     req.seed = args.seed.or(from_prompt).unwrap_or_else(|| {

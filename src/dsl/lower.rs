@@ -731,6 +731,7 @@ impl<'s> Lowerer<'s> {
             }
             "whole_bars" => self.meta.gen.whole_bars = true,
             "mono_voices" => self.meta.gen.mono_voices = true,
+            "no_parallels" => self.meta.gen.no_parallels = true,
             "MIDI" => self.midi_directive(value),
             _ => {}
         }

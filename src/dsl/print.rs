@@ -257,6 +257,9 @@ pub fn print(score: &Score) -> String {
     if g.mono_voices {
         out.push_str("%%mono_voices\n");
     }
+    if g.no_parallels {
+        out.push_str("%%no_parallels\n");
+    }
     let _ = writeln!(out, "M:{}", score.meter());
     let unit = unit_length(score);
     let _ = writeln!(out, "L:1/{}", WHOLE / unit);

@@ -44,6 +44,9 @@ struct GenerationConfig {
     max_polyphony: Option<u32>,
     #[serde(default)]
     mono_voices: bool,
+    /// No parallel fifths or octaves between voices (for part-writing models).
+    #[serde(default)]
+    no_parallels: bool,
     /// Bar lines only where the meter puts them (every bar full): for models whose bar lines
     /// are ids that do not move time (`tune`), which a small model otherwise places loosely.
     #[serde(default)]
@@ -71,6 +74,7 @@ impl GenerationConfig {
             repetition_penalty: self.repetition_penalty,
             max_polyphony: self.max_polyphony,
             mono_voices: self.mono_voices,
+            no_parallels: self.no_parallels,
             whole_bars: self.whole_bars,
             min_strain_bars: self.min_strain_bars,
             max_repeats: self.max_repeats,

@@ -144,6 +144,7 @@ impl Request {
             max_polyphony: g.max_polyphony.map(|n| n as usize),
             whole_bars: g.whole_bars,
             mono_voices: g.mono_voices,
+            no_parallels: g.no_parallels,
             min_strain_bars: g.min_strain_bars,
             max_repeats: g.max_repeats,
             bars: None,
@@ -363,6 +364,7 @@ impl Batch {
         meta.gen.max_polyphony = c.max_polyphony.map(|n| n as u32);
         meta.gen.whole_bars = c.whole_bars;
         meta.gen.mono_voices = c.mono_voices;
+        meta.gen.no_parallels = c.no_parallels;
         let record_base = TakeRecord {
             model: gen.name().to_string(),
             model_hash: gen.model_hash().to_string(),

@@ -130,6 +130,8 @@ pub struct GenOpts {
     pub whole_bars: Option<bool>,
     /// `mono_voices: true`: one note at a time in each voice.
     pub mono_voices: Option<bool>,
+    /// `no_parallels: true`: no parallel fifths or octaves between voices.
+    pub no_parallels: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
     /// Added to the logit of a note on the previous note's pitch, in nats (`gen::Sampling`).
@@ -171,6 +173,7 @@ impl GenOpts {
             max_polyphony,
             whole_bars,
             mono_voices,
+            no_parallels,
             model,
             repetition_penalty,
             same_pitch_bias,
@@ -725,6 +728,7 @@ impl Stage {
         }
         c.whole_bars = opts.whole_bars.unwrap_or(c.whole_bars);
         c.mono_voices = opts.mono_voices.unwrap_or(c.mono_voices);
+        c.no_parallels = opts.no_parallels.unwrap_or(c.no_parallels);
         // A prompt's `%%seed` is not used here: a take carries the seed that made it, and a loop
         // that continues its last take would otherwise play the same answer every cycle.
         request.seed = opts.seed.unwrap_or_else(|| self.next_seed());

@@ -371,6 +371,9 @@ fn constraint_directives_fill_meta_and_print_back() {
         assert!(printed.contains(&format!("%%scale {v}\n")), "{printed}");
         assert_eq!(dsl::parse(&printed).unwrap().meta.gen, s.meta.gen);
     }
+    let np = dsl::parse("X:1\n%%no_parallels\nK:C\nC|\n").unwrap();
+    assert!(np.meta.gen.no_parallels);
+    assert!(dsl::print(&np).contains("%%no_parallels\n"));
     // `%%scale any` keeps a model's default scale out; other settings still fall back.
     let model = cadenza::score::GenSettings { in_key: true, pentatonic: true, top_p: Some(0.9), ..Default::default() };
     let merged = any.or(&model);

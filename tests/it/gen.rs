@@ -934,10 +934,25 @@ fn real_chorale_model_writes_four_single_lines_from_its_generation_config() {
     let prompt =
         cadenza::dsl::parse("X:1\nM:4/4\nL:1/4\nK:C\nV:S\nc d e d|\nV:A\nG A G G|\nV:T\nE F C B,|\nV:B\nC, F, C G,|\n")
             .unwrap();
+    // ...and no parallel fifths or octaves, counted as `cadenza eval` counts them (the prompt
+    // has none, so a take with any made them).
+    assert!(g.defaults().no_parallels, "{:?}", g.defaults());
+    let parallels = |s: &Score| {
+        let f = cadenza::eval::features::features(s);
+        let at = |name: &str| cadenza::eval::features::FEATURES.iter().position(|d| d.name == name).unwrap();
+        (f[at("parallel_fifths")], f[at("parallel_octaves")])
+    };
+    assert_eq!(parallels(&prompt), (Some(0.0), Some(0.0)));
     let r = Request::from_prompt(prompt, Length::Bars(2), g.defaults());
-    assert!(r.constraints.mono_voices);
+    assert!(r.constraints.mono_voices && r.constraints.no_parallels);
     for seed in 0..3 {
         let take = g.generate(&Request { seed, ..r.clone() }).unwrap();
+        assert_eq!(
+            parallels(&take.score),
+            (Some(0.0), Some(0.0)),
+            "seed {seed}:\n{}",
+            cadenza::dsl::print(&take.score)
+        );
         let n = &take.notes;
         assert!(!n.is_empty());
         for (i, a) in n.iter().enumerate() {
