@@ -185,7 +185,8 @@ mod jack {
     use super::*;
     use cadenza::play::clock::MILLI;
     use cadenza::play::input::InputRecorder;
-    use cadenza::sink::out::MidirOut;
+    use cadenza::sink::jack_out::{JackCapture, JackOut};
+    use cadenza::sink::out::{MidiOut, MidirOut};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -234,30 +235,26 @@ mod jack {
         (rec, name)
     }
 
-    #[test]
-    fn a_tune_arrives_through_jack_in_order_with_every_note_off() {
-        let (rec, port) = sink_port("tune");
-        let out = MidirOut::connect(&port).expect("connect to our JACK input");
-        let e = Transport::start(vec![Box::new(out)], fast()).unwrap();
+    /// Plays `tune()` through `out` into `rec`: every note in order, then the closing CC 123.
+    fn a_tune_arrives_in_order(out: Box<dyn MidiOut>, rec: &InputRecorder) {
+        let e = Transport::start(vec![out], fast()).unwrap();
         e.set_tempo(600.0, At::Now).unwrap();
         let s = tune();
         e.play_with(&s, PlayOpts { port: 0, at: At::Now }).unwrap();
         assert!(e.wait_idle(&AtomicBool::new(false), false));
         e.shutdown();
         let want = expected_notes(&s);
-        let got = wait_for(&rec, |b| b.len() > want.len());
+        let got = wait_for(rec, |b| b.len() > want.len());
         assert_eq!(notes_only(&got), want);
         assert_eq!(got.last(), Some(&msg::control(0, 123, 0).to_vec()));
     }
 
-    #[test]
-    fn a_stop_through_jack_leaves_nothing_sounding() {
-        let (rec, port) = sink_port("stop");
-        let out = MidirOut::connect(&port).expect("connect to our JACK input");
-        let e = Transport::start(vec![Box::new(out)], fast()).unwrap();
+    /// Loops `tune()` through `out`, stops it mid-cycle: every note that sounded is turned off.
+    fn a_stop_leaves_nothing_sounding(out: Box<dyn MidiOut>, rec: &InputRecorder) {
+        let e = Transport::start(vec![out], fast()).unwrap();
         e.set_tempo(400.0, At::Now).unwrap();
         e.set_loop("t", LoopSource::Fixed(tune()), PlayOpts { port: 0, at: At::Now }).unwrap();
-        wait_for(&rec, |b| b.len() >= 30);
+        wait_for(rec, |b| b.len() >= 30);
         e.stop_loop("t", At::Now).unwrap();
         assert!(e.wait_idle(&AtomicBool::new(false), true));
         std::thread::sleep(Duration::from_millis(200));
@@ -267,23 +264,28 @@ mod jack {
         drop(e);
     }
 
-    /// cadenza's own JACK output through the engine: a tune arrives in order, every note off.
     #[test]
-    fn a_tune_arrives_through_cadenzas_jack_output_in_order_with_every_note_off() {
-        use cadenza::sink::out::MidiOut;
+    fn a_tune_arrives_through_jack_in_order_with_every_note_off() {
+        let (rec, port) = sink_port("tune");
+        a_tune_arrives_in_order(Box::new(MidirOut::connect(&port).expect("connect to our JACK input")), &rec);
+    }
+
+    #[test]
+    fn a_stop_through_jack_leaves_nothing_sounding() {
+        let (rec, port) = sink_port("stop");
+        a_stop_leaves_nothing_sounding(Box::new(MidirOut::connect(&port).expect("connect to our JACK input")), &rec);
+    }
+
+    /// The same through cadenza's own JACK output, which takes messages a period ahead: the
+    /// order holds, and a stop still turns off every note already handed over.
+    #[test]
+    fn cadenzas_jack_output_plays_in_order_and_stops_cleanly() {
         let (rec, port) = sink_port("own-tune");
-        let out = cadenza::sink::jack_out::JackOut::connect(&port).expect("connect to our JACK input");
+        let out = JackOut::connect(&port).expect("connect to our JACK input");
         assert!(out.lead() > 0, "it takes messages ahead of time");
-        let e = Transport::start(vec![Box::new(out)], fast()).unwrap();
-        e.set_tempo(600.0, At::Now).unwrap();
-        let s = tune();
-        e.play_with(&s, PlayOpts { port: 0, at: At::Now }).unwrap();
-        assert!(e.wait_idle(&AtomicBool::new(false), false));
-        e.shutdown();
-        let want = expected_notes(&s);
-        let got = wait_for(&rec, |b| b.len() > want.len());
-        assert_eq!(notes_only(&got), want);
-        assert_eq!(got.last(), Some(&msg::control(0, 123, 0).to_vec()));
+        a_tune_arrives_in_order(Box::new(out), &rec);
+        let (rec, port) = sink_port("own-stop");
+        a_stop_leaves_nothing_sounding(Box::new(JackOut::connect(&port).expect("connect")), &rec);
     }
 
     /// Each message handed over ahead of time lands on the frame its due time falls on (JACK's
@@ -291,8 +293,6 @@ mod jack {
     /// JACK output writes everything; a note-off sent at once still follows the note-on.
     #[test]
     fn cadenzas_jack_output_places_each_message_at_its_frame() {
-        use cadenza::sink::jack_out::{JackCapture, JackOut};
-        use cadenza::sink::out::MidiOut;
         ensure_jackd();
         let mut cap = JackCapture::open(&format!("frames-{}", std::process::id()), 4096).unwrap();
         let mut out = JackOut::connect(cap.name()).expect("connect to the capture port");
