@@ -47,7 +47,10 @@ pub trait MidiOut: Send {
         let _ = due;
         self.send(now, bytes)
     }
-    /// How long before its due time this output wants a message (0: at its due time).
+    /// How long before its due time this output wants a message (0: at its due time). The
+    /// player hands events over in time order across all its outputs, so in an engine whose
+    /// outputs have different leads, an event for a leading output waits behind a pending one
+    /// due earlier on another output: give every output of one engine the same lead.
     fn lead(&self) -> Nanos {
         0
     }
