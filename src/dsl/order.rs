@@ -158,6 +158,17 @@ pub(crate) fn apply_parts(
 /// Changes recorded in notation time, replayed along the play order.
 pub(crate) fn map_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], segs: &[(Tick, Tick)]) -> Vec<(Tick, T)> {
     let mut out: Vec<(Tick, T)> = Vec::new();
+    // The search below needs the changes in time order; damaged input (fields inside parts
+    // out of order, found by fuzzing) can record them otherwise.
+    let sorted: Vec<(Tick, T)>;
+    let changes = if changes.windows(2).all(|w| w[0].0 <= w[1].0) {
+        changes
+    } else {
+        let mut v = changes.to_vec();
+        v.sort_by_key(|c| c.0);
+        sorted = v;
+        &sorted[..]
+    };
     if changes.is_empty() {
         return out;
     }
@@ -176,7 +187,7 @@ pub(crate) fn map_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], segs: &[(
         for (t, v) in changes[i..].iter().take_while(|(t, _)| *t < b) {
             push_change(&mut out, t - a + offset, v.clone());
         }
-        offset += b - a;
+        offset += b.saturating_sub(a);
     }
     out
 }

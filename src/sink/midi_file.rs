@@ -266,6 +266,11 @@ struct TrackInfo {
 
 fn parse(bytes: &[u8]) -> Result<Score, Invalid> {
     let raw = check_chunks(bytes)?;
+    // A timecode division of -128 frames per second makes midly 0.5 negate i8::MIN (a panic
+    // where overflow is checked; found by fuzzing). No frame rate is that: refuse it first.
+    if raw.len() >= 14 && raw.starts_with(b"MThd") && raw[12] == 0x80 {
+        return Err(Invalid::BadHeader("invalid SMPTE frame rate -128 in the division".into()));
+    }
     let (header, tracks) = midly::parse(raw).map_err(|e| Invalid::BadHeader(e.to_string()))?;
     let (scale, timecode) = match header.timing {
         Timing::Metrical(tpq) => (Scale::new(PPQ as u64, tpq.as_int() as u64), false),

@@ -582,3 +582,30 @@ fn more_than_256_voices_is_an_error_not_a_wrap() {
     let ok: String = text.lines().take(3 + 2 * 256).map(|l| format!("{l}\n")).collect();
     assert_eq!(dsl::parse(&ok).unwrap().voices.len(), 256);
 }
+
+/// Inputs the fuzzer (`scripts/fuzz.sh abc`) found crashing the reader, kept as regressions:
+/// every tune reads (strictly and leniently, ornaments played) to a score or an error, and what
+/// is read prints. The first: changes recorded out of time order inside parts.
+#[test]
+fn fuzz_findings_read_without_panicking() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/abc");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("crash-")) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        let read = std::panic::catch_unwind(|| {
+            for tune in dsl::parse_file(&text) {
+                if let Ok(score) = tune.result {
+                    let _ = dsl::print(&score);
+                }
+            }
+            dsl::parse_file_with(&text, dsl::ReadOptions { lenient: true, ornaments: true }).len()
+        });
+        assert!(read.is_ok(), "{} panics the ABC reader", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 1, "the fuzz findings are in {}", dir.display());
+}

@@ -764,3 +764,24 @@ fn files_past_the_size_bound_are_refused_by_every_reader() {
         assert!(e.contains(name) && e.contains("larger than 268435456 bytes"), "{e}");
     }
 }
+
+/// Inputs the fuzzer (`scripts/fuzz.sh midi`) found crashing the reader, kept as regressions:
+/// each reads to a clear error or a score, never a panic (these builds check overflow, as the
+/// fuzzer's did). The first ones: a timecode division of -128 frames per second.
+#[test]
+fn fuzz_findings_read_without_panicking() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/midi");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let got = std::panic::catch_unwind(|| midi_file::read_bytes(&bytes).map(|s| s.notes.len()));
+        let result = got.unwrap_or_else(|_| panic!("{} panics the MIDI reader", path.display()));
+        if bytes.get(12) == Some(&0x80) {
+            let err = result.expect_err("no frame rate is -128").to_string();
+            assert!(err.contains("SMPTE frame rate"), "{}: {err}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 3, "the fuzz findings are in {}", dir.display());
+}
