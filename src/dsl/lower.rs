@@ -73,12 +73,17 @@ struct VoiceState {
 /// A trill on `n` as abc2midi plays it: `upper` and the note alternating, upper first, each a
 /// quarter note halved until it lasts at most 100 ms at `micros` per quarter; their count is
 /// the note's length over that (at least one), so together they fill the note exactly.
+/// Most notes one trill plays: past it (a very long note, or a tempo so slow the step falls to a
+/// tick, as fuzzed input had) the alternations get longer instead of more numerous, so a few
+/// bytes of ABC cannot expand into millions of notes.
+pub const MAX_TRILL_NOTES: Tick = 512;
+
 fn trill_notes(n: Note, upper: u8, micros: u32) -> impl Iterator<Item = Note> {
     let mut step: Tick = crate::time::PPQ as Tick;
     while step > 1 && step * micros as Tick > 100_000 * crate::time::PPQ as Tick {
         step /= 2;
     }
-    let count = (n.dur / step).max(1);
+    let count = (n.dur / step).clamp(1, MAX_TRILL_NOTES);
     (0..count).map(move |i| {
         let (a, b) = (n.dur * i / count, n.dur * (i + 1) / count);
         Note { start: n.start + a, dur: b - a, pitch: if i % 2 == 0 { upper } else { n.pitch }, ..n }
