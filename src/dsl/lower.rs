@@ -70,14 +70,15 @@ struct VoiceState {
     first_bar: Option<Tick>,
 }
 
-/// A trill on `n` as abc2midi plays it: `upper` and the note alternating, upper first, each a
-/// quarter note halved until it lasts at most 100 ms at `micros` per quarter; their count is
-/// the note's length over that (at least one), so together they fill the note exactly.
 /// Most notes one trill plays: past it (a very long note, or a tempo so slow the step falls to a
 /// tick, as fuzzed input had) the alternations get longer instead of more numerous, so a few
 /// bytes of ABC cannot expand into millions of notes.
 pub const MAX_TRILL_NOTES: Tick = 512;
 
+/// A trill on `n` as abc2midi plays it: `upper` and the note alternating, upper first, each a
+/// quarter note halved until it lasts at most 100 ms at `micros` per quarter; their count is
+/// the note's length over that (at least one, at most [`MAX_TRILL_NOTES`]), so together they
+/// fill the note exactly.
 fn trill_notes(n: Note, upper: u8, micros: u32) -> impl Iterator<Item = Note> {
     let mut step: Tick = crate::time::PPQ as Tick;
     while step > 1 && step * micros as Tick > 100_000 * crate::time::PPQ as Tick {

@@ -407,7 +407,7 @@ impl Batch {
             }
         };
         let meters: Vec<Meter> = s.rows.iter().map(meter_of).collect();
-        let keys: Vec<Key> = s.rows.iter().map(|r| s.row_key(r)).collect();
+        let keys = s.row_keys();
         for ((row, meter), key) in s.rows.iter_mut().zip(meters).zip(keys) {
             let mut decoder = s.encoding.decoder();
             let mut tracker = Tracker::new(constraints.for_key(&key), &s.effects, meter);
@@ -499,14 +499,26 @@ impl Batch {
         self.forward_rows(&vec![window_body.to_vec(); n])
     }
 
-    /// The key a row plays in where generation starts: the (conditioned) prompt's, else the one
-    /// the row sampled for its header, else C.
-    fn row_key(&self, row: &Row) -> Key {
+    /// The key each row plays in where generation starts: the (conditioned) prompt's, else the
+    /// one the row sampled for its header, else C.
+    fn row_keys(&self) -> Vec<Key> {
         let p = self.request.conditioned_prompt();
-        if !p.meta.keys.is_empty() {
-            return p.key_at(p.length);
-        }
-        self.encoding.decode(&row.prefix).score.meta.keys.first().map(|(_, k)| k.clone()).unwrap_or_default()
+        let prompt_key = (!p.meta.keys.is_empty()).then(|| p.key_at(p.length));
+        self.rows
+            .iter()
+            .map(|row| match &prompt_key {
+                Some(k) => k.clone(),
+                None => self
+                    .encoding
+                    .decode(&row.prefix)
+                    .score
+                    .meta
+                    .keys
+                    .first()
+                    .map(|(_, k)| k.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Runs the model on one block of ids per row (all the same length), storing the logits.
@@ -683,7 +695,7 @@ impl Batch {
         self.request.length = length;
         let constraints = self.request.effective_constraints();
         let prompt_meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();
-        let keys: Vec<Key> = self.rows.iter().map(|r| self.row_key(r)).collect();
+        let keys = self.row_keys();
         for (r, key) in self.rows.iter_mut().zip(keys) {
             // A meter the row sampled is its own (the prompt had none).
             let head = self.encoding.decode(&r.prefix).score;

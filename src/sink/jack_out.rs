@@ -54,6 +54,18 @@ pub fn frame_for(due_us: u64, start_us: u64, next_us: u64, n: u32, not_before: u
     (f.min(n.saturating_sub(1) as u64) as u32).max(not_before).min(n.saturating_sub(1))
 }
 
+/// This period's start and the next one's on JACK's clock (µs); without cycle times (a server
+/// lacking them), now and a microsecond later, so what is due goes out at frame 0.
+fn period_us(client: &jack::Client, ps: &jack::ProcessScope) -> (u64, u64) {
+    match ps.cycle_times() {
+        Ok(t) => (t.current_usecs, t.next_usecs),
+        Err(_) => {
+            let now = client.time();
+            (now, now + 1)
+        }
+    }
+}
+
 /// The real-time side: runs in JACK's process thread; never allocates or locks.
 struct Writer {
     port: jack::Port<jack::MidiOut>,
@@ -65,14 +77,7 @@ impl jack::ProcessHandler for Writer {
     fn process(&mut self, client: &jack::Client, ps: &jack::ProcessScope) -> jack::Control {
         let n = ps.n_frames();
         let mut writer = self.port.writer(ps);
-        let (start, next) = match ps.cycle_times() {
-            Ok(t) => (t.current_usecs, t.next_usecs),
-            // No cycle times (a server without them): everything due by now goes at frame 0.
-            Err(_) => {
-                let now = client.time();
-                (now, now + 1)
-            }
-        };
+        let (start, next) = period_us(client, ps);
         let mut last = 0;
         while let Ok(m) = self.rx.peek() {
             if m.due_us >= next {
@@ -222,10 +227,8 @@ struct Listener {
 impl jack::ProcessHandler for Listener {
     fn process(&mut self, client: &jack::Client, ps: &jack::ProcessScope) -> jack::Control {
         let n = ps.n_frames().max(1) as u64;
-        let (start, span) = match ps.cycle_times() {
-            Ok(t) => (t.current_usecs, t.next_usecs.saturating_sub(t.current_usecs)),
-            Err(_) => (client.time(), 0),
-        };
+        let (start, next) = period_us(client, ps);
+        let span = next.saturating_sub(start);
         for m in self.port.iter(ps) {
             let mut bytes = [0u8; 3];
             let len = m.bytes.len().min(3);
