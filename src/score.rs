@@ -323,22 +323,17 @@ impl GenSettings {
     /// Applies a `%%scale` / `--scale` / `scale:` value: a named scale replaces the pitch
     /// classes, `key` and `key pentatonic` keep to the key, `any` clears all three.
     pub fn set_scale(&mut self, scale: crate::dsl::fields::ScaleValue) {
-        use crate::dsl::fields::ScaleValue;
-        match scale {
-            ScaleValue::Key => self.in_key = true,
-            ScaleValue::KeyPentatonic => (self.in_key, self.pentatonic) = (true, true),
-            ScaleValue::PitchClasses(pcs) => self.pitch_classes = Some(pcs),
-            ScaleValue::Any => {
-                (self.in_key, self.pentatonic, self.pitch_classes) = (false, false, None);
-                self.no_scale = true;
-            }
-        }
+        self.no_scale |= scale == crate::dsl::fields::ScaleValue::Any;
+        scale.apply(&mut self.in_key, &mut self.pentatonic, &mut self.pitch_classes);
     }
 
     /// These settings, with what they leave unset taken from `fallback`.
     pub fn or(&self, fallback: &GenSettings) -> GenSettings {
-        // `%%scale any` keeps the fallback's scale out.
-        let scale_from = if self.no_scale { self } else { fallback };
+        // A scale named here decides what `ScaleValue::apply` says it decides, over the
+        // fallback's: `%%scale key` over a model's `key pentatonic` is diatonic, pitch classes
+        // stay beside the model's key, and `%%scale any` keeps all of the fallback's scale out.
+        let key_from = if self.no_scale || self.in_key { self } else { fallback };
+        let pcs_from = if self.no_scale || self.pitch_classes.is_some() { self } else { fallback };
         GenSettings {
             model: self.model.clone().or_else(|| fallback.model.clone()),
             temperature: self.temperature.or(fallback.temperature),
@@ -348,9 +343,9 @@ impl GenSettings {
             bars: self.bars.or(fallback.bars),
             repetition_penalty: self.repetition_penalty.or(fallback.repetition_penalty),
             range: self.range.or(fallback.range),
-            pitch_classes: self.pitch_classes.clone().or_else(|| scale_from.pitch_classes.clone()),
-            in_key: self.in_key || scale_from.in_key,
-            pentatonic: self.pentatonic || scale_from.pentatonic,
+            pitch_classes: pcs_from.pitch_classes.clone(),
+            in_key: key_from.in_key,
+            pentatonic: key_from.pentatonic,
             no_scale: self.no_scale || fallback.no_scale,
             max_polyphony: self.max_polyphony.or(fallback.max_polyphony),
             whole_bars: self.whole_bars || fallback.whole_bars,

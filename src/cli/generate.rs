@@ -1,6 +1,5 @@
 //! `cadenza generate`: continue a prompt with a model and write MIDI or ABC (or a folder of takes).
 
-use crate::dsl::fields::ScaleValue;
 use crate::gen::{Generator, Length, Overrides, Request, Take};
 use crate::score::{GenSettings, Score};
 use anyhow::{bail, Context};
@@ -169,12 +168,9 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
         c.pitch_classes = Some(pcs.clone());
     }
     if let Some(v) = &args.scale {
-        match crate::dsl::fields::scale_value(v).map_err(|e| anyhow::anyhow!("--scale {v}: expected {}", e.expected))? {
-            ScaleValue::Key => c.in_key = true,
-            ScaleValue::KeyPentatonic => (c.in_key, c.pentatonic) = (true, true),
-            ScaleValue::PitchClasses(pcs) => c.pitch_classes = Some(pcs),
-            ScaleValue::Any => (c.in_key, c.pentatonic, c.pitch_classes) = (false, false, None),
-        }
+        let scale =
+            crate::dsl::fields::scale_value(v).map_err(|e| anyhow::anyhow!("--scale {v}: expected {}", e.expected))?;
+        scale.apply(&mut c.in_key, &mut c.pentatonic, &mut c.pitch_classes);
     }
     if let Some(r) = &args.range {
         c.range = Some(crate::score::parse_pitch_range(r).map_err(|e| anyhow::anyhow!("--range: {e}"))?);

@@ -122,6 +122,42 @@ pub enum ScaleValue {
     PitchClasses(Vec<u8>),
 }
 
+/// The constraint fields a scale sets; `None` leaves a field as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleFields {
+    pub in_key: Option<bool>,
+    pub pentatonic: Option<bool>,
+    /// `Some(None)`: no pitch-class limit.
+    pub pitch_classes: Option<Option<Vec<u8>>>,
+}
+
+impl ScaleValue {
+    /// The one meaning of a scale for `%%scale`, `--scale` and `gen`'s `scale`. `key` and `key
+    /// pentatonic` decide whether to keep to the key and to its pentatonic (so `key` over a
+    /// model's `key pentatonic` is diatonic); a set of pitch classes is kept beside the key, and
+    /// both hold (a header may carry both, and reads back the same in either order); `any`
+    /// clears all three.
+    pub fn fields(self) -> ScaleFields {
+        let (in_key, pentatonic, pitch_classes) = match self {
+            ScaleValue::Key => (Some(true), Some(false), None),
+            ScaleValue::KeyPentatonic => (Some(true), Some(true), None),
+            ScaleValue::PitchClasses(pcs) => (None, None, Some(Some(pcs))),
+            ScaleValue::Any => (Some(false), Some(false), Some(None)),
+        };
+        ScaleFields { in_key, pentatonic, pitch_classes }
+    }
+
+    /// Sets the fields [`ScaleValue::fields`] names.
+    pub fn apply(self, in_key: &mut bool, pentatonic: &mut bool, pitch_classes: &mut Option<Vec<u8>>) {
+        let f = self.fields();
+        *in_key = f.in_key.unwrap_or(*in_key);
+        *pentatonic = f.pentatonic.unwrap_or(*pentatonic);
+        if let Some(pcs) = f.pitch_classes {
+            *pitch_classes = pcs;
+        }
+    }
+}
+
 /// scale_value = "key" | "key pentatonic" | "any" | "chromatic" | pitch_class , { [","] , pitch_class } | key_value , ["pentatonic"] :
 /// `key`, `key pentatonic`, `0 2 4 7 9`, `0,2,4,7,9`, `D dorian`, `Ador`, `F#m`, `A minor pentatonic`,
 /// `G pentatonic`. A pentatonic scale is the minor one (1 b3 4 5 b7) on a minor-like mode, else

@@ -266,6 +266,7 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         }
     };
     let scale = scale_opt(m)?;
+    let scale = scale.map(ScaleValue::fields);
     Ok(GenOpts {
         bars: pos("bars", map_int(m, "bars")?)?,
         notes: pos("notes", map_int(m, "notes")?)?,
@@ -280,22 +281,14 @@ pub fn gen_opts(m: &Map) -> Res<GenOpts> {
         key: map_str(m, "key")?,
         meter: map_str(m, "meter")?,
         range,
-        // `scale: "any"` is every pitch class and no key, over whatever the prompt or model set.
-        pitch_classes: match &scale {
-            Some(ScaleValue::PitchClasses(pcs)) => Some(pcs.clone()),
-            Some(ScaleValue::Any) => Some((0..12).collect()),
-            _ => None,
-        },
-        in_key: map_bool(m, "in_key")?.or(match &scale {
-            Some(ScaleValue::Key | ScaleValue::KeyPentatonic) => Some(true),
-            Some(ScaleValue::Any) => Some(false),
-            _ => None,
-        }),
-        pentatonic: match &scale {
-            Some(ScaleValue::KeyPentatonic) => Some(true),
-            Some(ScaleValue::Key | ScaleValue::Any) => Some(false),
-            _ => None,
-        },
+        // What the scale sets (`ScaleValue::fields`); "no pitch-class limit" (`scale: "any"`) is
+        // written as all twelve, since `None` here means "as the prompt or model says".
+        pitch_classes: scale
+            .as_ref()
+            .and_then(|f| f.pitch_classes.clone())
+            .map(|p| p.unwrap_or_else(|| (0..12).collect())),
+        in_key: map_bool(m, "in_key")?.or(scale.as_ref().and_then(|f| f.in_key)),
+        pentatonic: scale.as_ref().and_then(|f| f.pentatonic),
         max_polyphony: pos("max_polyphony", map_int(m, "max_polyphony")?)?,
         whole_bars: map_bool(m, "whole_bars")?,
         mono_voices: map_bool(m, "mono_voices")?,

@@ -379,6 +379,15 @@ fn constraint_directives_fill_meta_and_print_back() {
     let merged = any.or(&model);
     assert!(!merged.in_key && !merged.pentatonic && merged.top_p == Some(0.9));
     assert!(scale("C").or(&model).in_key, "without `any` the model's scale stays");
+    // A scale named in the prompt replaces the model's: `key` over `key pentatonic` is diatonic.
+    let key_over = scale("key").or(&model);
+    assert!(key_over.in_key && !key_over.pentatonic, "{key_over:?}");
+    // A later `%%scale` line decides the key fields again; pitch classes are kept beside the
+    // key, so a header with both reads back the same whichever comes first.
+    let both = dsl::parse("X:1\n%%scale key pentatonic\n%%scale key\n%%scale 0 2 4 7 9\nK:C\nC|\n").unwrap().meta.gen;
+    assert!(both.in_key && !both.pentatonic && both.pitch_classes == Some(vec![0, 2, 4, 7, 9]), "{both:?}");
+    let reordered = dsl::parse("X:1\n%%scale 0 2 4 7 9\n%%scale key\nK:C\nC|\n").unwrap().meta.gen;
+    assert_eq!(reordered, both);
     let range = |v: &str| dsl::parse(&format!("X:1\n%%range {v}\nK:C\nC|\n")).map(|s| s.meta.gen.range);
     assert_eq!(range("55..84").unwrap(), Some((55, 84)));
     assert_eq!(range("G3-C6").unwrap(), Some((55, 84)));
