@@ -35,6 +35,8 @@ enum Command {
     Copies(cadenza::cli::copies::Args),
     /// Count the keys of a model's training tunes, which open keys are drawn from.
     HeaderPrior(cadenza::cli::header_prior::Args),
+    /// Store a model's weights in another float type (f16 halves their size).
+    Weights(cadenza::cli::weights::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Some(Command::Takes(a)) => cadenza::cli::takes::run(a),
         Some(Command::Copies(a)) => cadenza::cli::copies::run(a),
         Some(Command::HeaderPrior(a)) => cadenza::cli::header_prior::run(a),
+        Some(Command::Weights(a)) => cadenza::cli::weights::run(a),
         None => cadenza::cli::repl::run(cli.repl),
     };
     match result {

@@ -13,6 +13,7 @@ pub mod run;
 pub mod takes;
 pub mod train;
 pub mod training_tunes;
+pub mod weights;
 
 /// The error and those causes its message does not already quote. Our error types print their
 /// source inside their own message (a DSL error's caret must stay under its line), so anyhow's

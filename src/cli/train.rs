@@ -24,9 +24,9 @@ pub struct Args {
     /// Architecture: gpt or lstm.
     #[arg(long, default_value = "gpt")]
     pub arch: String,
-    /// Output directory, e.g. models/folk.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// Output directory, e.g. models/folk (not needed with --evaluate).
+    #[arg(long, required_unless_present = "evaluate")]
+    pub out: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -109,9 +109,15 @@ pub struct Args {
     /// Compute threads (sets RAYON_NUM_THREADS).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Another model directory trained on the same split and encoding, compared in the card.
+    /// Another model directory with the same vocabulary, scored on this run's validation split
+    /// and compared in the card.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// Score these model directories (same encoding and vocabulary) on this command's validation
+    /// split, windows of --context ids in batches of --batch, and stop: no training. Compares
+    /// models trained on different splits fairly, or f16 weights against the f32 they came from.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["resume", "export"])]
+    pub evaluate: Vec<PathBuf>,
     /// No progress bar (log lines only).
     #[arg(long)]
     pub quiet: bool,
@@ -133,7 +139,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // freed memory (see cli::heap).
     super::heap::keep_freed_memory();
     let device = crate::model::device::by_name(&args.device)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    if !args.evaluate.is_empty() {
+        for (dir, scored) in evaluate(&args)? {
+            println!("{}: {}", dir.display(), scored.describe());
+        }
+        return Ok(());
+    }
+    let out = args.out.clone().context("--out is required to train")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // Allocator settings a user gave (`MALLOC_*`, which override keep_freed_memory's) change
     // speed, so they are part of the exact command.
     let env: Vec<String> =
@@ -141,18 +154,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // argv[0] is whatever copy of the binary ran; the card names the command users type.
     let argv = std::iter::once("cadenza".to_string()).chain(std::env::args().skip(1));
     let command = env.into_iter().chain(argv).collect::<Vec<_>>().join(" ");
-    append_command(&args.out, &command)?;
+    append_command(&out, &command)?;
 
     let data = load_data(&args)?;
     let enc = &data.encoding;
     let vocab_size = enc.vocab().len();
-    std::fs::write(args.out.join("vocab.json"), enc.vocab().to_json())
-        .with_context(|| format!("writing {}", args.out.join("vocab.json").display()))?;
+    std::fs::write(out.join("vocab.json"), enc.vocab().to_json())
+        .with_context(|| format!("writing {}", out.join("vocab.json").display()))?;
     // The keys of the training tunes as written (untransposed), which an open key is drawn from.
     let prior = crate::gen::HeaderPrior::build(enc.as_ref(), &data.train_scores);
     if !prior.is_empty() {
         let about = format!("training tunes per (style, key, meter), untransposed, counted by: {command}");
-        prior.save(enc.as_ref(), &args.out.join(crate::gen::header_prior::FILE), &about)?;
+        prior.save(enc.as_ref(), &out.join(crate::gen::header_prior::FILE), &about)?;
     }
     let config = model_config(&args, vocab_size)?;
     let opts = TrainOptions {
@@ -177,7 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     eprintln!(
         "{}: {} training and {} validation tunes, {} validation ids, {} validation notes; vocabulary {}",
-        args.out.display(),
+        out.display(),
         data.train_scores.len(),
         data.valid_ids.len(),
         data.valid_tokens(),
@@ -212,18 +225,92 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("exported {} epoch(s) of ids to {}", args.export_epochs, dir.display());
         return Ok(());
     }
-    let report = train::train(&config, &mut source, &opts, &args.out, args.resume, &device)?;
-    let card = model_card(&args, &command, &config, &opts, &data, &report, markov_loss, markov.alpha())?;
-    std::fs::write(args.out.join("README.md"), card)
-        .with_context(|| format!("writing {}", args.out.join("README.md").display()))?;
+    let report = train::train(&config, &mut source, &opts, &out, args.resume, &device)?;
+    // The model compared in the card, scored on this run's split (its own train.json may hold a
+    // loss on another split or context).
+    let compared = match &args.compare {
+        Some(dir) => match score_model(dir, &data, &args, &device) {
+            Ok(scored) => Some((dir.clone(), scored)),
+            Err(e) => {
+                eprintln!("--compare {}: not scored: {e:#}", dir.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let run = CardRun { out: &out, command: &command, config: &config, opts: &opts, data: &data, report: &report };
+    let card = model_card(&args, &run, markov_loss, markov.alpha(), compared.as_ref())?;
+    std::fs::write(out.join("README.md"), card)
+        .with_context(|| format!("writing {}", out.join("README.md").display()))?;
     eprintln!(
         "done ({}): best validation loss {:.4} nats/id vs Markov {:.4}; wrote {}",
         report.stopped_because,
         report.best_val_loss.unwrap_or(f64::NAN),
         markov_loss,
-        args.out.display()
+        out.display()
     );
     Ok(())
+}
+
+/// `--evaluate DIR...`: each model scored on the validation split these arguments cut.
+pub fn evaluate(args: &Args) -> anyhow::Result<Vec<(PathBuf, Scored)>> {
+    let device = crate::model::device::by_name(&args.device)?;
+    let data = load_data(args)?;
+    args.evaluate.iter().map(|dir| Ok((dir.clone(), score_model(dir, &data, args, &device)?))).collect()
+}
+
+/// A model's loss on a validation split.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub nats_per_id: f64,
+    /// Ids predicted.
+    pub ids: usize,
+    /// Notes those ids decode to.
+    pub notes: usize,
+    pub params: usize,
+}
+
+impl Scored {
+    pub fn bits_per_note(&self) -> f64 {
+        self.nats_per_id * self.ids as f64 / std::f64::consts::LN_2 / self.notes.max(1) as f64
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.4} nats/id, {:.3} bits/note over {} validation ids ({} parameters)",
+            self.nats_per_id,
+            self.bits_per_note(),
+            self.ids,
+            self.params
+        )
+    }
+}
+
+/// Scores the model in `dir` on `data`'s validation split, in windows of `--context` ids as
+/// training validates. Its vocabulary must be this encoding's, id for id.
+fn score_model(dir: &Path, data: &Data, args: &Args, device: &candle_core::Device) -> anyhow::Result<Scored> {
+    let vocab_path = dir.join("vocab.json");
+    let text = std::fs::read_to_string(&vocab_path).with_context(|| format!("reading {}", vocab_path.display()))?;
+    let theirs = crate::tokens::Vocab::from_json(&text).with_context(|| format!("reading {}", vocab_path.display()))?;
+    if theirs.to_json() != data.encoding.vocab().to_json() {
+        bail!(
+            "{}: not this encoding's vocabulary (`--encoding {}` with these options); its ids would mean other things",
+            vocab_path.display(),
+            args.encoding
+        );
+    }
+    let config = crate::model::load::read_config(dir)?;
+    if let Config::Gpt2(c) = &config {
+        if c.n_positions < args.context {
+            bail!("{}: n_positions {} is less than --context {}", dir.display(), c.n_positions, args.context);
+        }
+    }
+    let vb = crate::model::load::weights_var_builder(dir, &config, device)?;
+    let net =
+        train::Net::new(&config, vb).with_context(|| format!("{}: weights do not fit config.json", dir.display()))?;
+    let opts = TrainOptions { batch: args.batch, context: args.context, separator: None, ..TrainOptions::default() };
+    let (nats_per_id, ids) = train::evaluate(&net, &data.valid_ids, &opts, device)?;
+    Ok(Scored { nats_per_id, ids, notes: data.valid_notes, params: config.param_count() })
 }
 
 fn append_command(out: &Path, command: &str) -> anyhow::Result<()> {
@@ -337,9 +424,14 @@ fn load_data(args: &Args) -> anyhow::Result<Data> {
     if corpus.train.is_empty() || corpus.valid.is_empty() {
         bail!("the corpus gave {} training and {} validation tunes; need both", corpus.train.len(), corpus.valid.len());
     }
-    // On --resume the saved vocabulary is authoritative: the ids must mean what they meant.
-    let vocab_path = args.out.join("vocab.json");
-    let encoding: Box<dyn Encoding> = if args.resume && vocab_path.exists() {
+    // On --resume the saved vocabulary is authoritative: the ids must mean what they meant; so
+    // is the first scored model's with --evaluate.
+    let saved_vocab = match (&args.out, args.evaluate.first()) {
+        (_, Some(dir)) => Some(dir.join("vocab.json")),
+        (Some(out), None) if args.resume => Some(out.join("vocab.json")),
+        _ => None,
+    };
+    let encoding: Box<dyn Encoding> = if let Some(vocab_path) = saved_vocab.filter(|p| p.exists()) {
         crate::tokens::load(&vocab_path)?
     } else {
         let mut spec = CondSpec::default();
@@ -393,24 +485,31 @@ fn load_data(args: &Args) -> anyhow::Result<Data> {
     Ok(Data { encoding, train_scores, base_train_ids, valid_ids, valid_notes, description, augment })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a finished run hands its model card.
+struct CardRun<'a> {
+    out: &'a Path,
+    command: &'a str,
+    config: &'a Config,
+    opts: &'a TrainOptions,
+    data: &'a Data,
+    report: &'a TrainReport,
+}
+
 fn model_card(
     args: &Args,
-    command: &str,
-    config: &Config,
-    opts: &TrainOptions,
-    data: &Data,
-    report: &TrainReport,
+    run: &CardRun<'_>,
     markov_loss: f64,
     markov_alpha: f64,
+    compared: Option<&(PathBuf, Scored)>,
 ) -> anyhow::Result<String> {
+    let CardRun { out, command, config, opts, data, report } = *run;
     use std::fmt::Write;
     let ln2 = std::f64::consts::LN_2;
-    let name = args.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let val_tokens = data.valid_tokens() as f64;
     let notes = data.valid_notes.max(1) as f64;
     let per_note = |nats: f64| nats * val_tokens / ln2 / notes;
-    let commands = std::fs::read_to_string(args.out.join("commands.txt")).unwrap_or_else(|_| command.to_string());
+    let commands = std::fs::read_to_string(out.join("commands.txt")).unwrap_or_else(|_| command.to_string());
     let mut s = String::new();
     let best = report.best_val_loss.unwrap_or(f64::NAN);
     writeln!(s, "# {name}\n")?;
@@ -486,24 +585,16 @@ fn model_card(
         markov_loss / ln2,
         per_note(markov_loss)
     )?;
-    if let Some(dir) = &args.compare {
-        if let Ok(text) = std::fs::read_to_string(dir.join("train.json")) {
-            if let Ok(other) = serde_json::from_str::<TrainReport>(&text) {
-                let l = other.best_val_loss.unwrap_or(f64::NAN);
-                let same = other.val_tokens == report.val_tokens;
-                writeln!(
-                    s,
-                    "| `{}` ({} parameters, {:.0} min){} | {:.4} | {:.4} | {:.3} |",
-                    dir.display(),
-                    other.params,
-                    other.elapsed_secs / 60.0,
-                    if same { "" } else { " — different validation ids!" },
-                    l,
-                    l / ln2,
-                    per_note(l)
-                )?;
-            }
-        }
+    if let Some((dir, other)) = compared {
+        writeln!(
+            s,
+            "| `{}` ({} parameters), scored on this split | {:.4} | {:.4} | {:.3} |",
+            dir.display(),
+            other.params,
+            other.nats_per_id,
+            other.nats_per_id / ln2,
+            other.bits_per_note()
+        )?;
     }
     writeln!(
         s,

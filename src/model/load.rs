@@ -150,20 +150,27 @@ pub fn load_candle(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn Lan
 /// [`load_candle`] for a config already read.
 fn load_candle_with(dir: &Path, config: Config, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
     let path = dir.join("model.safetensors");
-    let bytes = read_weights(&path)?;
-    let names: Vec<String> = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| load_err(&path, e))?
-        .names()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| load_err(&path, e))?;
+    let vb = weights_var_builder(dir, &config, device)?;
     let model: Arc<dyn LanguageModel> = match &config {
-        Config::Gpt2(cfg) => {
-            let vb = if names.iter().any(|n| n.starts_with("transformer.")) { vb.pp("transformer") } else { vb };
-            Arc::new(Gpt::new(cfg, vb).map_err(|e| load_err(&path, e))?)
-        }
+        Config::Gpt2(cfg) => Arc::new(Gpt::new(cfg, vb).map_err(|e| load_err(&path, e))?),
         Config::Lstm(cfg) => Arc::new(Lstm::new(cfg, vb).map_err(|e| load_err(&path, e))?),
     };
     Ok(model)
+}
+
+/// The weights in `dir/model.safetensors` as f32 variables for `config`'s network, checked to be
+/// finite; GPT-2 names with Hugging Face's `transformer.` prefix are found under it.
+pub fn weights_var_builder(dir: &Path, config: &Config, device: &Device) -> Result<VarBuilder<'static>, ModelError> {
+    let path = dir.join("model.safetensors");
+    let bytes = read_weights(&path)?;
+    let prefixed = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| load_err(&path, e))?
+        .names()
+        .iter()
+        .any(|n| n.starts_with("transformer."));
+    let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| load_err(&path, e))?;
+    Ok(match config {
+        Config::Gpt2(_) if prefixed => vb.pp("transformer"),
+        _ => vb,
+    })
 }

@@ -346,6 +346,19 @@ impl AdamW {
     }
 }
 
+/// Sets every variable from the tensor of its name in the safetensors file at `path`, in the
+/// variable's own float type: weights stored in f16 resume as f32.
+fn load_vars(varmap: &VarMap, path: &Path) -> candle_core::Result<()> {
+    let data = varmap.data().lock().map_err(|_| candle_core::Error::msg("variable map lock poisoned"))?;
+    let Some(device) = data.values().next().map(|v| v.device().clone()) else { return Ok(()) };
+    let tensors = candle_core::safetensors::load(path, &device)?;
+    for (name, var) in data.iter() {
+        let t = tensors.get(name).ok_or_else(|| candle_core::Error::msg(format!("missing `{name}`")))?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
 /// Joins sequences into one stream, `separator` before each.
 pub fn stream(seqs: &[Vec<u32>], separator: Option<u32>) -> Vec<u32> {
     let mut out = Vec::with_capacity(seqs.iter().map(|s| s.len() + 1).sum());
@@ -549,9 +562,13 @@ pub fn train(
         let sp = dir.ck("state.json");
         let text = std::fs::read_to_string(&sp).map_err(|e| err(&sp, e))?;
         let saved: TrainState = serde_json::from_str(&text).map_err(|e| err(&sp, e))?;
-        let wp = dir.ck("model.safetensors");
-        let mut vm = varmap.clone();
-        vm.load(&wp).map_err(|e| err(&wp, e))?;
+        let mut wp = dir.ck("model.safetensors");
+        if !wp.exists() && out.join("model.safetensors").exists() {
+            // A bundled model may commit only its best weights (perhaps in f16) and state.json.
+            eprintln!("{}: not found; resuming from {}/model.safetensors", wp.display(), out.display());
+            wp = out.join("model.safetensors");
+        }
+        load_vars(&varmap, &wp).map_err(|e| err(&wp, e))?;
         let op = dir.ck("optimizer.safetensors");
         if op.exists() {
             opt.load(&op, saved.step).map_err(|e| err(&op, e))?;

@@ -700,6 +700,48 @@ fn train_command_writes_a_loadable_model_with_its_card() {
     assert_eq!(report.steps, 5);
     let commands = std::fs::read_to_string(out.join("commands.txt")).unwrap();
     assert_eq!(commands.lines().count(), 2);
+    // --evaluate scores the saved (best) weights on the same split: the loss training reported.
+    let mut eval_args: Vec<&str> = common[..common.len() - 2].to_vec();
+    eval_args.extend(["--evaluate", out_s]);
+    let eval_cli = |a: &[&str]| {
+        use clap::Parser;
+        cadenza::cli::train::evaluate(
+            &TrainCli::try_parse_from(std::iter::once("train").chain(a.iter().copied())).unwrap().args,
+        )
+    };
+    let scored = eval_cli(&eval_args).unwrap();
+    let best = report.best_val_loss.unwrap();
+    assert!((scored[0].1.nats_per_id - best).abs() < 1e-5, "{} vs {best}", scored[0].1.nats_per_id);
+    assert_eq!(scored[0].1.ids, report.val_tokens);
+    // The weights in f16: half the bytes, the same loss to a few thousandths, still loadable.
+    let f32_size = std::fs::metadata(out.join("model.safetensors")).unwrap().len();
+    cadenza::cli::weights::run(cadenza::cli::weights::Args { model: out_s.into(), dtype: "f16".into(), out: None })
+        .unwrap();
+    let f16_size = std::fs::metadata(out.join("model.safetensors")).unwrap().len();
+    assert!(f16_size * 10 < f32_size * 6, "{f16_size} vs {f32_size}");
+    let half = eval_cli(&eval_args).unwrap()[0].1.nats_per_id;
+    assert!((half - best).abs() < 5e-3, "{half} vs {best}");
+    assert!(model::load(&out, &Device::Cpu).is_ok());
+    // A model shipped with its best weights (in f16) and state.json but no checkpoint weights
+    // resumes from those.
+    std::fs::remove_file(out.join("checkpoints/model.safetensors")).unwrap();
+    let mut resumed: Vec<&str> = common.to_vec();
+    resumed.extend(["--arch", "gpt", "--max-steps", "6", "--resume"]);
+    train_cli(&resumed).unwrap();
+    let report: train::TrainReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(report.steps, 6);
+    // A model with another vocabulary is refused, not scored.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(out.join(f), other.join(f)).unwrap();
+    }
+    std::fs::write(other.join("vocab.json"), r#"{"tokens": ["<pad>"]}"#).unwrap();
+    let mut mixed = eval_args.clone();
+    mixed.push(other.to_str().unwrap());
+    let err = format!("{:#}", eval_cli(&mixed).err().expect("another vocabulary is refused"));
+    assert!(err.contains("vocab.json"), "{err}");
     // A bad architecture is an error, not a panic.
     let mut bad: Vec<&str> = common.to_vec();
     bad.extend(["--arch", "transformer-xl"]);
