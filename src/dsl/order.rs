@@ -158,8 +158,10 @@ pub(crate) fn apply_parts(
 /// Changes recorded in notation time, replayed along the play order.
 pub(crate) fn map_changes<T: Clone + PartialEq>(changes: &[(Tick, T)], segs: &[(Tick, Tick)]) -> Vec<(Tick, T)> {
     let mut out: Vec<(Tick, T)> = Vec::new();
-    // The search below needs the changes in time order; damaged input (fields inside parts
-    // out of order, found by fuzzing) can record them otherwise.
+    // The search below needs the changes in time order. Tempo changes are recorded from every
+    // voice at that voice's own time, so a `Q:` in a later voice can come before the first
+    // voice's last one (found by fuzzing, but legal ABC); a stable sort keeps same-time changes
+    // in the order written.
     let sorted: Vec<(Tick, T)>;
     let changes = if changes.windows(2).all(|w| w[0].0 <= w[1].0) {
         changes
