@@ -1,4 +1,10 @@
 //! Fuzz target: the ABC reader, strict and lenient, every tune of a file, and printing back what it read.
+#[path = "common/memory_cap.rs"]
+mod memory_cap;
+
+#[global_allocator]
+static ALLOC: memory_cap::MemoryCap = memory_cap::MemoryCap::new();
+
 fn main() {
     afl::fuzz!(|data: &[u8]| {
         let Ok(text) = std::str::from_utf8(data) else { return };

@@ -2,6 +2,12 @@
 //! sequences pushed one by one with the grammar mask asked after each, then decoded whole.
 //! The first input byte picks the model; the rest are little-endian u16 ids (any value, so
 //! out-of-vocabulary ids are exercised too).
+#[path = "common/memory_cap.rs"]
+mod memory_cap;
+
+#[global_allocator]
+static ALLOC: memory_cap::MemoryCap = memory_cap::MemoryCap::new();
+
 use cadenza::tokens::Encoding;
 
 fn main() {
