@@ -5,7 +5,7 @@
 # (it builds AFL++'s runtime on first use; `cargo afl config --build` does it ahead of time).
 # Limits: 1 s per input (-t 1000: a slower one is a hang). AFL's -m (an address-space rlimit)
 # stops this binary before it runs (its allocator and thread pools reserve more than they use),
-# so each target counts its live heap instead and aborts past 2 GiB (fuzz/src/common/
+# so each target counts its live heap instead and aborts past 1 GiB (fuzz/src/common/
 # memory_cap.rs): an input that allocates that much is saved as a crash. Prints
 # executions, crashes and hangs; the inputs that crash or hang are in fuzz/out/TARGET/default/.
 set -euo pipefail

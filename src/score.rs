@@ -317,6 +317,13 @@ pub struct GenSettings {
     /// note's pitch (see `gen::Sampling::same_pitch_bias`).
     #[serde(default)]
     pub same_pitch_bias: Option<f64>,
+    /// A model's default, not written in ABC: a whole tune past this many bars is pushed to
+    /// end (see `gen::Sampling::end_after_bars`).
+    #[serde(default)]
+    pub end_after_bars: Option<u32>,
+    /// A model's default: nats added to the end-of-tune id per bar past `end_after_bars`.
+    #[serde(default)]
+    pub end_bias_per_bar: Option<f64>,
 }
 
 impl GenSettings {
@@ -352,6 +359,8 @@ impl GenSettings {
             min_strain_bars: self.min_strain_bars.or(fallback.min_strain_bars),
             max_repeats: self.max_repeats.or(fallback.max_repeats),
             same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
+            end_after_bars: self.end_after_bars.or(fallback.end_after_bars),
+            end_bias_per_bar: self.end_bias_per_bar.or(fallback.end_bias_per_bar),
             mono_voices: self.mono_voices || fallback.mono_voices,
             no_parallels: self.no_parallels || fallback.no_parallels,
         }

@@ -87,7 +87,9 @@ pub struct Args {
     #[arg(long)]
     pub no_parallels: bool,
     /// A form, generated section by section: `AABB`, `AABA`, `ABAC`, `QAQA'` (a letter seen
-    /// before is that section again; a primed one keeps its first `--keep-bars` bars).
+    /// before is that section again; a primed one keeps its first `--keep-bars` bars), `AAB*`
+    /// (the last section runs until the model ends the tune). Without one, a model with forms in
+    /// its generation_config.json (the chorale model) draws one per take; `none` draws none.
     #[arg(long, conflicts_with_all = ["notes", "seconds", "tokens"])]
     pub form: Option<String>,
     /// Bars of each section of `--form`.
@@ -190,14 +192,24 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
 /// Writes a take (prompt and continuation) with the prompt's pickup as it was written; a take
 /// from an empty prompt that opens with a silent lead starts with its pickup instead.
 fn write_take(take: &Take, pickup: crate::time::Tick, path: &Path) -> anyhow::Result<()> {
+    write_score(&take_score(take, pickup), path)
+}
+
+/// A take's score with the prompt's pickup restored (or, from an empty prompt, the pickup its
+/// silent lead implies).
+fn take_score(take: &Take, pickup: crate::time::Tick) -> Score {
     // Every note generated: the prompt had none.
     let prompt_empty = take.notes.len() == take.score.notes.len();
     let pickup = if pickup == 0 && prompt_empty { take.score.implied_pickup() } else { pickup };
-    let score = take.score.restore_pickup(pickup);
+    take.score.restore_pickup(pickup)
+}
+
+/// Writes `.mid` or `.abc` by the path's extension.
+fn write_score(score: &Score, path: &Path) -> anyhow::Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
-        "mid" | "midi" => crate::sink::midi_file::write(&score, path)?,
-        "abc" => crate::sink::abc::write(&score, path)?,
+        "mid" | "midi" => crate::sink::midi_file::write(score, path)?,
+        "abc" => crate::sink::abc::write(score, path)?,
         _ => bail!("{}: unknown output format `.{ext}` (use .mid or .abc)", path.display()),
     }
     Ok(())
@@ -254,11 +266,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Some(form) = &args.form {
+    if let Some(form) = args.form.as_deref().filter(|f| *f != "none") {
         let mut spec = crate::gen::FormSpec::parse(form, args.part_bars)?;
         spec.keep_bars = args.keep_bars.unwrap_or(spec.keep_bars);
         spec.cadence = !args.no_cadence;
-        return run_form(&args, &gen, &req, &spec);
+        return run_forms(&args, &gen, &req, FormPlan::Every(&spec));
+    }
+    // Neither a form nor a length asked for: a model with a form prior draws one per take.
+    if let Some(prior) = gen.form_prior().filter(|_| args.form.is_none() && matches!(req.length, Length::Tune)) {
+        return run_forms(&args, &gen, &req, FormPlan::Drawn(prior));
     }
     let started = std::time::Instant::now();
     if args.count == 1 && args.out.extension().is_some() {
@@ -339,8 +355,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// long for the longest.
 const BATCH_ROWS: usize = 32;
 
-/// `--form`: each take is a whole form, sections generated one after another.
-fn run_form(args: &Args, gen: &Generator, req: &Request, spec: &crate::gen::FormSpec) -> anyhow::Result<()> {
+/// Where the forms of [`run_forms`] come from.
+enum FormPlan<'a> {
+    /// `--form`: this one for every take.
+    Every(&'a crate::gen::FormSpec),
+    /// The model's form prior: one drawn per take from its seed (perhaps none).
+    Drawn(&'a crate::gen::FormPrior),
+}
+
+/// Takes made one at a time, each a whole form with its sections generated one after another
+/// (or, where the prior draws none, a plain take). Each is written as soon as it is made.
+fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) -> anyhow::Result<()> {
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let single = args.count == 1 && args.out.extension().is_some();
     if !single {
@@ -353,17 +378,35 @@ fn run_form(args: &Args, gen: &Generator, req: &Request, spec: &crate::gen::Form
         Some(std::fs::File::create(&jsonl).with_context(|| format!("creating {}", jsonl.display()))?)
     };
     for i in 0..args.count {
-        let seed = req.seed.wrapping_add(i as u64 * spec.sections.len() as u64);
-        let take = crate::gen::generate_form(gen, &Request { seed, ..req.clone() }, spec, &cancel)?;
-        let score = take.score.restore_pickup(req.pickup);
-        let bar = score.meter().bar_ticks().max(1);
-        let sections: Vec<String> = take
-            .sections
-            .iter()
-            .map(|p| {
-                format!("{}@{}-{}", p.section, (p.start - take.start) / bar + 1, (p.end - take.start).div_ceil(bar))
-            })
-            .collect();
+        // A given form spaces the seeds by its sections (section k of take i draws with seed +
+        // k); a drawn one keeps seed + i, so `--seed` of a take alone makes it again.
+        let (seed, spec) = match plan {
+            FormPlan::Every(spec) => (req.seed.wrapping_add(i as u64 * spec.sections.len() as u64), Some(spec)),
+            FormPlan::Drawn(prior) => (req.seed.wrapping_add(i as u64), prior.pick(req.seed.wrapping_add(i as u64))),
+        };
+        let request = Request { seed, ..req.clone() };
+        let (score, sections, records) = match spec {
+            Some(spec) => {
+                let take = crate::gen::generate_form(gen, &request, spec, &cancel)?;
+                let mut score = take.score.restore_pickup(req.pickup);
+                // The take's seed (its sections draw with seed + k), so the file replays it.
+                score.meta.gen.seed = Some(seed);
+                let bar = score.meter().bar_ticks().max(1);
+                let sections: Vec<String> = take
+                    .sections
+                    .iter()
+                    .map(|p| {
+                        let (from, to) = ((p.start - take.start) / bar + 1, (p.end - take.start).div_ceil(bar));
+                        format!("{}@{from}-{to}", p.section)
+                    })
+                    .collect();
+                (score, sections, take.records)
+            }
+            None => {
+                let take = gen.generate_cancellable(&request, &cancel)?;
+                (take_score(&take, req.pickup), Vec::new(), vec![take.record])
+            }
+        };
         let paths: Vec<std::path::PathBuf> = if single {
             vec![args.out.clone()]
         } else {
@@ -371,27 +414,26 @@ fn run_form(args: &Args, gen: &Generator, req: &Request, spec: &crate::gen::Form
             vec![args.out.join(format!("{stem}.mid")), args.out.join(format!("{stem}.abc"))]
         };
         for path in &paths {
-            match path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase().as_str() {
-                "abc" => crate::sink::abc::write(&score, path)?,
-                _ => crate::sink::midi_file::write(&score, path)?,
-            }
+            write_score(&score, path)?;
         }
+        let form = spec
+            .map(|s| s.sections.iter().map(|s| s.to_string()).collect::<String>() + if s.open_end { "*" } else { "" });
         if let Some(log) = log.as_mut() {
             let line = serde_json::json!({
                 "file": paths[0].file_name().and_then(|n| n.to_str()),
-                "form": spec.sections.iter().map(|s| s.to_string()).collect::<String>(),
+                "form": form,
                 "seed": seed,
                 "sections": sections,
-                "generations": take.records,
+                "generations": records,
             });
             writeln!(log, "{line}")?;
         }
-        eprintln!(
-            "{}: form {} (sections at bars {}), seed {seed}",
-            paths[0].display(),
-            sections.len(),
-            sections.join(" ")
-        );
+        match form {
+            Some(form) => {
+                eprintln!("{}: form {form} (sections at bars {}), seed {seed}", paths[0].display(), sections.join(" "))
+            }
+            None => eprintln!("{}: no form drawn, {} notes, seed {seed}", paths[0].display(), score.notes.len()),
+        }
     }
     Ok(())
 }

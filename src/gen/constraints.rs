@@ -330,6 +330,11 @@ impl Tracker {
         self.pos
     }
 
+    /// Ticks in a bar of the meter the tracker counts in.
+    pub fn bar_ticks(&self) -> Tick {
+        self.bar_ticks
+    }
+
     /// Where the `bars` limit ends, if there is one.
     pub fn end_tick(&self) -> Option<Tick> {
         self.end
@@ -627,7 +632,9 @@ impl Tracker {
                 // explicit, inside the last bar (the rest of it is silence).
                 Effect::End => {
                     let in_last_bar = effects.explicit_bars && bar_end.zip(self.end).is_some_and(|(be, end)| be >= end);
-                    let cadence_ok = cadence.is_none() || in_cadence(self.last_pitch);
+                    // With no bar limit (an open last section) the cadence still decides
+                    // where the tune may end.
+                    let cadence_ok = r.cadence.is_none() || !effects.sequential || in_cadence(self.last_pitch);
                     self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open && cadence_ok
                 }
             };

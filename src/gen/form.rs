@@ -8,7 +8,12 @@
 //! the first `keep_bars` of its letter's first section and generates the rest anew. With
 //! `cadence`, every section must end on a note of the tonic or dominant chord and the last on the
 //! tonic itself (a hard constraint, see [`Constraints::cadence`]), once the key is known: set by
-//! the caller or the prompt, or sampled by the first section.
+//! the caller or the prompt, or sampled by the first section. A form ending in `*` (`AAB*`, the
+//! bar form of a chorale) leaves its last section open: it runs until the model ends the tune.
+//!
+//! A model may carry a [`FormPrior`] (`"forms"` in `generation_config.json`): forms with weights,
+//! one drawn per take from its seed when the caller asks for neither a form nor a length, as the
+//! corpus has them (two in five Bach chorales repeat their first phrases).
 
 use super::constraints::Constraints;
 use super::generator::Generator;
@@ -46,19 +51,27 @@ pub struct FormSpec {
     pub keep_bars: u32,
     /// Sections end on a cadence (the last one on the tonic).
     pub cadence: bool,
+    /// The last section has no length (`AAB*`): it ends where the model ends the tune.
+    pub open_end: bool,
 }
 
 impl FormSpec {
-    /// Parses `AABB`, `AABA`, `ABAC`, `QAQA'` (spaces and `-` ignored); `keep_bars` defaults to
-    /// half a section.
+    /// Parses `AABB`, `AABA`, `ABAC`, `QAQA'`, `AAB*` (spaces and `-` ignored; `*` only last);
+    /// `keep_bars` defaults to half a section.
     pub fn parse(form: &str, part_bars: u32) -> Result<FormSpec, GenError> {
         let bad = |why: String| GenError::Request(format!("form `{form}`: {why}"));
         if !(1..=MAX_PART_BARS).contains(&part_bars) {
             return Err(bad(format!("part_bars must be 1..={MAX_PART_BARS}, got {part_bars}")));
         }
         let mut sections: Vec<Section> = Vec::new();
+        let mut open_end = false;
         for (i, c) in form.chars().enumerate() {
+            if open_end && !matches!(c, ' ' | '-') {
+                return Err(bad(format!("`*` ends a form: nothing may follow it (character {})", i + 1)));
+            }
             match c {
+                '*' if sections.is_empty() => return Err(bad("`*` needs a section before it".into())),
+                '*' => open_end = true,
                 'A'..='Z' => sections.push(Section { letter: c, primes: 0 }),
                 '\'' => match sections.last_mut() {
                     Some(s) if s.primes < 3 => s.primes += 1,
@@ -80,7 +93,63 @@ impl FormSpec {
         if sections.len() > MAX_SECTIONS {
             return Err(bad(format!("{} sections; at most {MAX_SECTIONS}", sections.len())));
         }
-        Ok(FormSpec { sections, part_bars, keep_bars: part_bars / 2, cadence: true })
+        Ok(FormSpec { sections, part_bars, keep_bars: part_bars / 2, cadence: true, open_end })
+    }
+}
+
+/// One choice of a model's [`FormPrior`], as `generation_config.json` writes it:
+/// `{"form": "AAB*", "part_bars": 4, "weight": 93}`; no `form` is a take without one.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormChoice {
+    pub form: Option<String>,
+    #[serde(default = "default_part_bars")]
+    pub part_bars: u32,
+    pub weight: f64,
+}
+
+fn default_part_bars() -> u32 {
+    8
+}
+
+/// Forms a model's takes are drawn from when the caller gives neither a form nor a length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormPrior {
+    choices: Vec<(Option<FormSpec>, f64)>,
+}
+
+impl FormPrior {
+    /// Checks every form and weight (finite, not negative, some positive).
+    pub fn new(choices: &[FormChoice]) -> Result<FormPrior, GenError> {
+        let mut out = Vec::with_capacity(choices.len());
+        for c in choices {
+            if !c.weight.is_finite() || c.weight < 0.0 {
+                return Err(GenError::Request(format!("form weight {} must be a finite number ≥ 0", c.weight)));
+            }
+            let spec = c.form.as_deref().map(|f| FormSpec::parse(f, c.part_bars)).transpose()?;
+            out.push((spec, c.weight));
+        }
+        if !out.iter().any(|(_, w)| *w > 0.0) {
+            return Err(GenError::Request("forms: no choice has a positive weight".into()));
+        }
+        Ok(FormPrior { choices: out })
+    }
+
+    /// The form of the take with this seed (`None`: no form), in proportion to the weights; the
+    /// same seed always draws the same.
+    pub fn pick(&self, seed: u64) -> Option<&FormSpec> {
+        use rand::{Rng, SeedableRng};
+        // Its own stream: the take's tokens are drawn from `seed` itself.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x466F_726D_5072_696F);
+        let total: f64 = self.choices.iter().map(|(_, w)| w).sum();
+        let mut x = rng.gen_range(0.0..total);
+        for (spec, w) in &self.choices {
+            if x < *w {
+                return spec.as_ref();
+            }
+            x -= w;
+        }
+        self.choices.iter().rev().find(|(_, w)| *w > 0.0).and_then(|(s, _)| s.as_ref())
     }
 }
 
@@ -201,7 +270,7 @@ pub fn generate_form(
         // The form's prompt already carries the overrides (and, after the first section, the
         // sampled key and meter).
         request.overrides = Default::default();
-        request.length = Length::Bars(spec.part_bars - kept);
+        request.length = if last && spec.open_end { Length::Tune } else { Length::Bars(spec.part_bars - kept) };
         request.seed = base.seed.wrapping_add(i as u64);
         request.constraints = Constraints {
             cadence: if spec.cadence { cadence_classes(&request.prompt, last) } else { None },
@@ -246,6 +315,28 @@ mod tests {
         assert!(FormSpec::parse("AB", 0).is_err());
         assert!(FormSpec::parse("AB", MAX_PART_BARS + 1).is_err());
         assert!(FormSpec::parse(&"A".repeat(MAX_SECTIONS + 1), 4).is_err());
+        let bar_form = FormSpec::parse("AAB*", 4).unwrap();
+        assert!(bar_form.open_end && bar_form.sections.len() == 3);
+        assert!(!FormSpec::parse("AAB", 4).unwrap().open_end);
+        for (bad, why) in [("*", "needs a section"), ("A*B", "nothing may follow"), ("AB**", "nothing may follow")] {
+            let e = FormSpec::parse(bad, 4).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_form_prior_draws_in_proportion_to_its_weights_and_the_same_for_a_seed() {
+        let choice =
+            |form: Option<&str>, weight: f64| FormChoice { form: form.map(str::to_string), part_bars: 4, weight };
+        let prior = FormPrior::new(&[choice(Some("AAB*"), 2.0), choice(None, 3.0), choice(Some("AB"), 0.0)]).unwrap();
+        let n = 10_000u64;
+        let formed = (0..n).filter(|&s| prior.pick(s).is_some()).count() as f64 / n as f64;
+        assert!((formed - 0.4).abs() < 0.02, "{formed}");
+        assert!((0..n).all(|s| prior.pick(s).is_none_or(|f| f.open_end)), "a zero weight is never drawn");
+        assert!((0..100).all(|s| prior.pick(s) == prior.pick(s)));
+        for bad in [vec![choice(None, 0.0)], vec![choice(None, -1.0)], vec![choice(Some("a"), 1.0)], vec![]] {
+            assert!(FormPrior::new(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -57,12 +57,19 @@ struct GenerationConfig {
     max_repeats: Option<u32>,
     /// Added to the logit of a note on the previous note's pitch (negative: fewer repeats).
     same_pitch_bias: Option<f64>,
+    /// A whole tune past this many bars gets `end_bias_per_bar` nats per bar on its end id.
+    end_after_bars: Option<u32>,
+    end_bias_per_bar: Option<f64>,
     /// A scale as `%%scale` writes it (`key pentatonic`, `D dorian`, `any`).
     scale: Option<String>,
     /// Settings for takes of one style, over the ones above (`"styles": {"chinese": {"scale":
     /// "key pentatonic"}}`); nested `styles` are not read.
     #[serde(default)]
     styles: std::collections::BTreeMap<String, GenerationConfig>,
+    /// Forms drawn per take when the caller gives neither a form nor a length (model-wide;
+    /// see `gen::form::FormPrior`).
+    #[serde(default)]
+    forms: Vec<super::form::FormChoice>,
 }
 
 impl GenerationConfig {
@@ -79,6 +86,8 @@ impl GenerationConfig {
             min_strain_bars: self.min_strain_bars,
             max_repeats: self.max_repeats,
             same_pitch_bias: self.same_pitch_bias,
+            end_after_bars: self.end_after_bars,
+            end_bias_per_bar: self.end_bias_per_bar,
             ..GenSettings::default()
         };
         if let Some(text) = &self.scale {
@@ -97,6 +106,7 @@ impl GenerationConfig {
 struct Defaults {
     all: GenSettings,
     styles: std::collections::BTreeMap<String, GenSettings>,
+    forms: Option<super::form::FormPrior>,
 }
 
 fn read_generation_config(dir: &Path) -> Result<Defaults, GenError> {
@@ -108,7 +118,16 @@ fn read_generation_config(dir: &Path) -> Result<Defaults, GenError> {
     for (style, sc) in &c.styles {
         styles.insert(style.clone(), sc.settings(&path)?);
     }
-    Ok(Defaults { all: c.settings(&path)?, styles })
+    let forms =
+        if c.forms.is_empty() {
+            None
+        } else {
+            Some(super::form::FormPrior::new(&c.forms).map_err(|e| GenError::ModelFiles {
+                path: path.display().to_string(),
+                reason: format!("forms: {e}"),
+            })?)
+        };
+    Ok(Defaults { all: c.settings(&path)?, styles, forms })
 }
 
 impl Generator {
@@ -168,6 +187,18 @@ impl Generator {
             Some(own) => own.or(&self.defaults.all),
             None => self.defaults.all.clone(),
         }
+    }
+
+    /// The forms this model's takes are drawn from when the caller gives neither a form nor a
+    /// length (`"forms"` in `generation_config.json`).
+    pub fn form_prior(&self) -> Option<&super::form::FormPrior> {
+        self.defaults.forms.as_ref()
+    }
+
+    /// Sets [`Self::form_prior`] (tests, models built in code).
+    pub fn with_form_prior(mut self, prior: super::form::FormPrior) -> Generator {
+        self.defaults.forms = Some(prior);
+        self
     }
 
     /// Draws open keys from `prior` (what `header_prior.json` gives a loaded model).

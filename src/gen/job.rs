@@ -134,6 +134,8 @@ impl Request {
             top_p: g.top_p.unwrap_or(d.top_p),
             repetition_penalty: g.repetition_penalty.unwrap_or(d.repetition_penalty),
             same_pitch_bias: g.same_pitch_bias.unwrap_or(d.same_pitch_bias),
+            end_after_bars: g.end_after_bars.unwrap_or(d.end_after_bars),
+            end_bias_per_bar: g.end_bias_per_bar.unwrap_or(d.end_bias_per_bar),
             ..d
         };
         let constraints = Constraints {
@@ -592,15 +594,27 @@ impl Batch {
                 }
                 row.tracker.mask(&self.effects, &mut self.allowed);
                 let history = &row.ids[row.prompt_len..];
-                let bias = self.request.sampling.same_pitch_bias;
-                let biased;
-                let draw_from = match row.tracker.last_pitch().filter(|_| bias != 0.0) {
-                    Some(pitch) => {
-                        biased = self.effects.bias_pitch(logits, pitch, bias);
-                        &biased
+                let sampling = &self.request.sampling;
+                let bias = sampling.same_pitch_bias;
+                let end_bias = match self.request.length {
+                    Length::Tune if sampling.end_after_bars > 0 => {
+                        // Bars begun so far beyond the first `end_after_bars`.
+                        let begun = row.tracker.position() / row.tracker.bar_ticks().max(1) + 1;
+                        sampling.end_bias_per_bar * begun.saturating_sub(sampling.end_after_bars.into()) as f64
                     }
-                    None => logits,
+                    _ => 0.0,
                 };
+                let mut biased = None;
+                if let Some(pitch) = row.tracker.last_pitch().filter(|_| bias != 0.0) {
+                    biased = Some(self.effects.bias_pitch(logits, pitch, bias));
+                }
+                if let Some(end) = self.effects.end_id().filter(|_| end_bias > 0.0) {
+                    let b = biased.get_or_insert_with(|| logits.clone());
+                    if let Some(l) = b.get_mut(end as usize) {
+                        *l += end_bias as f32;
+                    }
+                }
+                let draw_from = biased.as_ref().unwrap_or(logits);
                 let id = sample(&self.request.sampling, &mut row.rng, draw_from, Some(&self.allowed), history)?;
                 row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                 row.ids.push(id);

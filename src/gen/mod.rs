@@ -18,7 +18,7 @@ pub mod parts;
 pub mod sampling;
 
 pub use constraints::{Constraints, Effect, Effects, FixedVoice, Sign};
-pub use form::{generate_form, FormSpec, FormTake};
+pub use form::{generate_form, FormChoice, FormPrior, FormSpec, FormTake};
 pub use generator::Generator;
 pub use harmonize::harmonize;
 pub use header_prior::HeaderPrior;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest same-pitch bias, in nats (e^20: past it the bias is a mask, which `max_repeats` is).
 pub const MAX_SAME_PITCH_BIAS: f64 = 20.0;
+/// Largest end-of-tune bias per bar past `end_after_bars` (nats).
+pub const MAX_END_BIAS_PER_BAR: f64 = 5.0;
 
 /// How to pick the next token from the model's logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +34,13 @@ pub struct Sampling {
     /// brings that back to the corpus's rate. Applied by the generation loop, which knows which
     /// ids are notes of which pitch.
     pub same_pitch_bias: f64,
+    /// A whole tune (no length asked for) longer than this many bars, counted from the tune's
+    /// start, gets `end_bias_per_bar` nats more on its end-of-tune id for every bar beyond: a
+    /// small model that has slid past its context rarely ends by itself (chorale takes ran to
+    /// 48 bars where Bach's have 16), so the end is pushed towards the next place the model
+    /// finds fit to end. 0 is off.
+    pub end_after_bars: u32,
+    pub end_bias_per_bar: f64,
 }
 
 impl Default for Sampling {
@@ -43,6 +52,8 @@ impl Default for Sampling {
             repetition_penalty: 1.0,
             repetition_window: 64,
             same_pitch_bias: 0.0,
+            end_after_bars: 0,
+            end_bias_per_bar: 0.0,
         }
     }
 }
@@ -63,6 +74,12 @@ impl Sampling {
             return Err(GenError::Sampling(format!(
                 "same-pitch bias must be within ±{MAX_SAME_PITCH_BIAS} nats, got {}",
                 self.same_pitch_bias
+            )));
+        }
+        if !(0.0..=MAX_END_BIAS_PER_BAR).contains(&self.end_bias_per_bar) {
+            return Err(GenError::Sampling(format!(
+                "end bias per bar must be within 0..={MAX_END_BIAS_PER_BAR} nats, got {}",
+                self.end_bias_per_bar
             )));
         }
         Ok(())

@@ -64,7 +64,10 @@ pub const TOPICS: &[Topic] = &[
                 model samples when neither the prompt nor `key`/`meter` set them) or `notes` set the length. \
                 `form: \"AABA\"` with `part_bars: 8` generates each new section once, repeats a letter seen before \
                 note for note, and for a primed one (`A'`) keeps `keep_bars` (default half) and makes the rest \
-                anew; sections end on a cadence (`cadence: false` to lift it). Settings the prompt carries in %% lines \
+                anew; `form: \"AAB*\"` leaves the last section open (it ends where the model ends the tune); \
+                sections end on a cadence (`cadence: false` to lift it). With neither a form nor a length, a model \
+                with forms in its generation_config.json draws one per take (the chorale model: two takes in five \
+                repeat their opening, as Bach's do); `form: \"none\"` draws none. Settings the prompt carries in %% lines \
                 apply unless an option says otherwise. Hard constraints: `key: \"Dmix\"` conditions on a key \
                 and keeps every note in it (`in_key: false` only conditions), `scale: \"A minor pentatonic\"` \
                 or `scale: [0, 2, 4, 7, 9]`, `scale: \"key pentatonic\"` (the pentatonic of the key, given or \

@@ -592,16 +592,26 @@ impl Stage {
     ) -> Result<(Score, Option<TakeRecord>), StageError> {
         let g = g.clone();
         let request = self.request(&g, prompt, opts, bpm)?;
-        if let Some(form) = &opts.form {
-            if opts.bars.is_some() || opts.notes.is_some() || opts.tokens.is_some() {
-                return Err(StageError::Options(
-                    "`form` sets the length (part_bars per section); drop bars/notes/tokens",
-                ));
+        let unmeasured = opts.bars.is_none() && opts.notes.is_none() && opts.tokens.is_none();
+        let spec = match opts.form.as_deref() {
+            Some("none") => None,
+            Some(form) => {
+                if !unmeasured {
+                    return Err(StageError::Options(
+                        "`form` sets the length (part_bars per section); drop bars/notes/tokens",
+                    ));
+                }
+                let mut spec =
+                    crate::gen::FormSpec::parse(form, opts.part_bars.unwrap_or(8)).map_err(StageError::gen("gen"))?;
+                spec.keep_bars = opts.keep_bars.unwrap_or(spec.keep_bars);
+                spec.cadence = opts.cadence.unwrap_or(true);
+                Some(spec)
             }
-            let mut spec =
-                crate::gen::FormSpec::parse(form, opts.part_bars.unwrap_or(8)).map_err(StageError::gen("gen"))?;
-            spec.keep_bars = opts.keep_bars.unwrap_or(spec.keep_bars);
-            spec.cadence = opts.cadence.unwrap_or(true);
+            // Neither a form nor a length: a model with a form prior draws one for this seed.
+            None if unmeasured => g.form_prior().and_then(|p| p.pick(request.seed)).cloned(),
+            None => None,
+        };
+        if let Some(spec) = spec {
             let take = crate::gen::generate_form(&g, &request, &spec, cancel).map_err(StageError::gen("gen"))?;
             let mut out = take.score.slice_ticks(take.start, take.score.length.max(take.start));
             out.meta.gen.seed = Some(request.seed);

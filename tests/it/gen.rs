@@ -1006,6 +1006,62 @@ fn forms_reuse_sections_and_end_on_the_tonic() {
     }
 }
 
+/// An open last section (`AB*`) runs until the model ends the tune, after the given sections;
+/// the shipped chorale model draws such forms for about two takes in five, as the corpus has.
+#[test]
+fn an_open_last_section_ends_where_the_model_ends_and_the_chorale_model_draws_forms() {
+    use cadenza::gen::{generate_form, FormSpec};
+    let g = real_gen("tune");
+    let bar = 1440;
+    for seed in 0..6u64 {
+        let mut prompt = Score::new();
+        prompt.meta.meters = vec![(0, Meter::new(3, 4))];
+        prompt.meta.keys = vec![(0, Key::new(1, 0, cadenza::score::Mode::Major))];
+        let r = Request { seed, ..Request::new(prompt, Length::Tune) };
+        let spec = FormSpec::parse("AB*", 2).unwrap();
+        let take = generate_form(&g, &r, &spec, &AtomicBool::new(false)).unwrap();
+        assert_eq!(take.sections.len(), 2);
+        let b = &take.sections[1];
+        assert_eq!(b.start, 2 * bar, "seed {seed}");
+        assert!(b.end > b.start && b.end == take.score.length, "seed {seed}: B runs to the end of the tune");
+        let last = take.score.notes.iter().max_by_key(|n| n.start).expect("notes");
+        assert_eq!(last.pitch % 12, 2, "seed {seed}: the tune ends on the tonic D");
+    }
+    let chorale = concat!(env!("CARGO_MANIFEST_DIR"), "/models/chorale");
+    if std::path::Path::new(chorale).join("model.safetensors").is_file() {
+        let prior = Generator::load(chorale).unwrap().form_prior().cloned().expect("the chorale model draws forms");
+        let formed = (0..2000u64).filter(|&s| prior.pick(s).is_some()).count();
+        assert!((700..900).contains(&formed), "{formed} of 2000 takes drew a form; the corpus has 40%");
+    }
+}
+
+/// `end_after_bars`: a whole tune past that many bars is pushed to end (its end id gets
+/// `end_bias_per_bar` more nats per bar); tunes with a length asked for are not touched.
+#[test]
+fn the_end_bias_ends_whole_tunes_soon_after_its_bar_count() {
+    let g = real_gen("tune");
+    let bar = 1440;
+    let length_of = |end_after_bars: u32, length: Length, seed: u64| -> Tick {
+        let mut prompt = Score::new();
+        prompt.meta.meters = vec![(0, Meter::new(3, 4))];
+        let mut r = Request { seed, ..Request::new(prompt, length) };
+        r.sampling.end_after_bars = end_after_bars;
+        r.sampling.end_bias_per_bar = 5.0;
+        g.generate(&r).unwrap().score.length
+    };
+    for seed in 0..6 {
+        // A uniform model ends a tune on its own only by chance, one id in ~300.
+        let pushed = length_of(2, Length::Tune, seed);
+        assert!(pushed <= 5 * bar, "seed {seed}: {} bars", pushed as f64 / bar as f64);
+        assert_eq!(length_of(2, Length::Bars(8), seed), 8 * bar, "seed {seed}: a length asked for stands");
+    }
+    let free: Tick = (0..6).map(|seed| length_of(0, Length::Tune, seed)).sum();
+    assert!(free > 6 * 5 * bar, "without the bias the uniform model runs on ({} bars in all)", free / bar);
+    let mut bad = Request::new(Score::new(), Length::Tune);
+    bad.sampling.end_bias_per_bar = f64::NAN;
+    assert!(g.generate(&bad).is_err(), "a NaN bias is refused");
+}
+
 /// Harmonising (`gen::harmonize`): the melody comes back as the soprano note for note, the
 /// other voices are sampled (one line each), for exactly the melody's bars; a one-line model is
 /// refused with a reason.

@@ -5,8 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Live heap bytes allowed: the readers' limits (256 MB files, 10 M notes) need far less.
-pub const CAP_BYTES: usize = 2 << 30;
+/// Live heap bytes allowed (the issue: no allocation over 1 GB); the readers' limits (256 MB
+/// files, 10 M notes) need far less from inputs of the size AFL makes.
+pub const CAP_BYTES: usize = 1 << 30;
 
 pub struct MemoryCap {
     live: AtomicUsize,
@@ -21,7 +22,7 @@ impl MemoryCap {
         let now = self.live.fetch_add(by, Ordering::Relaxed) + by;
         if now > CAP_BYTES {
             // No allocation from here on: write with the raw syscall's wrapper and abort.
-            let msg = b"memory cap exceeded: more than 2 GiB of live heap\n";
+            let msg = b"memory cap exceeded: more than 1 GiB of live heap\n";
             unsafe { libc_write(2, msg.as_ptr(), msg.len()) };
             std::process::abort();
         }
