@@ -1035,6 +1035,60 @@ fn an_open_last_section_ends_where_the_model_ends_and_the_chorale_model_draws_fo
     }
 }
 
+/// `cadenza generate` with neither a form nor a length: a model with a form prior draws one per
+/// take from the take's seed (so some takes have a form and some none), records it, and each
+/// take's file carries the seed that makes it again alone.
+#[test]
+fn generate_draws_forms_from_the_models_prior_and_each_take_replays_alone() {
+    let src = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/folk-lstm"));
+    if !src.join("model.safetensors").is_file() {
+        eprintln!("models/folk-lstm is not there yet: skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "vocab.json", "model.safetensors", "header_prior.json"] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    // Short takes: a strong end bias after two bars, forms of one-bar sections.
+    let config = r#"{ "whole_bars": true, "end_after_bars": 2, "end_bias_per_bar": 5.0,
+        "forms": [ { "form": "AB*", "part_bars": 1, "weight": 1 }, { "weight": 1 } ] }"#;
+    std::fs::write(model.join("generation_config.json"), config).unwrap();
+    let prior = Generator::load(model.to_str().unwrap()).unwrap().form_prior().cloned().unwrap();
+    let generate = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cadenza"))
+            .args(["generate", "--model", model.to_str().unwrap(), "--style", "irish"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let dir = tmp.path().join("takes");
+    generate(&["-n", "6", "--seed", "1", "-o", dir.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("takes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for (i, line) in lines.iter().enumerate() {
+        let seed = 1 + i as u64;
+        assert_eq!(line["seed"], seed);
+        let drawn = prior.pick(seed).map(|_| "AB*");
+        assert_eq!(line["form"].as_str(), drawn, "take {}: {line}", i + 1);
+        let abc = std::fs::read_to_string(dir.join(format!("take-{:02}.abc", i + 1))).unwrap();
+        assert!(abc.contains(&format!("%%seed {seed}\n")), "take {}:\n{abc}", i + 1);
+    }
+    assert!(lines.iter().any(|l| l["form"].is_null()) && lines.iter().any(|l| !l["form"].is_null()));
+    // A take with a form, made again alone from its seed, is the same music.
+    let (i, _) = lines.iter().enumerate().find(|(_, l)| !l["form"].is_null()).unwrap();
+    let again = tmp.path().join("again.abc");
+    generate(&["--seed", &(1 + i).to_string(), "-o", again.to_str().unwrap()]);
+    let notes = |p: &std::path::Path| cadenza::dsl::parse(&std::fs::read_to_string(p).unwrap()).unwrap().notes;
+    assert_eq!(notes(&again), notes(&dir.join(format!("take-{:02}.abc", i + 1))));
+}
+
 /// `end_after_bars`: a whole tune past that many bars is pushed to end (its end id gets
 /// `end_bias_per_bar` more nats per bar); tunes with a length asked for are not touched.
 #[test]
