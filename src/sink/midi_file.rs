@@ -219,7 +219,26 @@ fn check_chunks(raw: &[u8]) -> Result<&[u8], Invalid> {
         }
         pos += 8 + len;
     }
+    refuse_frame_rate_128(raw)?;
     Ok(raw)
+}
+
+/// A timecode division of -128 frames per second makes midly 0.5 negate i8::MIN (a panic
+/// where overflow is checked; found by fuzzing), in the file's header and in any further header
+/// chunk midly reads among the tracks (it skips those, but parses them first). No frame rate is
+/// -128: refuse it in every header chunk.
+fn refuse_frame_rate_128(raw: &[u8]) -> Result<(), Invalid> {
+    let mut pos = 0usize;
+    while pos + 8 <= raw.len() {
+        let len = u32::from_be_bytes([raw[pos + 4], raw[pos + 5], raw[pos + 6], raw[pos + 7]]) as usize;
+        if &raw[pos..pos + 4] == b"MThd" && raw.get(pos + 12) == Some(&0x80) {
+            return Err(Invalid::BadHeader(format!(
+                "invalid SMPTE frame rate -128 in the division of the header chunk at byte {pos}"
+            )));
+        }
+        pos = pos.saturating_add(8).saturating_add(len);
+    }
+    Ok(())
 }
 
 /// Converts file ticks to score ticks.
@@ -266,11 +285,6 @@ struct TrackInfo {
 
 fn parse(bytes: &[u8]) -> Result<Score, Invalid> {
     let raw = check_chunks(bytes)?;
-    // A timecode division of -128 frames per second makes midly 0.5 negate i8::MIN (a panic
-    // where overflow is checked; found by fuzzing). No frame rate is that: refuse it first.
-    if raw.len() >= 14 && raw.starts_with(b"MThd") && raw[12] == 0x80 {
-        return Err(Invalid::BadHeader("invalid SMPTE frame rate -128 in the division".into()));
-    }
     let (header, tracks) = midly::parse(raw).map_err(|e| Invalid::BadHeader(e.to_string()))?;
     let (scale, timecode) = match header.timing {
         Timing::Metrical(tpq) => (Scale::new(PPQ as u64, tpq.as_int() as u64), false),

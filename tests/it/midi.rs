@@ -777,11 +777,13 @@ fn fuzz_findings_read_without_panicking() {
         let bytes = std::fs::read(&path).unwrap();
         let got = std::panic::catch_unwind(|| midi_file::read_bytes(&bytes).map(|s| s.notes.len()));
         let result = got.unwrap_or_else(|_| panic!("{} panics the MIDI reader", path.display()));
-        if bytes.get(12) == Some(&0x80) {
+        // -128 frames per second, in the file's header or (the `second-header` findings) in a
+        // header chunk among the tracks.
+        if bytes.get(12) == Some(&0x80) || path.to_string_lossy().contains("second-header") {
             let err = result.expect_err("no frame rate is -128").to_string();
             assert!(err.contains("SMPTE frame rate"), "{}: {err}", path.display());
         }
         seen += 1;
     }
-    assert!(seen >= 3, "the fuzz findings are in {}", dir.display());
+    assert!(seen >= 5, "the fuzz findings are in {}", dir.display());
 }
