@@ -382,7 +382,10 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
         // k); a drawn one keeps seed + i, so `--seed` of a take alone makes it again.
         let (seed, spec) = match plan {
             FormPlan::Every(spec) => (req.seed.wrapping_add(i as u64 * spec.sections.len() as u64), Some(spec)),
-            FormPlan::Drawn(prior) => (req.seed.wrapping_add(i as u64), prior.pick(req.seed.wrapping_add(i as u64))),
+            FormPlan::Drawn(prior) => {
+                let seed = req.seed.wrapping_add(i as u64);
+                (seed, prior.pick(seed))
+            }
         };
         let request = Request { seed, ..req.clone() };
         let (score, sections, records) = match spec {
@@ -416,8 +419,7 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
         for path in &paths {
             write_score(&score, path)?;
         }
-        let form = spec
-            .map(|s| s.sections.iter().map(|s| s.to_string()).collect::<String>() + if s.open_end { "*" } else { "" });
+        let form = spec.map(|s| s.to_string());
         if let Some(log) = log.as_mut() {
             let line = serde_json::json!({
                 "file": paths[0].file_name().and_then(|n| n.to_str()),

@@ -138,13 +138,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Before any tensor is allocated: a GPT training step is about 1.4x faster when glibc keeps
     // freed memory (see cli::heap).
     super::heap::keep_freed_memory();
-    let device = crate::model::device::by_name(&args.device)?;
     if !args.evaluate.is_empty() {
         for (dir, scored) in evaluate(&args)? {
             println!("{}: {}", dir.display(), scored.describe());
         }
         return Ok(());
     }
+    let device = crate::model::device::by_name(&args.device)?;
     let out = args.out.clone().context("--out is required to train")?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // Allocator settings a user gave (`MALLOC_*`, which override keep_freed_memory's) change
@@ -272,7 +272,7 @@ pub struct Scored {
 
 impl Scored {
     pub fn bits_per_note(&self) -> f64 {
-        self.nats_per_id * self.ids as f64 / std::f64::consts::LN_2 / self.notes.max(1) as f64
+        bits_per_note(self.nats_per_id, self.ids, self.notes)
     }
 
     pub fn describe(&self) -> String {
@@ -284,6 +284,11 @@ impl Scored {
             self.params
         )
     }
+}
+
+/// A loss over `ids` predicted ids as bits per note of the `notes` they decode to.
+fn bits_per_note(nats_per_id: f64, ids: usize, notes: usize) -> f64 {
+    nats_per_id * ids as f64 / std::f64::consts::LN_2 / notes.max(1) as f64
 }
 
 /// Scores the model in `dir` on `data`'s validation split, in windows of `--context` ids as
@@ -506,9 +511,8 @@ fn model_card(
     use std::fmt::Write;
     let ln2 = std::f64::consts::LN_2;
     let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let val_tokens = data.valid_tokens() as f64;
-    let notes = data.valid_notes.max(1) as f64;
-    let per_note = |nats: f64| nats * val_tokens / ln2 / notes;
+    let val_tokens = data.valid_tokens();
+    let per_note = |nats: f64| bits_per_note(nats, val_tokens, data.valid_notes);
     let commands = std::fs::read_to_string(out.join("commands.txt")).unwrap_or_else(|_| command.to_string());
     let mut s = String::new();
     let best = report.best_val_loss.unwrap_or(f64::NAN);

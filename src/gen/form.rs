@@ -55,6 +55,19 @@ pub struct FormSpec {
     pub open_end: bool,
 }
 
+/// The form as written (`AAB*`, `QAQA'`), without its lengths.
+impl std::fmt::Display for FormSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.sections {
+            write!(f, "{s}")?;
+        }
+        if self.open_end {
+            write!(f, "*")?;
+        }
+        Ok(())
+    }
+}
+
 impl FormSpec {
     /// Parses `AABB`, `AABA`, `ABAC`, `QAQA'`, `AAB*` (spaces and `-` ignored; `*` only last);
     /// `keep_bars` defaults to half a section.
@@ -317,6 +330,8 @@ mod tests {
         assert!(FormSpec::parse(&"A".repeat(MAX_SECTIONS + 1), 4).is_err());
         let bar_form = FormSpec::parse("AAB*", 4).unwrap();
         assert!(bar_form.open_end && bar_form.sections.len() == 3);
+        assert_eq!(bar_form.to_string(), "AAB*");
+        assert_eq!(FormSpec::parse("Q-A Q-A'", 4).unwrap().to_string(), "QAQA'");
         assert!(!FormSpec::parse("AAB", 4).unwrap().open_end);
         for (bad, why) in [("*", "needs a section"), ("A*B", "nothing may follow"), ("AB**", "nothing may follow")] {
             let e = FormSpec::parse(bad, 4).unwrap_err().to_string();

@@ -195,12 +195,6 @@ impl Generator {
         self.defaults.forms.as_ref()
     }
 
-    /// Sets [`Self::form_prior`] (tests, models built in code).
-    pub fn with_form_prior(mut self, prior: super::form::FormPrior) -> Generator {
-        self.defaults.forms = Some(prior);
-        self
-    }
-
     /// Draws open keys from `prior` (what `header_prior.json` gives a loaded model).
     pub fn with_header_prior(mut self, prior: super::HeaderPrior) -> Generator {
         Arc::make_mut(&mut self.parts).header_prior = Some(Arc::new(prior));

@@ -678,9 +678,12 @@ fn train_command_writes_a_loadable_model_with_its_card() {
         "--out",
         out_s,
     ];
-    let mut first: Vec<&str> = common.to_vec();
-    first.extend(["--arch", "gpt", "--max-steps", "3"]);
-    train_cli(&first).unwrap();
+    // The common arguments and then `extra`.
+    let with = |extra: &[&'static str]| -> Vec<&str> { common.iter().chain(extra).copied().collect() };
+    let read_report = || -> train::TrainReport {
+        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap()
+    };
+    train_cli(&with(&["--arch", "gpt", "--max-steps", "3"])).unwrap();
     for f in ["config.json", "vocab.json", "model.safetensors", "README.md", "train.json", "commands.txt"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
@@ -692,11 +695,8 @@ fn train_command_writes_a_loadable_model_with_its_card() {
     let m = model::load(&out, &Device::Cpu).unwrap();
     assert_eq!(m.vocab_size(), enc.vocab().len());
     // --resume continues from step 3 with the saved vocabulary, and the card lists both commands.
-    let mut again: Vec<&str> = common.to_vec();
-    again.extend(["--arch", "gpt", "--max-steps", "5", "--resume"]);
-    train_cli(&again).unwrap();
-    let report: train::TrainReport =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
+    train_cli(&with(&["--arch", "gpt", "--max-steps", "5", "--resume"])).unwrap();
+    let report = read_report();
     assert_eq!(report.steps, 5);
     let commands = std::fs::read_to_string(out.join("commands.txt")).unwrap();
     assert_eq!(commands.lines().count(), 2);
@@ -725,12 +725,8 @@ fn train_command_writes_a_loadable_model_with_its_card() {
     // A model shipped with its best weights (in f16) and state.json but no checkpoint weights
     // resumes from those.
     std::fs::remove_file(out.join("checkpoints/model.safetensors")).unwrap();
-    let mut resumed: Vec<&str> = common.to_vec();
-    resumed.extend(["--arch", "gpt", "--max-steps", "6", "--resume"]);
-    train_cli(&resumed).unwrap();
-    let report: train::TrainReport =
-        serde_json::from_str(&std::fs::read_to_string(out.join("train.json")).unwrap()).unwrap();
-    assert_eq!(report.steps, 6);
+    train_cli(&with(&["--arch", "gpt", "--max-steps", "6", "--resume"])).unwrap();
+    assert_eq!(read_report().steps, 6);
     // A model with another vocabulary is refused, not scored.
     let other = tmp.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -740,11 +736,9 @@ fn train_command_writes_a_loadable_model_with_its_card() {
     std::fs::write(other.join("vocab.json"), r#"{"tokens": ["<pad>"]}"#).unwrap();
     let mut mixed = eval_args.clone();
     mixed.push(other.to_str().unwrap());
-    let err = format!("{:#}", eval_cli(&mixed).err().expect("another vocabulary is refused"));
+    let err = format!("{:#}", eval_cli(&mixed).expect_err("another vocabulary is refused"));
     assert!(err.contains("vocab.json"), "{err}");
     // A bad architecture is an error, not a panic.
-    let mut bad: Vec<&str> = common.to_vec();
-    bad.extend(["--arch", "transformer-xl"]);
-    let err = train_cli(&bad).err().unwrap().to_string();
+    let err = train_cli(&with(&["--arch", "transformer-xl"])).err().unwrap().to_string();
     assert!(err.contains("unknown --arch"), "{err}");
 }
