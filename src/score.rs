@@ -306,6 +306,10 @@ pub struct GenSettings {
     /// Hard constraint `%%no_parallels`: no parallel fifths or octaves between voices.
     #[serde(default)]
     pub no_parallels: bool,
+    /// Hard constraint `%%end_on_tonic`: a whole tune ends on its key's tonic (see
+    /// `gen::Constraints::end_on_tonic`).
+    #[serde(default)]
+    pub end_on_tonic: bool,
     /// A model's default (`generation_config.json`), not written in ABC: a repeated strain is
     /// at least this many bars (see `gen::Constraints::min_strain_bars`).
     #[serde(default)]
@@ -324,6 +328,12 @@ pub struct GenSettings {
     /// A model's default: nats added to the end-of-tune id per bar past `end_after_bars`.
     #[serde(default)]
     pub end_bias_per_bar: Option<f64>,
+    /// `%%length_temperature 1.0`, `%%length_top_p 1.0`: how note lengths are drawn (see
+    /// `gen::Sampling::length_temperature`).
+    #[serde(default)]
+    pub length_temperature: Option<f64>,
+    #[serde(default)]
+    pub length_top_p: Option<f64>,
 }
 
 impl GenSettings {
@@ -361,8 +371,11 @@ impl GenSettings {
             same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
             end_after_bars: self.end_after_bars.or(fallback.end_after_bars),
             end_bias_per_bar: self.end_bias_per_bar.or(fallback.end_bias_per_bar),
+            length_temperature: self.length_temperature.or(fallback.length_temperature),
+            length_top_p: self.length_top_p.or(fallback.length_top_p),
             mono_voices: self.mono_voices || fallback.mono_voices,
             no_parallels: self.no_parallels || fallback.no_parallels,
+            end_on_tonic: self.end_on_tonic || fallback.end_on_tonic,
         }
     }
 }
@@ -562,6 +575,18 @@ impl Score {
             starts.len() < MAX_BARS
         });
         starts
+    }
+
+    /// The first bar line at or after `t`, before the score's end (`None` when there is none).
+    pub fn bar_line_at_or_after(&self, t: Tick) -> Option<Tick> {
+        let mut found = None;
+        self.walk_bars(|b| {
+            if b >= t {
+                found = Some(b);
+            }
+            found.is_none()
+        });
+        found
     }
 
     /// Calls `visit` with each bar's start tick in order while it returns true.
@@ -1089,6 +1114,21 @@ mod tests {
         s.meta.pickup = 0;
         s.meta.meters.push((20 * WHOLE, Meter::new(1, 64)));
         assert_eq!(s.bar_starts(), bars_walked_one_change_at_a_time(&s));
+    }
+
+    #[test]
+    fn the_bar_line_at_or_after_a_tick_follows_pickups_and_meter_changes() {
+        let mut s = Score::new();
+        s.length = 10 * WHOLE;
+        s.meta.pickup = 480;
+        s.meta.meters = vec![(0, Meter::new(3, 4)), (480 + 2 * 1440, Meter::new(2, 4))];
+        assert_eq!(s.bar_line_at_or_after(0), Some(0));
+        assert_eq!(s.bar_line_at_or_after(1), Some(480));
+        assert_eq!(s.bar_line_at_or_after(480), Some(480));
+        assert_eq!(s.bar_line_at_or_after(481), Some(480 + 1440));
+        // Past the change bars are 2/4 (960 ticks).
+        assert_eq!(s.bar_line_at_or_after(480 + 2 * 1440 + 1), Some(480 + 2 * 1440 + 960));
+        assert_eq!(s.bar_line_at_or_after(s.length), None, "none at or past the end");
     }
 
     #[test]

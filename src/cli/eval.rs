@@ -50,6 +50,10 @@ pub struct Args {
     /// Cross-validation folds of the classifier.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
+    /// Runs of the cross-validation, each on fresh subsamples and folds, averaged (the AUC of a
+    /// single run varies widely when the real side has few tunes).
+    #[arg(long, default_value_t = crate::eval::classify::DEFAULT_REPEATS)]
+    pub repeats: usize,
     /// Write the whole report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -110,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         with_length: args.with_length,
         bleu_weights,
         folds: args.folds,
+        repeats: args.repeats,
         ngram: args.ngram,
         markov: args.markov,
     };
@@ -328,6 +333,7 @@ mod tests {
             with_length: false,
             bleu_weights: "0.5,0.5".into(),
             folds: 3,
+            repeats: 2,
             json: Some(dir.path().join("r.json")),
             csv: Some(dir.path().join("r.csv")),
             plots: Some(out.clone()),

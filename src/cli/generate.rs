@@ -56,6 +56,13 @@ pub struct Args {
     /// repeated pitches; the folk model's default is in its generation_config.json).
     #[arg(long, allow_hyphen_values = true)]
     pub same_pitch_bias: Option<f64>,
+    /// Temperature for note lengths alone (default: the model's, else `--temperature`).
+    #[arg(long)]
+    pub length_temperature: Option<f64>,
+    /// Top-p for note lengths alone (default: the model's, else `--top-p`; the chorale model
+    /// draws lengths untruncated, 1.0, so its rarer long notes survive).
+    #[arg(long)]
+    pub length_top_p: Option<f64>,
     /// Seed (default: the prompt's `%%seed`, else from the clock; always recorded).
     #[arg(long, short = 's')]
     pub seed: Option<u64>,
@@ -86,6 +93,10 @@ pub struct Args {
     /// default).
     #[arg(long)]
     pub no_parallels: bool,
+    /// A whole tune ends on the tonic of its key (given, sampled or drawn): its last note, or
+    /// for a four-part model the lowest note of its last chord (the chorale model's default).
+    #[arg(long)]
+    pub end_on_tonic: bool,
     /// A form, generated section by section: `AABB`, `AABA`, `ABAC`, `QAQA'` (a letter seen
     /// before is that section again; a primed one keeps its first `--keep-bars` bars), `AAB*`
     /// (the last section runs until the model ends the tune). Without one, a model with forms in
@@ -165,6 +176,8 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     s.top_p = args.top_p.unwrap_or(s.top_p);
     s.repetition_penalty = args.repetition_penalty.unwrap_or(s.repetition_penalty);
     s.same_pitch_bias = args.same_pitch_bias.unwrap_or(s.same_pitch_bias);
+    s.length_temperature = args.length_temperature.or(s.length_temperature);
+    s.length_top_p = args.length_top_p.or(s.length_top_p);
     let c = &mut req.constraints;
     if let Some(pcs) = &args.pitch_classes {
         c.pitch_classes = Some(pcs.clone());
@@ -181,6 +194,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     c.whole_bars |= args.whole_bars;
     c.mono_voices |= args.mono_voices;
     c.no_parallels |= args.no_parallels;
+    c.end_on_tonic |= args.end_on_tonic;
     c.in_key |= args.in_key;
     let from_prompt = req.prompt.meta.gen.seed;
     req.seed = args.seed.or(from_prompt).unwrap_or_else(|| {

@@ -705,6 +705,24 @@ impl<'s> Lowerer<'s> {
                         .ok_or_else(|| at("a top_p from 0 to 1"))?,
                 )
             }
+            "length_temperature" => {
+                self.meta.gen.length_temperature = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|t| t.is_finite() && *t >= 0.0)
+                        .ok_or_else(|| at("a temperature for note lengths like 1.0"))?,
+                )
+            }
+            "length_top_p" => {
+                self.meta.gen.length_top_p = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| *p > 0.0 && *p <= 1.0)
+                        .ok_or_else(|| at("a top_p for note lengths above 0, at most 1"))?,
+                )
+            }
             "seed" => self.meta.gen.seed = Some(value.parse().map_err(|_| at("a whole number for the seed"))?),
             "bars" => self.meta.gen.bars = Some(value.parse().map_err(|_| at("a whole number of bars"))?),
             "model" => self.meta.gen.model = text(),
@@ -738,6 +756,7 @@ impl<'s> Lowerer<'s> {
             "whole_bars" => self.meta.gen.whole_bars = true,
             "mono_voices" => self.meta.gen.mono_voices = true,
             "no_parallels" => self.meta.gen.no_parallels = true,
+            "end_on_tonic" => self.meta.gen.end_on_tonic = true,
             "MIDI" => self.midi_directive(value),
             _ => {}
         }

@@ -226,6 +226,12 @@ pub fn print(score: &Score) -> String {
     if let Some(v) = g.top_p {
         let _ = writeln!(out, "%%top_p {v}");
     }
+    if let Some(v) = g.length_temperature {
+        let _ = writeln!(out, "%%length_temperature {v}");
+    }
+    if let Some(v) = g.length_top_p {
+        let _ = writeln!(out, "%%length_top_p {v}");
+    }
     if let Some(v) = g.seed {
         let _ = writeln!(out, "%%seed {v}");
     }
@@ -259,6 +265,9 @@ pub fn print(score: &Score) -> String {
     }
     if g.no_parallels {
         out.push_str("%%no_parallels\n");
+    }
+    if g.end_on_tonic {
+        out.push_str("%%end_on_tonic\n");
     }
     let _ = writeln!(out, "M:{}", score.meter());
     let unit = unit_length(score);

@@ -64,6 +64,8 @@ pub struct Options {
     pub bleu_weights: Vec<f64>,
     /// Cross-validation folds.
     pub folds: usize,
+    /// Runs of the cross-validation, each on fresh subsamples and folds, averaged.
+    pub repeats: usize,
     /// Run length counted as a copy for novelty (notes, as tokens).
     pub ngram: usize,
     /// Add the 3rd-order Markov baseline row.
@@ -77,6 +79,7 @@ impl Default for Options {
             with_length: false,
             bleu_weights: bleu::DEFAULT_WEIGHTS.to_vec(),
             folds: 5,
+            repeats: classify::DEFAULT_REPEATS,
             ngram: 16,
             markov: false,
         }
@@ -227,11 +230,13 @@ pub fn evaluate(sets: Sets, opts: &Options) -> Result<Evaluation, EvalError> {
             .to_string(),
         format!(
             "classifier: smartcore logistic regression (L2 alpha {}) on standardized headline features, {}-fold \
-             stratified cross-validation on classes balanced by subsampling (at most {} per class), AUC = mean of the \
-             folds' Mann-Whitney AUCs; a feature missing in a tune is filled with its mean",
+             stratified cross-validation on classes balanced by subsampling (at most {} per class), repeated {} \
+             times on fresh subsamples and folds; AUC = mean over the repeats of the folds' mean Mann-Whitney AUC, \
+             ± the repeats' standard deviation; a feature missing in a tune is filled with its mean",
             classify::ALPHA,
             opts.folds,
-            classify::MAX_PER_CLASS
+            classify::MAX_PER_CLASS,
+            opts.repeats
         ),
         "BLEU: corpus BLEU (NLTK's definition, no smoothing), each tune of the set a hypothesis with every tune of the \
          reference as its references; real vs real has half as many references, which lowers it slightly"
@@ -378,7 +383,7 @@ fn compare(
     let rows = |m: &Measured| -> Vec<Vec<f64>> {
         m.features.iter().map(|v| used.iter().zip(&fill).map(|(&f, &mean)| v[f].unwrap_or(mean)).collect()).collect()
     };
-    let classifier = classify::cross_validate(&rows(set), &rows(against), opts.folds, opts.seed)?;
+    let classifier = classify::cross_validate(&rows(set), &rows(against), opts.folds, opts.repeats, opts.seed)?;
     let bleu = bleu::corpus_bleu(&set.tokens, &against.tokens, &opts.bleu_weights);
     Ok(Row {
         name: name.into(),

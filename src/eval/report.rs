@@ -18,12 +18,13 @@ pub fn table(r: &Report) -> String {
     let n = r.rows.first().and_then(|row| row.novelty.as_ref()).map_or(r.options.ngram, |x| x.n);
     let _ = writeln!(
         s,
-        "{:<14} {:>6} {:>6} {:>8} {:>6} {:>9} {:>8} {:>7}",
+        "{:<14} {:>6} {:>6} {:>8} {:>6} {:>6} {:>9} {:>8} {:>7}",
         "set",
         "n",
         "vs n",
         "overlap",
         "AUC",
+        "± sd",
         format!("copy≥{n}"),
         "run med",
         "BLEU"
@@ -32,12 +33,13 @@ pub fn table(r: &Report) -> String {
         let nov = row.novelty.as_ref();
         let _ = writeln!(
             s,
-            "{:<14} {:>6} {:>6} {:>8} {:>6} {:>9} {:>8} {:>7}",
+            "{:<14} {:>6} {:>6} {:>8} {:>6} {:>6} {:>9} {:>8} {:>7}",
             row.name,
             row.n,
             row.n_reference,
             num(row.mean_overlap, 3),
             num(row.classifier.as_ref().map(|c| c.auc), 3),
+            num(row.classifier.as_ref().map(|c| c.auc_sd), 3),
             num(nov.map(|x| x.share_copied), 3),
             num(nov.map(|x| x.median_longest), 1),
             num(Some(row.bleu.bleu), 4),
@@ -46,7 +48,7 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(
         s,
         "\noverlap: mean KDE overlap of the headline features with the reference (1 = same distribution); AUC: \
-         cross-validated classifier (0.5 = cannot tell); copy≥{n}: share of tunes sharing a run of {n}+ notes with a \
+         cross-validated classifier (0.5 = cannot tell), ± sd: its spread over the repeats; copy≥{n}: share of tunes sharing a run of {n}+ notes with a \
          training tune; run med: median longest shared run; real vs real's novelty is all held-out tunes'.\n"
     );
     let _ = write!(s, "{:<24}", "feature");
@@ -97,6 +99,10 @@ pub fn csv(r: &Report) -> String {
         }
         if let Some(c) = &row.classifier {
             put(name, "auc", Some(c.auc));
+            put(name, "auc_sd", Some(c.auc_sd));
+            for (i, a) in c.repeat_aucs.iter().enumerate() {
+                put(name, &format!("auc_repeat:{}", i + 1), Some(*a));
+            }
             for (i, a) in c.fold_aucs.iter().enumerate() {
                 put(name, &format!("auc_fold:{}", i + 1), Some(*a));
             }

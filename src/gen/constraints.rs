@@ -91,6 +91,19 @@ impl Effects {
         self.table.get(id as usize).unwrap_or(&Effect::Other)
     }
 
+    /// Whether the ids `allowed` leaves are all note lengths (`Duration`, `NoteLength`): the
+    /// step chooses how long the note just started lasts.
+    pub fn only_lengths(&self, allowed: &[bool]) -> bool {
+        let mut any = false;
+        for (e, _) in self.table.iter().zip(allowed).filter(|(_, &ok)| ok) {
+            if !matches!(e, Effect::Duration(_) | Effect::NoteLength(_)) {
+                return false;
+            }
+            any = true;
+        }
+        any
+    }
+
     pub fn end_id(&self) -> Option<u32> {
         self.table.iter().position(|e| matches!(e, Effect::End)).map(|i| i as u32)
     }
@@ -153,6 +166,13 @@ pub struct Constraints {
     /// 0.02 per 100 voice-pair moves; a small model writes them fifty times as often.
     #[serde(default)]
     pub no_parallels: bool,
+    /// A whole tune (no bar count) ends on the tonic of its key: resolved per take, once its key
+    /// is known, into a `cadence` of the tonic ([`Constraints::for_take`]), which the end id
+    /// waits for: the last note in `tune`, the lowest note still sounding (the bass of the last
+    /// chord) in REMI. The chorale model's REMI takes otherwise ended where the end bias met a
+    /// chord the model found final, on the dominant as often as not.
+    #[serde(default)]
+    pub end_on_tonic: bool,
 }
 
 /// Voices the parallel check follows (a chorale has four; more are not checked).
@@ -207,6 +227,18 @@ impl Constraints {
             c.in_key = false;
             c.pentatonic = false;
         }
+        c
+    }
+
+    /// These rules for one take: [`Constraints::for_key`] with the take's key (C major when it
+    /// has none), and `end_on_tonic` as a cadence of that key's tonic when the key is known and
+    /// no bar count or cadence decides the end already.
+    pub fn for_take(&self, key: Option<&crate::score::Key>) -> Constraints {
+        let mut c = self.for_key(&key.cloned().unwrap_or_default());
+        if let Some(k) = key.filter(|_| c.end_on_tonic && c.bars.is_none() && c.cadence.is_none()) {
+            c.cadence = Some(vec![k.tonic_pc()]);
+        }
+        c.end_on_tonic = false;
         c
     }
 
@@ -315,9 +347,11 @@ impl Tracker {
     }
 
     /// Takes the decoder's word for where the music is: after a repeat sign the decoder has
-    /// played a strain again, which the effects alone do not tell.
+    /// played a strain again, and after a meter change its bar has a new length, which the
+    /// effects alone do not tell.
     pub fn resync(&mut self, state: &crate::tokens::DecoderState) {
         self.bar_start = state.bar_start;
+        self.bar_ticks = state.bar_ticks.max(1);
         self.advance_to(state.position.max(self.pos));
     }
 
@@ -433,8 +467,9 @@ impl Tracker {
     /// Feeds one id (prompt or generated) into the tracker.
     pub fn push(&mut self, effect: &Effect) {
         match effect {
-            // Constrained takes never change meter (the mask forbids it); elsewhere bars are
-            // not counted, so the tracker can ignore the change.
+            // Takes with a bar count or whole bars never change meter (the mask forbids it);
+            // elsewhere the generation loop resyncs the tracker from the decoder after a change,
+            // so positions, polyphony and parallels are checked in the bar the decoder plays.
             Effect::Other | Effect::MeterChange | Effect::NoteLead => {}
             Effect::NoteOn { pitch, voice } => {
                 if let Some(f) = &self.rules.fixed {
@@ -633,8 +668,15 @@ impl Tracker {
                 Effect::End => {
                     let in_last_bar = effects.explicit_bars && bar_end.zip(self.end).is_some_and(|(be, end)| be >= end);
                     // With no bar limit (an open last section) the cadence still decides
-                    // where the tune may end.
-                    let cadence_ok = r.cadence.is_none() || !effects.sequential || in_cadence(self.last_pitch);
+                    // where the tune may end: on its last note, or with parts, on the lowest
+                    // note still sounding (the bass of the last chord; the last note started
+                    // when none sounds).
+                    let last = if effects.sequential {
+                        self.last_pitch
+                    } else {
+                        self.sounding.iter().map(|s| s.pitch).min().or(self.last_pitch)
+                    };
+                    let cadence_ok = r.cadence.is_none() || in_cadence(last);
                     self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open && cadence_ok
                 }
             };
@@ -697,6 +739,21 @@ fn has_positions(effects: &Effects) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_chooses_a_length_when_only_lengths_are_allowed() {
+        let fx = Effects::new(vec![
+            Effect::NoteOn { pitch: 60, voice: 0 },
+            Effect::Duration(12),
+            Effect::NoteLength(480),
+            Effect::End,
+        ]);
+        assert!(fx.only_lengths(&[false, true, true, false]));
+        assert!(fx.only_lengths(&[false, true, false, false]));
+        assert!(!fx.only_lengths(&[true, true, false, false]), "a pitch beside the lengths");
+        assert!(!fx.only_lengths(&[false, false, true, true]), "the end beside a length");
+        assert!(!fx.only_lengths(&[false; 4]), "nothing allowed is no length step");
+    }
 
     /// `max_repeats`: a pitch may come at most that many times in a row; another pitch resets it.
     #[test]

@@ -47,6 +47,9 @@ struct GenerationConfig {
     /// No parallel fifths or octaves between voices (for part-writing models).
     #[serde(default)]
     no_parallels: bool,
+    /// A whole tune ends on the tonic of its key.
+    #[serde(default)]
+    end_on_tonic: bool,
     /// Bar lines only where the meter puts them (every bar full): for models whose bar lines
     /// are ids that do not move time (`tune`), which a small model otherwise places loosely.
     #[serde(default)]
@@ -60,6 +63,9 @@ struct GenerationConfig {
     /// A whole tune past this many bars gets `end_bias_per_bar` nats per bar on its end id.
     end_after_bars: Option<u32>,
     end_bias_per_bar: Option<f64>,
+    /// Temperature and top-p for note lengths (see `Sampling::length_temperature`).
+    length_temperature: Option<f64>,
+    length_top_p: Option<f64>,
     /// A scale as `%%scale` writes it (`key pentatonic`, `D dorian`, `any`).
     scale: Option<String>,
     /// Settings for takes of one style, over the ones above (`"styles": {"chinese": {"scale":
@@ -82,12 +88,15 @@ impl GenerationConfig {
             max_polyphony: self.max_polyphony,
             mono_voices: self.mono_voices,
             no_parallels: self.no_parallels,
+            end_on_tonic: self.end_on_tonic,
             whole_bars: self.whole_bars,
             min_strain_bars: self.min_strain_bars,
             max_repeats: self.max_repeats,
             same_pitch_bias: self.same_pitch_bias,
             end_after_bars: self.end_after_bars,
             end_bias_per_bar: self.end_bias_per_bar,
+            length_temperature: self.length_temperature,
+            length_top_p: self.length_top_p,
             ..GenSettings::default()
         };
         if let Some(text) = &self.scale {

@@ -136,6 +136,8 @@ impl Request {
             same_pitch_bias: g.same_pitch_bias.unwrap_or(d.same_pitch_bias),
             end_after_bars: g.end_after_bars.unwrap_or(d.end_after_bars),
             end_bias_per_bar: g.end_bias_per_bar.unwrap_or(d.end_bias_per_bar),
+            length_temperature: g.length_temperature,
+            length_top_p: g.length_top_p,
             ..d
         };
         let constraints = Constraints {
@@ -147,6 +149,7 @@ impl Request {
             whole_bars: g.whole_bars,
             mono_voices: g.mono_voices,
             no_parallels: g.no_parallels,
+            end_on_tonic: g.end_on_tonic,
             min_strain_bars: g.min_strain_bars,
             max_repeats: g.max_repeats,
             bars: None,
@@ -255,6 +258,8 @@ struct Row {
     prompt_len: usize,
     /// Generated ids since the last (re)start, for the length limit.
     generated: usize,
+    /// A note was started since the last (re)start (a whole tune may end only then).
+    started_note: bool,
     notes: Vec<Note>,
     ll: f64,
     /// Where the prompt ended (notes that start earlier belong to the prompt).
@@ -337,6 +342,7 @@ impl Batch {
                 prefix: prefix.clone(),
                 prompt_len: ids.len(),
                 generated: 0,
+                started_note: false,
                 notes: Vec::new(),
                 ll: 0.0,
                 prompt_end: 0,
@@ -350,7 +356,11 @@ impl Batch {
         meta.gen.model = Some(gen.name().to_string());
         meta.gen.temperature = Some(request.sampling.temperature);
         meta.gen.top_k = (request.sampling.top_k > 0).then_some(request.sampling.top_k as u32);
-        meta.gen.top_p = (request.sampling.top_p < 1.0).then_some(request.sampling.top_p);
+        // Recorded even at 1 (untruncated): a model whose default truncates would otherwise
+        // replay the take's file with its own top-p.
+        meta.gen.top_p = Some(request.sampling.top_p);
+        meta.gen.length_temperature = request.sampling.length_temperature;
+        meta.gen.length_top_p = request.sampling.length_top_p;
         meta.gen.seed = Some(request.seed);
         meta.gen.bars = match request.length {
             Length::Bars(b) => Some(b),
@@ -367,6 +377,7 @@ impl Batch {
         meta.gen.whole_bars = c.whole_bars;
         meta.gen.mono_voices = c.mono_voices;
         meta.gen.no_parallels = c.no_parallels;
+        meta.gen.end_on_tonic = c.end_on_tonic;
         let record_base = TakeRecord {
             model: gen.name().to_string(),
             model_hash: gen.model_hash().to_string(),
@@ -412,7 +423,7 @@ impl Batch {
         let keys = s.row_keys();
         for ((row, meter), key) in s.rows.iter_mut().zip(meters).zip(keys) {
             let mut decoder = s.encoding.decoder();
-            let mut tracker = Tracker::new(constraints.for_key(&key), &s.effects, meter);
+            let mut tracker = Tracker::new(constraints.for_take(key.as_ref()), &s.effects, meter);
             for &id in &row.ids {
                 decoder.push(id);
                 tracker.push(s.effects.get(id));
@@ -502,23 +513,15 @@ impl Batch {
     }
 
     /// The key each row plays in where generation starts: the (conditioned) prompt's, else the
-    /// one the row sampled for its header, else C.
-    fn row_keys(&self) -> Vec<Key> {
+    /// one the row sampled for its header (`None`: neither has one).
+    fn row_keys(&self) -> Vec<Option<Key>> {
         let p = self.request.conditioned_prompt();
         let prompt_key = (!p.meta.keys.is_empty()).then(|| p.key_at(p.length));
         self.rows
             .iter()
             .map(|row| match &prompt_key {
-                Some(k) => k.clone(),
-                None => self
-                    .encoding
-                    .decode(&row.prefix)
-                    .score
-                    .meta
-                    .keys
-                    .first()
-                    .map(|(_, k)| k.clone())
-                    .unwrap_or_default(),
+                Some(k) => Some(k.clone()),
+                None => self.encoding.decode(&row.prefix).score.meta.keys.first().map(|(_, k)| k.clone()),
             })
             .collect()
     }
@@ -540,6 +543,7 @@ impl Batch {
         let tempo = &self.meta.tempo;
         for r in &mut self.rows {
             r.generated = 0;
+            r.started_note = false;
             r.limit_tick = match length {
                 Length::Seconds(s) => {
                     let here = r.tracker.position();
@@ -593,6 +597,20 @@ impl Batch {
                     d.mask(&mut self.allowed);
                 }
                 row.tracker.mask(&self.effects, &mut self.allowed);
+                // Where a take may end: a length asked for in notes, seconds or ids is that
+                // length (bars: the tracker decides), and a whole tune has notes of its own (the
+                // end id, however unlikely before the first note, is drawn now and then
+                // untruncated and left takes empty). The grammar's last word stands.
+                let end_refused = match self.request.length {
+                    Length::Tune => !row.started_note,
+                    Length::Bars(_) => false,
+                    Length::Notes(_) | Length::Seconds(_) | Length::Tokens(_) => true,
+                };
+                if let Some(end) = self.effects.end_id().map(|e| e as usize).filter(|_| end_refused) {
+                    if self.allowed.iter().enumerate().any(|(i, &ok)| ok && i != end) {
+                        self.allowed[end] = false;
+                    }
+                }
                 let history = &row.ids[row.prompt_len..];
                 let sampling = &self.request.sampling;
                 let bias = sampling.same_pitch_bias;
@@ -615,12 +633,20 @@ impl Batch {
                     }
                 }
                 let draw_from = biased.as_ref().unwrap_or(logits);
-                let id = sample(&self.request.sampling, &mut row.rng, draw_from, Some(&self.allowed), history)?;
+                let for_lengths;
+                let settings = if sampling.has_length_settings() && self.effects.only_lengths(&self.allowed) {
+                    for_lengths = sampling.for_lengths();
+                    &for_lengths
+                } else {
+                    sampling
+                };
+                let id = sample(settings, &mut row.rng, draw_from, Some(&self.allowed), history)?;
                 row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                 row.ids.push(id);
                 row.generated += 1;
                 let effect = self.effects.get(id);
                 row.tracker.push(effect);
+                row.started_note |= matches!(effect, Effect::NoteOn { .. } | Effect::Chord { .. });
                 if let Some(d) = row.decoder.as_mut() {
                     for note in d.push(id) {
                         if note.start >= row.prompt_end {
@@ -628,7 +654,10 @@ impl Batch {
                             on_event(Progress::Note { take: i, note });
                         }
                     }
-                    if matches!(effect, Effect::Structure(_)) {
+                    // The decoder knows where a repeat sign or a meter change put the music (a
+                    // REMI take changing meter mid-tune had its notes checked in the old bars:
+                    // one line under `max_polyphony 1` overlapped itself).
+                    if matches!(effect, Effect::Structure(_) | Effect::MeterChange) {
                         row.tracker.resync(&d.state());
                     }
                 }
@@ -718,7 +747,7 @@ impl Batch {
             r.cancelled = false;
             r.truncated = false;
             // A fresh tracker would forget open notes; replaying the ids rebuilds it exactly.
-            let mut t = Tracker::new(constraints.for_key(&key), &self.effects, meter);
+            let mut t = Tracker::new(constraints.for_take(key.as_ref()), &self.effects, meter);
             for &id in &r.ids {
                 t.push(self.effects.get(id));
             }
@@ -762,9 +791,14 @@ impl Batch {
                 // Exactly N bars: the take spans the whole last bar even when it ended early
                 // (end token in its last bar), and not the bar a final bar line opens (REMI's
                 // decoder counts a `Bar` as the start of one more bar).
+                let last = score.notes.iter().map(Note::end).max().unwrap_or(0);
                 if let Some(end) = r.tracker.end_tick() {
-                    let last = score.notes.iter().map(Note::end).max().unwrap_or(0);
                     score.length = end.max(last);
+                } else if let Some(line) = score.bar_line_at_or_after(last).filter(|_| last > 0) {
+                    // Otherwise the take ends with the bar its last note ends in: a `Bar` just
+                    // before the end id opened one more, empty bar, printed as a bar of rest
+                    // (`| z4|]`) at the end of 53 of 300 chorale takes.
+                    score.length = line;
                 }
                 let mut record = self.record_base.clone();
                 record.seed = r.seed;

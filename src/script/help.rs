@@ -55,8 +55,10 @@ pub const TOPICS: &[Topic] = &[
     },
     Topic {
         name: "gen",
-        signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, seed, \
+        signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, \
+                    length_temperature, length_top_p, seed, \
                     style, instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, no_parallels, \
+                    end_on_tonic, \
                     model, \
                     form, part_bars, keep_bars, cadence}) -> Score",
         about: "Continues the prompt with the current model and returns only the new music. `bars` (default: the \
@@ -72,7 +74,8 @@ pub const TOPICS: &[Topic] = &[
                 and keeps every note in it (`in_key: false` only conditions), `scale: \"A minor pentatonic\"` \
                 or `scale: [0, 2, 4, 7, 9]`, `scale: \"key pentatonic\"` (the pentatonic of the key, given or \
                 sampled; the folk model's default for `style: \"chinese\"`), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice), `no_parallels: true` (no parallel fifths or \
-                octaves; the chorale model's default). \
+                octaves; the chorale model's default), `end_on_tonic: true` (a whole tune ends on the tonic: its \
+                last note, or the bass of its last chord; the chorale model's default). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",

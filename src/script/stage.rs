@@ -132,10 +132,15 @@ pub struct GenOpts {
     pub mono_voices: Option<bool>,
     /// `no_parallels: true`: no parallel fifths or octaves between voices.
     pub no_parallels: Option<bool>,
+    /// `end_on_tonic: true`: a whole tune ends on its key's tonic.
+    pub end_on_tonic: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
     /// Added to the logit of a note on the previous note's pitch, in nats (`gen::Sampling`).
     pub same_pitch_bias: Option<f64>,
+    /// Temperature and top-p for note lengths alone (`gen::Sampling::length_temperature`).
+    pub length_temperature: Option<f64>,
+    pub length_top_p: Option<f64>,
     /// `form: "AABB"`: a tune generated section by section (see `gen::form`).
     pub form: Option<String>,
     /// Bars of each section of `form` (default 8).
@@ -174,9 +179,12 @@ impl GenOpts {
             whole_bars,
             mono_voices,
             no_parallels,
+            end_on_tonic,
             model,
             repetition_penalty,
             same_pitch_bias,
+            length_temperature,
+            length_top_p,
             form,
             part_bars,
             keep_bars,
@@ -719,6 +727,8 @@ impl Stage {
         s.top_p = opts.top_p.unwrap_or(s.top_p);
         s.repetition_penalty = opts.repetition_penalty.unwrap_or(s.repetition_penalty);
         s.same_pitch_bias = opts.same_pitch_bias.unwrap_or(s.same_pitch_bias);
+        s.length_temperature = opts.length_temperature.or(s.length_temperature);
+        s.length_top_p = opts.length_top_p.or(s.length_top_p);
         request.overrides.style = style;
         request.overrides.instrument = opts.instrument.clone();
         request.overrides.meter = meter;
@@ -739,6 +749,7 @@ impl Stage {
         c.whole_bars = opts.whole_bars.unwrap_or(c.whole_bars);
         c.mono_voices = opts.mono_voices.unwrap_or(c.mono_voices);
         c.no_parallels = opts.no_parallels.unwrap_or(c.no_parallels);
+        c.end_on_tonic = opts.end_on_tonic.unwrap_or(c.end_on_tonic);
         // A prompt's `%%seed` is not used here: a take carries the seed that made it, and a loop
         // that continues its last take would otherwise play the same answer every cycle.
         request.seed = opts.seed.unwrap_or_else(|| self.next_seed());
