@@ -717,47 +717,12 @@ fn fast_gpt_matches_the_candle_gpt() {
 
 // ---------------------------------------------------------------- the real encodings, a uniform model
 
-/// Every token equally likely: only the grammar and the constraints shape the music, so any
+/// Every token equally likely (`Leaning::uniform`): only the grammar and the constraints shape the music, so any
 /// rule the masks fail to enforce shows up quickly.
-struct Uniform {
-    vocab: usize,
-    device: Device,
-    context: usize,
-}
-
-impl LanguageModel for Uniform {
-    fn vocab_size(&self) -> usize {
-        self.vocab
-    }
-    fn context(&self) -> usize {
-        self.context
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn new_state(&self, _batch: usize) -> Result<Box<dyn State>, ModelError> {
-        Ok(Box::new(BigramState { len: 0 }))
-    }
-    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
-        let (b, t) = ids.dims2()?;
-        let st =
-            state.as_any_mut().downcast_mut::<BigramState>().ok_or(ModelError::ForeignState { model: "bigram" })?;
-        st.len += t;
-        if st.len > self.context {
-            return Err(ModelError::ContextFull { context: self.context, needed: st.len });
-        }
-        Ok(Tensor::zeros((b, self.vocab), candle_core::DType::F32, &self.device)?)
-    }
-    fn forward_all(&self, ids: &Tensor, _state: &mut dyn State) -> Result<Tensor, ModelError> {
-        let (b, t) = ids.dims2()?;
-        Ok(Tensor::zeros((b, t, self.vocab), candle_core::DType::F32, &self.device)?)
-    }
-}
-
 fn real_gen(encoding: &str) -> Generator {
     let enc = cadenza::tokens::build(encoding, &CondSpec::default(), &[]).unwrap();
     let vocab = enc.vocab().len();
-    let model = Uniform { vocab, device: Device::Cpu, context: usize::MAX };
+    let model = Leaning::uniform(vocab);
     Generator::from_parts(encoding, Arc::new(model), Arc::from(enc), "0000")
 }
 
@@ -1128,7 +1093,7 @@ fn harmonizing_keeps_the_melody_as_the_soprano() {
     use cadenza::tokens::remi::{Remi, RemiConfig};
     let enc = Remi::new(RemiConfig::chorale(CondSpec::default())).unwrap();
     let vocab = enc.vocab().len();
-    let model = Uniform { vocab, device: Device::Cpu, context: usize::MAX };
+    let model = Leaning::uniform(vocab);
     let g = Generator::from_parts("choir", Arc::new(model), Arc::new(enc), "0000");
     let melody = cadenza::dsl::parse("X:1\nM:3/4\nL:1/4\nK:D\nA|d c B|A2 F|G F E|D2|]\n").unwrap();
     for seed in 0..4 {
@@ -1161,12 +1126,19 @@ fn harmonizing_keeps_the_melody_as_the_soprano() {
 
 // ---------------------------------------------------------------- note lengths, empty takes, the last bar
 
-/// Uniform but for a few ids raised by a fixed number of nats: a model that leans one way.
+/// Uniform but for a few ids raised by a fixed number of nats: a model that leans one way
+/// (none raised: every token equally likely).
 struct Leaning {
     vocab: usize,
     raised: Vec<(u32, f32)>,
     device: Device,
     context: usize,
+}
+
+impl Leaning {
+    fn uniform(vocab: usize) -> Self {
+        Leaning { vocab, raised: Vec::new(), device: Device::Cpu, context: usize::MAX }
+    }
 }
 
 impl LanguageModel for Leaning {
@@ -1210,7 +1182,7 @@ fn leaning_gen(encoding: &str, raised: &[(&str, f32)]) -> (Generator, Vec<String
         .iter()
         .map(|(tok, nats)| (names.iter().position(|n| n == tok).unwrap_or_else(|| panic!("no {tok}")) as u32, *nats))
         .collect();
-    let model = Leaning { vocab: names.len(), raised, device: Device::Cpu, context: usize::MAX };
+    let model = Leaning { raised, ..Leaning::uniform(names.len()) };
     (Generator::from_parts(encoding, Arc::new(model), Arc::from(enc), "0000"), names)
 }
 
