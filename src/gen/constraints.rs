@@ -70,6 +70,8 @@ pub struct Effects {
     pub sequential: bool,
     /// The shortest such length (one grid step), 0 when there are none.
     pub min_length: Tick,
+    /// The end-of-piece id, found once: the generation loop asks at every step.
+    end: Option<u32>,
 }
 
 impl Effects {
@@ -84,7 +86,8 @@ impl Effects {
             })
             .min()
             .unwrap_or(0);
-        Effects { table, explicit_bars, has_lengths, sequential: min_length > 0, min_length }
+        let end = table.iter().position(|e| matches!(e, Effect::End)).map(|i| i as u32);
+        Effects { table, explicit_bars, has_lengths, sequential: min_length > 0, min_length, end }
     }
 
     pub fn get(&self, id: u32) -> &Effect {
@@ -105,7 +108,7 @@ impl Effects {
     }
 
     pub fn end_id(&self) -> Option<u32> {
-        self.table.iter().position(|e| matches!(e, Effect::End)).map(|i| i as u32)
+        self.end
     }
 
     /// `logits` with `bias` added to every id that starts a note on `pitch` (the same-pitch
