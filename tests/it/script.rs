@@ -764,9 +764,7 @@ impl Tmux {
         Tmux { name: name.to_string() }
     }
 
-    /// Types `text` one character at a time, as a person does. (Characters arriving in one
-    /// burst are shown late by rustyline 15 while an external printer exists: upstream
-    /// kkawakam/rustyline#976; bracketed paste is not affected.)
+    /// Types `text` one character at a time, as a person does.
     fn send_text(&self, text: &str) {
         for c in text.chars() {
             // A lone `;` separates tmux commands; escaped, it is typed.
@@ -780,6 +778,16 @@ impl Tmux {
 
     fn key(&self, key: &str) {
         let st = Command::new("tmux").args(["-L", SOCKET, "send-keys", "-t", &self.name, key]).status();
+        assert!(st.is_ok_and(|s| s.success()));
+    }
+
+    /// Sends lines in one burst, as a terminal without bracketed paste delivers a paste.
+    fn burst(&self, lines: &[&str]) {
+        let mut args = vec!["-L", SOCKET, "send-keys", "-t", &self.name];
+        for l in lines {
+            args.extend([*l, "Enter"]);
+        }
+        let st = Command::new("tmux").args(&args).status();
         assert!(st.is_ok_and(|s| s.success()));
     }
 
@@ -864,10 +872,16 @@ fn repl_evaluates_completes_continues_and_points_at_errors() {
     // The prompt comes at once; the model reports from the background when it has loaded.
     t.wait_text("model `folk` ready");
 
-    // A value is printed after `=>`.
+    // A value is printed after `=>`. The second line is typed while the first still runs: keys
+    // typed ahead of the prompt reach it (rustyline's `buffer-redux`; without it the first key
+    // after an Enter was sometimes lost).
     t.line("let answer = 6 * 7");
     t.line("answer");
     t.wait_text("=> 42");
+    // Lines arriving in one burst all run, none waits for another key.
+    t.burst(&["500 + 5", "600 + 6", "700 + 7"]);
+    t.wait_text("=> 707");
+    t.wait_text("=> 606");
 
     // Tab completes a variable and an API function.
     t.send_text("answ");
