@@ -334,6 +334,9 @@ pub struct GenSettings {
     pub length_temperature: Option<f64>,
     #[serde(default)]
     pub length_top_p: Option<f64>,
+    /// `%%guidance 2.5`: classifier-free guidance on the labels (see `gen::Sampling::guidance`).
+    #[serde(default)]
+    pub guidance: Option<f64>,
 }
 
 impl GenSettings {
@@ -373,6 +376,7 @@ impl GenSettings {
             end_bias_per_bar: self.end_bias_per_bar.or(fallback.end_bias_per_bar),
             length_temperature: self.length_temperature.or(fallback.length_temperature),
             length_top_p: self.length_top_p.or(fallback.length_top_p),
+            guidance: self.guidance.or(fallback.guidance),
             mono_voices: self.mono_voices || fallback.mono_voices,
             no_parallels: self.no_parallels || fallback.no_parallels,
             end_on_tonic: self.end_on_tonic || fallback.end_on_tonic,

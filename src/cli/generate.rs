@@ -63,6 +63,10 @@ pub struct Args {
     /// draws lengths untruncated, 1.0, so its rarer long notes survive).
     #[arg(long)]
     pub length_top_p: Option<f64>,
+    /// Classifier-free guidance on the style label: 1 is off, above 1 leans each take further
+    /// into its style (each step runs the model twice; default: the model's).
+    #[arg(long)]
+    pub guidance: Option<f64>,
     /// Seed (default: the prompt's `%%seed`, else from the clock; always recorded).
     #[arg(long, short = 's')]
     pub seed: Option<u64>,
@@ -178,6 +182,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     s.same_pitch_bias = args.same_pitch_bias.unwrap_or(s.same_pitch_bias);
     s.length_temperature = args.length_temperature.or(s.length_temperature);
     s.length_top_p = args.length_top_p.or(s.length_top_p);
+    s.guidance = args.guidance.unwrap_or(s.guidance);
     let c = &mut req.constraints;
     if let Some(pcs) = &args.pitch_classes {
         c.pitch_classes = Some(pcs.clone());

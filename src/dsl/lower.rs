@@ -714,6 +714,15 @@ impl<'s> Lowerer<'s> {
                         .ok_or_else(|| at("a temperature for note lengths like 1.0"))?,
                 )
             }
+            "guidance" => {
+                self.meta.gen.guidance = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|g| (0.0..=crate::gen::sampling::MAX_GUIDANCE).contains(g))
+                        .ok_or_else(|| at("a guidance from 0 to 10 (1 is off)"))?,
+                )
+            }
             "length_top_p" => {
                 self.meta.gen.length_top_p = Some(
                     value

@@ -66,6 +66,8 @@ struct GenerationConfig {
     /// Temperature and top-p for note lengths (see `Sampling::length_temperature`).
     length_temperature: Option<f64>,
     length_top_p: Option<f64>,
+    /// Classifier-free guidance on the labels (see `Sampling::guidance`).
+    guidance: Option<f64>,
     /// A scale as `%%scale` writes it (`key pentatonic`, `D dorian`, `any`).
     scale: Option<String>,
     /// Settings for takes of one style, over the ones above (`"styles": {"chinese": {"scale":
@@ -97,6 +99,7 @@ impl GenerationConfig {
             end_bias_per_bar: self.end_bias_per_bar,
             length_temperature: self.length_temperature,
             length_top_p: self.length_top_p,
+            guidance: self.guidance,
             ..GenSettings::default()
         };
         if let Some(text) = &self.scale {

@@ -138,6 +138,7 @@ impl Request {
             end_bias_per_bar: g.end_bias_per_bar.unwrap_or(d.end_bias_per_bar),
             length_temperature: g.length_temperature,
             length_top_p: g.length_top_p,
+            guidance: g.guidance.unwrap_or(d.guidance),
             ..d
         };
         let constraints = Constraints {
@@ -277,8 +278,13 @@ pub struct Batch {
     encoding: Arc<dyn Encoding>,
     effects: Arc<super::constraints::Effects>,
     state: Box<dyn State>,
-    /// Logits for the next token of each row, from the last forward pass.
+    /// Logits for the next token of each row, from the last forward pass (guided, when
+    /// [`Sampling::guidance`] is on).
     logits: Vec<Vec<f32>>,
+    /// With guidance: the model's own logits for each row (its likelihood is recorded from
+    /// these), and the map from each id to the id the unlabelled twin row is fed instead.
+    model_logits: Vec<Vec<f32>>,
+    unlabelled: Option<Vec<u32>>,
     rows: Vec<Row>,
     request: Request,
     record_base: TakeRecord,
@@ -329,7 +335,13 @@ impl Batch {
         let constraints = request.effective_constraints();
         let to_sample = open_header(&prompt, encoding.as_ref(), prefix_len);
         let vocab = model.vocab_size();
-        let state = model.new_state(n)?;
+        // Guidance needs a label to lean on: with none set the twin rows would be the same rows.
+        let unlabelled = request
+            .sampling
+            .guided()
+            .then(|| unlabel_map(encoding.as_ref(), vocab))
+            .filter(|map| prefix.iter().any(|&id| map.get(id as usize).is_some_and(|&u| u != id)));
+        let state = model.new_state(n * if unlabelled.is_some() { 2 } else { 1 })?;
         let mut rows = Vec::with_capacity(n);
         for i in 0..n {
             let seed = request.seed.wrapping_add(i as u64);
@@ -361,6 +373,7 @@ impl Batch {
         meta.gen.top_p = Some(request.sampling.top_p);
         meta.gen.length_temperature = request.sampling.length_temperature;
         meta.gen.length_top_p = request.sampling.length_top_p;
+        meta.gen.guidance = request.sampling.guided().then_some(request.sampling.guidance);
         meta.gen.seed = Some(request.seed);
         meta.gen.bars = match request.length {
             Length::Bars(b) => Some(b),
@@ -402,6 +415,8 @@ impl Batch {
             effects,
             state,
             logits: Vec::new(),
+            model_logits: Vec::new(),
+            unlabelled,
             rows,
             request: request.clone(),
             record_base,
@@ -492,7 +507,8 @@ impl Batch {
                         Some(id) => id,
                         None => sample(&self.request.sampling, &mut row.rng, logits, Some(&self.allowed), &[])?,
                     };
-                    row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
+                    let own = self.model_logits.get(i).unwrap_or(logits);
+                    row.ll += log_softmax(own).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                     id
                 } else {
                     ids[pos]
@@ -526,14 +542,35 @@ impl Batch {
             .collect()
     }
 
+    /// Rows the model state holds: one per take, two with guidance (the take and its
+    /// unlabelled twin, which sits `n` rows below it).
+    fn model_rows(&self) -> usize {
+        self.rows.len() * if self.unlabelled.is_some() { 2 } else { 1 }
+    }
+
     /// Runs the model on one block of ids per row (all the same length), storing the logits.
+    /// With guidance each row's twin is fed the same ids with its labels unset, and the logits
+    /// kept for drawing are the guided ones.
     fn forward_rows(&mut self, block: &[Vec<u32>]) -> Result<(), GenError> {
-        let b = block.len();
         let t = block.first().map_or(0, Vec::len);
-        let flat: Vec<u32> = block.iter().flatten().copied().collect();
+        let mut flat: Vec<u32> = block.iter().flatten().copied().collect();
+        if let Some(map) = &self.unlabelled {
+            let twins: Vec<u32> = flat.iter().map(|&id| map.get(id as usize).copied().unwrap_or(id)).collect();
+            flat.extend(twins);
+        }
+        let b = flat.len() / t.max(1);
         let ids = Tensor::from_vec(flat, (b, t), self.model.device())?;
         let logits = self.model.forward(&ids, self.state.as_mut())?;
-        self.logits = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let mut all = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        if self.unlabelled.is_none() {
+            self.logits = all;
+            return Ok(());
+        }
+        let twins = all.split_off(block.len());
+        let g = self.request.sampling.guidance as f32;
+        self.logits =
+            all.iter().zip(&twins).map(|(c, u)| c.iter().zip(u).map(|(&c, &u)| u + g * (c - u)).collect()).collect();
+        self.model_logits = all;
         Ok(())
     }
 
@@ -590,7 +627,6 @@ impl Batch {
                     next.push(*row.ids.last().unwrap_or(&0));
                     continue;
                 }
-                let logits = &self.logits[i];
                 self.allowed.iter_mut().for_each(|a| *a = true);
                 // The encoding's grammar first (no invalid successions), then the hard rules.
                 if let Some(d) = row.decoder.as_ref() {
@@ -611,6 +647,13 @@ impl Batch {
                         self.allowed[end] = false;
                     }
                 }
+                // Guidance leans the pitches into the style; a length is drawn from the model's
+                // own logits (guided lengths ran to odd ones: at 4, 6% of Irish notes, real 2%).
+                let lengths_only = self.effects.only_lengths(&self.allowed);
+                let logits = match self.model_logits.get(i) {
+                    Some(own) if lengths_only => own,
+                    _ => &self.logits[i],
+                };
                 let history = &row.ids[row.prompt_len..];
                 let sampling = &self.request.sampling;
                 let bias = sampling.same_pitch_bias;
@@ -634,14 +677,15 @@ impl Batch {
                 }
                 let draw_from = biased.as_ref().unwrap_or(logits);
                 let for_lengths;
-                let settings = if sampling.has_length_settings() && self.effects.only_lengths(&self.allowed) {
+                let settings = if sampling.has_length_settings() && lengths_only {
                     for_lengths = sampling.for_lengths();
                     &for_lengths
                 } else {
                     sampling
                 };
                 let id = sample(settings, &mut row.rng, draw_from, Some(&self.allowed), history)?;
-                row.ll += log_softmax(logits).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
+                let own = self.model_logits.get(i).unwrap_or(logits);
+                row.ll += log_softmax(own).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                 row.ids.push(id);
                 row.generated += 1;
                 let effect = self.effects.get(id);
@@ -703,7 +747,7 @@ impl Batch {
         let ctx = self.model.context();
         let prefix_len = self.rows.iter().map(|r| r.prefix.len()).max().unwrap_or(0);
         let keep = (ctx / 2).saturating_sub(prefix_len).max(1);
-        self.state = self.model.new_state(self.rows.len())?;
+        self.state = self.model.new_state(self.model_rows())?;
         // The last id of each row is fed by the caller next; the window ends just before it.
         let mut block: Vec<Vec<u32>> = self
             .rows
@@ -872,6 +916,27 @@ impl Job {
             None => Err(GenError::Worker("the job was already joined".into())),
         }
     }
+}
+
+/// For guidance: each id, or the `<unk>` of its category where it is a style, composer or
+/// instrument label (the labels `cadenza train --cond-dropout` drops while training).
+fn unlabel_map(encoding: &dyn Encoding, vocab: usize) -> Vec<u32> {
+    use crate::tokens::CondToken;
+    let dropped = [Category::Style, Category::Composer, Category::Instrument];
+    let unk_of = |category: Category| {
+        (0..vocab as u32).find(
+            |&id| matches!(encoding.kind(id), Some(TokenKind::Cond(c)) if c.category == category && c.value.is_none()),
+        )
+    };
+    let unks: Vec<Option<u32>> = dropped.iter().map(|&c| unk_of(c)).collect();
+    (0..vocab as u32)
+        .map(|id| match encoding.kind(id) {
+            Some(TokenKind::Cond(CondToken { category, value: Some(_) })) => {
+                dropped.iter().position(|&c| c == *category).and_then(|i| unks[i]).unwrap_or(id)
+            }
+            _ => id,
+        })
+        .collect()
 }
 
 /// Positions in the prefix of the header ids the model samples: the key and the meter when

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SAME_PITCH_BIAS: f64 = 20.0;
 /// Largest end-of-tune bias per bar past `end_after_bars` (nats).
 pub const MAX_END_BIAS_PER_BAR: f64 = 5.0;
+/// Largest classifier-free guidance: past a few the difference of the two rows swamps the
+/// model and takes fall apart; 10 leaves room to hear that.
+pub const MAX_GUIDANCE: f64 = 10.0;
 
 /// How to pick the next token from the model's logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +51,15 @@ pub struct Sampling {
     /// closing phrases), and the same weights with lengths drawn untruncated hold most of them.
     pub length_temperature: Option<f64>,
     pub length_top_p: Option<f64>,
+    /// Classifier-free guidance on the labels (Ho & Salimans 2022): each step also runs the
+    /// model with the style, composer and instrument set to `<unk>`, and draws from
+    /// `unconditioned + guidance × (conditioned − unconditioned)` logits (pitches and the
+    /// rest; a step that only chooses a note length keeps the model's own). 1 is off (the model
+    /// as it is); above 1 a take leans further towards what sets its style apart from the
+    /// corpus as a whole. Only for models trained with labels dropped now and then
+    /// (`cadenza train --cond-dropout`), which is what taught them `<unk>`; costs a second row
+    /// per take.
+    pub guidance: f64,
 }
 
 impl Default for Sampling {
@@ -63,6 +75,7 @@ impl Default for Sampling {
             end_bias_per_bar: 0.0,
             length_temperature: None,
             length_top_p: None,
+            guidance: 1.0,
         }
     }
 }
@@ -99,7 +112,18 @@ impl Sampling {
                 self.end_bias_per_bar
             )));
         }
+        if !(0.0..=MAX_GUIDANCE).contains(&self.guidance) {
+            return Err(GenError::Sampling(format!(
+                "guidance must be within 0..={MAX_GUIDANCE} (1 is off), got {}",
+                self.guidance
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether each step also runs the model without its labels (see [`Sampling::guidance`]).
+    pub fn guided(&self) -> bool {
+        self.guidance != 1.0
     }
 
     /// Whether lengths are drawn with settings of their own.

@@ -56,7 +56,7 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "gen",
         signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, \
-                    length_temperature, length_top_p, seed, \
+                    length_temperature, length_top_p, guidance, seed, \
                     style, instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, no_parallels, \
                     end_on_tonic, \
                     model, \

@@ -141,6 +141,8 @@ pub struct GenOpts {
     /// Temperature and top-p for note lengths alone (`gen::Sampling::length_temperature`).
     pub length_temperature: Option<f64>,
     pub length_top_p: Option<f64>,
+    /// Classifier-free guidance on the labels (`gen::Sampling::guidance`).
+    pub guidance: Option<f64>,
     /// `form: "AABB"`: a tune generated section by section (see `gen::form`).
     pub form: Option<String>,
     /// Bars of each section of `form` (default 8).
@@ -185,6 +187,7 @@ impl GenOpts {
             same_pitch_bias,
             length_temperature,
             length_top_p,
+            guidance,
             form,
             part_bars,
             keep_bars,
@@ -729,6 +732,7 @@ impl Stage {
         s.same_pitch_bias = opts.same_pitch_bias.unwrap_or(s.same_pitch_bias);
         s.length_temperature = opts.length_temperature.or(s.length_temperature);
         s.length_top_p = opts.length_top_p.or(s.length_top_p);
+        s.guidance = opts.guidance.unwrap_or(s.guidance);
         request.overrides.style = style;
         request.overrides.instrument = opts.instrument.clone();
         request.overrides.meter = meter;
