@@ -317,8 +317,8 @@ pub struct GenSettings {
     /// A model's default, not written in ABC: at most this many notes of one pitch in a row.
     #[serde(default)]
     pub max_repeats: Option<u32>,
-    /// A model's default, not written in ABC: added to the logit of a note on the previous
-    /// note's pitch (see `gen::Sampling::same_pitch_bias`).
+    /// `%%same_pitch_bias -0.7`: added to the logit of a note on the previous note's pitch
+    /// (see `gen::Sampling::same_pitch_bias`).
     #[serde(default)]
     pub same_pitch_bias: Option<f64>,
     /// A model's default, not written in ABC: a whole tune past this many bars is pushed to

@@ -714,6 +714,15 @@ impl<'s> Lowerer<'s> {
                         .ok_or_else(|| at("a temperature for note lengths like 1.0"))?,
                 )
             }
+            "same_pitch_bias" => {
+                self.meta.gen.same_pitch_bias = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|b| b.abs() <= crate::gen::sampling::MAX_SAME_PITCH_BIAS)
+                        .ok_or_else(|| at("a bias in nats within ±20, like -0.7"))?,
+                )
+            }
             "guidance" => {
                 self.meta.gen.guidance = Some(
                     value

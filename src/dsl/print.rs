@@ -232,6 +232,9 @@ pub fn print(score: &Score) -> String {
     if let Some(v) = g.length_top_p {
         let _ = writeln!(out, "%%length_top_p {v}");
     }
+    if let Some(v) = g.same_pitch_bias {
+        let _ = writeln!(out, "%%same_pitch_bias {v}");
+    }
     if let Some(v) = g.guidance {
         let _ = writeln!(out, "%%guidance {v}");
     }

@@ -374,6 +374,9 @@ impl Batch {
         meta.gen.length_temperature = request.sampling.length_temperature;
         meta.gen.length_top_p = request.sampling.length_top_p;
         meta.gen.guidance = request.sampling.guided().then_some(request.sampling.guidance);
+        // Written into the take's file, so the file alone replays it.
+        meta.gen.same_pitch_bias =
+            (request.sampling.same_pitch_bias != 0.0).then_some(request.sampling.same_pitch_bias);
         meta.gen.seed = Some(request.seed);
         meta.gen.bars = match request.length {
             Length::Bars(b) => Some(b),

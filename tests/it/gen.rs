@@ -1442,6 +1442,12 @@ fn guidance_leans_pitches_into_the_style_and_records_the_models_likelihood() {
     assert!(abc.contains("%%guidance 4\n"), "{abc}");
     assert_eq!(cadenza::dsl::parse(&abc).unwrap().meta.gen.guidance, Some(4.0));
     assert!(!cadenza::dsl::print::print(&plain[0].score).contains("%%guidance"));
+    // A same-pitch bias is written too (a take's file alone replays it), and read back.
+    let mut biased = Request { seed: 2, ..Request::new(Score::new(), Length::Bars(2)) };
+    biased.sampling.same_pitch_bias = -0.7;
+    let abc = cadenza::dsl::print::print(&g.generate(&biased).unwrap().score);
+    assert!(abc.contains("%%same_pitch_bias -0.7\n"), "{abc}");
+    assert_eq!(cadenza::dsl::parse(&abc).unwrap().meta.gen.same_pitch_bias, Some(-0.7));
     // No style to lean on: the same takes as without guidance.
     let ids = |takes: &[cadenza::gen::Take]| takes.iter().map(|t| t.record.ids.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&run(None, 4.0)), ids(&run(None, 1.0)));
