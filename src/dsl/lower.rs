@@ -673,6 +673,11 @@ impl<'s> Lowerer<'s> {
         let value_at = (value.as_ptr() as usize).checked_sub(self.src.as_ptr() as usize).unwrap_or(span.start);
         let at = |what: &'static str| DslError::at(self.src, value_at.min(self.src.len()), what);
         let text = || (!value.is_empty()).then(|| value.to_string());
+        // A number the directive accepts, or an error at the value saying what it takes.
+        let number = |ok: fn(f64) -> bool, what: &'static str| {
+            value.parse::<f64>().ok().filter(|&v| ok(v)).ok_or_else(|| at(what))
+        };
+        use crate::gen::sampling::{MAX_GUIDANCE, MAX_SAME_PITCH_BIAS};
         match name {
             "style" => self.meta.style = text(),
             "composer" => self.meta.composer = text(),
@@ -696,50 +701,22 @@ impl<'s> Lowerer<'s> {
                     Some(value.parse::<f64>().ok().filter(|t| *t >= 0.0).ok_or_else(|| at("a temperature like 0.9"))?)
             }
             "top_k" => self.meta.gen.top_k = Some(value.parse().map_err(|_| at("a whole number for top_k"))?),
-            "top_p" => {
-                self.meta.gen.top_p = Some(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|p| (0.0..=1.0).contains(p))
-                        .ok_or_else(|| at("a top_p from 0 to 1"))?,
-                )
-            }
+            "top_p" => self.meta.gen.top_p = Some(number(|p| (0.0..=1.0).contains(&p), "a top_p from 0 to 1")?),
             "length_temperature" => {
-                self.meta.gen.length_temperature = Some(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|t| t.is_finite() && *t >= 0.0)
-                        .ok_or_else(|| at("a temperature for note lengths like 1.0"))?,
-                )
+                self.meta.gen.length_temperature =
+                    Some(number(|t| t.is_finite() && t >= 0.0, "a temperature for note lengths like 1.0")?)
             }
             "same_pitch_bias" => {
-                self.meta.gen.same_pitch_bias = Some(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|b| b.abs() <= crate::gen::sampling::MAX_SAME_PITCH_BIAS)
-                        .ok_or_else(|| at("a bias in nats within ±20, like -0.7"))?,
-                )
+                self.meta.gen.same_pitch_bias =
+                    Some(number(|b| b.abs() <= MAX_SAME_PITCH_BIAS, "a bias in nats within ±20, like -0.7")?)
             }
             "guidance" => {
-                self.meta.gen.guidance = Some(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|g| (0.0..=crate::gen::sampling::MAX_GUIDANCE).contains(g))
-                        .ok_or_else(|| at("a guidance from 0 to 10 (1 is off)"))?,
-                )
+                self.meta.gen.guidance =
+                    Some(number(|g| (0.0..=MAX_GUIDANCE).contains(&g), "a guidance from 0 to 10 (1 is off)")?)
             }
             "length_top_p" => {
-                self.meta.gen.length_top_p = Some(
-                    value
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|p| *p > 0.0 && *p <= 1.0)
-                        .ok_or_else(|| at("a top_p for note lengths above 0, at most 1"))?,
-                )
+                self.meta.gen.length_top_p =
+                    Some(number(|p| p > 0.0 && p <= 1.0, "a top_p for note lengths above 0, at most 1")?)
             }
             "seed" => self.meta.gen.seed = Some(value.parse().map_err(|_| at("a whole number for the seed"))?),
             "bars" => self.meta.gen.bars = Some(value.parse().map_err(|_| at("a whole number of bars"))?),
