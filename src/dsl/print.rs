@@ -223,20 +223,17 @@ pub fn print(score: &Score) -> String {
     if let Some(v) = g.top_k {
         let _ = writeln!(out, "%%top_k {v}");
     }
-    if let Some(v) = g.top_p {
-        let _ = writeln!(out, "%%top_p {v}");
-    }
-    if let Some(v) = g.length_temperature {
-        let _ = writeln!(out, "%%length_temperature {v}");
-    }
-    if let Some(v) = g.length_top_p {
-        let _ = writeln!(out, "%%length_top_p {v}");
-    }
-    if let Some(v) = g.same_pitch_bias {
-        let _ = writeln!(out, "%%same_pitch_bias {v}");
-    }
-    if let Some(v) = g.guidance {
-        let _ = writeln!(out, "%%guidance {v}");
+    let numbers = [
+        ("top_p", g.top_p),
+        ("length_temperature", g.length_temperature),
+        ("length_top_p", g.length_top_p),
+        ("same_pitch_bias", g.same_pitch_bias),
+        ("guidance", g.guidance),
+    ];
+    for (name, v) in numbers {
+        if let Some(v) = v {
+            let _ = writeln!(out, "%%{name} {v}");
+        }
     }
     if let Some(v) = g.seed {
         let _ = writeln!(out, "%%seed {v}");

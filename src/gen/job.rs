@@ -561,7 +561,7 @@ impl Batch {
             let twins: Vec<u32> = flat.iter().map(|&id| map.get(id as usize).copied().unwrap_or(id)).collect();
             flat.extend(twins);
         }
-        let b = flat.len() / t.max(1);
+        let b = self.model_rows();
         let ids = Tensor::from_vec(flat, (b, t), self.model.device())?;
         let logits = self.model.forward(&ids, self.state.as_mut())?;
         let mut all = logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
@@ -652,13 +652,15 @@ impl Batch {
                 }
                 // Guidance leans the pitches into the style; a length is drawn from the model's
                 // own logits (guided lengths ran to odd ones: at 4, 6% of Irish notes, real 2%).
-                let lengths_only = self.effects.only_lengths(&self.allowed);
+                // Only asked where an answer changes the draw: it walks the whole mask.
+                let sampling = &self.request.sampling;
+                let lengths_only = (sampling.has_length_settings() || self.unlabelled.is_some())
+                    && self.effects.only_lengths(&self.allowed);
                 let logits = match self.model_logits.get(i) {
                     Some(own) if lengths_only => own,
                     _ => &self.logits[i],
                 };
                 let history = &row.ids[row.prompt_len..];
-                let sampling = &self.request.sampling;
                 let bias = sampling.same_pitch_bias;
                 let end_bias = match self.request.length {
                     Length::Tune if sampling.end_after_bars > 0 => {
@@ -680,7 +682,7 @@ impl Batch {
                 }
                 let draw_from = biased.as_ref().unwrap_or(logits);
                 let for_lengths;
-                let settings = if sampling.has_length_settings() && lengths_only {
+                let settings = if lengths_only && sampling.has_length_settings() {
                     for_lengths = sampling.for_lengths();
                     &for_lengths
                 } else {

@@ -228,6 +228,8 @@ impl Bigram {
 
 struct BigramState {
     len: usize,
+    /// Per row, whether it was fed `Leaning::only_after` (unused by the other test models).
+    seen: Vec<bool>,
 }
 
 impl State for BigramState {
@@ -250,7 +252,7 @@ impl LanguageModel for Bigram {
         &self.device
     }
     fn new_state(&self, _batch: usize) -> Result<Box<dyn State>, ModelError> {
-        Ok(Box::new(BigramState { len: 0 }))
+        Ok(Box::new(BigramState { len: 0, seen: Vec::new() }))
     }
     fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
         let all = self.forward_all(ids, state)?;
@@ -341,7 +343,7 @@ fn batches_whose_rows_end_at_different_lengths_slide() {
     // comes (after a row's first note) after a different number of ids in each row.
     let mut raised = vec![(END, 2.0)];
     raised.extend((0..PITCHES as u8).map(|i| (off(LOW + i), 2.0)));
-    let model = Leaning { vocab: VOCAB, raised, device: Device::Cpu, context: 12 };
+    let model = Leaning { raised, context: 12, ..Leaning::uniform(VOCAB) };
     let g = Generator::from_parts("toy", Arc::new(model), Arc::new(Toy::new()), "0000");
     let request = |seed| Request { sampling: Sampling::default(), ..request(Length::Tune, seed) };
     let batch = g.generate_batch(&request(40), 8).unwrap();
@@ -1133,11 +1135,14 @@ struct Leaning {
     raised: Vec<(u32, f32)>,
     device: Device,
     context: usize,
+    /// Raise only in the rows that were fed this id (a style label), uniform in the others:
+    /// the simplest model whose output depends on its style. `None`: in every row.
+    only_after: Option<u32>,
 }
 
 impl Leaning {
     fn uniform(vocab: usize) -> Self {
-        Leaning { vocab, raised: Vec::new(), device: Device::Cpu, context: usize::MAX }
+        Leaning { vocab, raised: Vec::new(), device: Device::Cpu, context: usize::MAX, only_after: None }
     }
 }
 
@@ -1151,8 +1156,8 @@ impl LanguageModel for Leaning {
     fn device(&self) -> &Device {
         &self.device
     }
-    fn new_state(&self, _batch: usize) -> Result<Box<dyn State>, ModelError> {
-        Ok(Box::new(BigramState { len: 0 }))
+    fn new_state(&self, batch: usize) -> Result<Box<dyn State>, ModelError> {
+        Ok(Box::new(BigramState { len: 0, seen: vec![false; batch] }))
     }
     fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
         let (b, t) = ids.dims2()?;
@@ -1166,7 +1171,17 @@ impl LanguageModel for Leaning {
         for &(id, nats) in &self.raised {
             row[id as usize] = nats;
         }
-        let rows: Vec<f32> = (0..b).flat_map(|_| row.iter().copied()).collect();
+        let Some(label) = self.only_after else {
+            let rows: Vec<f32> = (0..b).flat_map(|_| row.iter().copied()).collect();
+            return Ok(Tensor::from_vec(rows, (b, self.vocab), &self.device)?);
+        };
+        assert_eq!(st.seen.len(), b, "every forward pass feeds every row the state holds");
+        let uniform = vec![0f32; self.vocab];
+        let mut rows = Vec::with_capacity(b * self.vocab);
+        for (r, fed) in ids.to_vec2::<u32>()?.iter().enumerate() {
+            st.seen[r] |= fed.contains(&label);
+            rows.extend_from_slice(if st.seen[r] { &row } else { &uniform });
+        }
         Ok(Tensor::from_vec(rows, (b, self.vocab), &self.device)?)
     }
     fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
@@ -1342,62 +1357,6 @@ fn meter_changes_inside_a_whole_tune_keep_the_rules() {
 
 // ---------------------------------------------------------------- classifier-free guidance
 
-/// Leans `nats` towards one id in the rows that were fed `label` (a style token) and is
-/// uniform in the others: the simplest model whose output depends on its style.
-struct StyleLeaning {
-    vocab: usize,
-    label: u32,
-    id: u32,
-    nats: f32,
-}
-
-struct SeenState {
-    len: usize,
-    seen: Vec<bool>,
-}
-
-impl State for SeenState {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-}
-
-impl LanguageModel for StyleLeaning {
-    fn vocab_size(&self) -> usize {
-        self.vocab
-    }
-    fn context(&self) -> usize {
-        usize::MAX
-    }
-    fn device(&self) -> &Device {
-        &Device::Cpu
-    }
-    fn new_state(&self, batch: usize) -> Result<Box<dyn State>, ModelError> {
-        Ok(Box::new(SeenState { len: 0, seen: vec![false; batch] }))
-    }
-    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
-        let (b, t) = ids.dims2()?;
-        let st = state.as_any_mut().downcast_mut::<SeenState>().ok_or(ModelError::ForeignState { model: "style" })?;
-        assert_eq!(st.seen.len(), b, "every forward pass feeds every row the state holds");
-        st.len += t;
-        let mut rows = vec![0f32; b * self.vocab];
-        for (r, row) in ids.to_vec2::<u32>()?.iter().enumerate() {
-            st.seen[r] |= row.contains(&self.label);
-            if st.seen[r] {
-                rows[r * self.vocab + self.id as usize] = self.nats;
-            }
-        }
-        Ok(Tensor::from_vec(rows, (b, self.vocab), &Device::Cpu)?)
-    }
-    fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
-        let (b, t) = ids.dims2()?;
-        Ok(self.forward(ids, state)?.unsqueeze(1)?.broadcast_as((b, t, self.vocab))?.contiguous()?)
-    }
-}
-
 /// Guidance draws from `unset + g × (styled − unset)`: a pitch the styled rows raise by 1 nat
 /// is raised by g nats, so it comes far more often; the recorded likelihood stays the model's
 /// own; with no style set guidance changes nothing; the take's file carries `%%guidance`.
@@ -1407,7 +1366,7 @@ fn guidance_leans_pitches_into_the_style_and_records_the_models_likelihood() {
     let vocab = enc.vocab().len();
     let id_of = |tok: &str| (0..vocab as u32).find(|&i| enc.vocab().token(i) == Some(tok)).unwrap();
     let (label, pitch) = (id_of("style:irish"), id_of("Pitch_67"));
-    let model = StyleLeaning { vocab, label, id: pitch, nats: 1.0 };
+    let model = Leaning { raised: vec![(pitch, 1.0)], only_after: Some(label), ..Leaning::uniform(vocab) };
     let g = Generator::from_parts("style", Arc::new(model), Arc::from(enc), "0000");
     let run = |style: Option<&str>, guidance: f64| {
         let mut prompt = Score::new();
