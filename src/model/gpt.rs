@@ -8,6 +8,7 @@
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::attention;
 use super::config::GptConfig;
 use super::nn::{softmax_last, Conv1D, Dropout, Norm};
 use super::{LanguageModel, ModelError, State};
@@ -207,8 +208,16 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, e) = x.dims3()?;
         let (h, d) = (self.n_head, self.head_dim);
+        let qkv = self.c_attn.forward(x)?.reshape((b, t, 3, h, d))?;
+        // A whole sequence with no cache (training, scoring): one fused op each way, unless
+        // dropout must act on the attention probabilities themselves.
+        let attention_dropout = train.is_some() && cfg.attn_pdrop > 0.0;
+        if cache.is_none() && !attention_dropout && attention::fused_available(&qkv) {
+            let y = attention::causal_self_attention(&qkv, self.scale, train.is_some())?;
+            return self.c_proj.forward(&y.reshape((b, t, e))?);
+        }
         // [b, t, 3, h, d] → [3, b, h, t, d]
-        let qkv = self.c_attn.forward(x)?.reshape((b, t, 3, h, d))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = qkv.permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let mut k = qkv.get(1)?.contiguous()?;
         let mut v = qkv.get(2)?.contiguous()?;

@@ -6,6 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
+mod attention;
 pub mod config;
 pub mod device;
 pub mod gpt;
@@ -83,6 +84,13 @@ pub trait State: Send {
         self.len() == 0
     }
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    /// Keeps only the rows marked in `keep` (one flag per row, order kept), so a batch stops
+    /// computing takes that have ended. `Ok(false)`: this state cannot drop rows and is left as
+    /// it was (the caller feeds the ended rows along instead).
+    fn retain_rows(&mut self, keep: &[bool]) -> Result<bool, ModelError> {
+        let _ = keep;
+        Ok(false)
+    }
 }
 
 /// A boxed state is a state, so `&mut model.new_state(1)?` can be passed straight to `forward`.
@@ -92,6 +100,9 @@ impl<S: State + ?Sized> State for Box<S> {
     }
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         (**self).as_any_mut()
+    }
+    fn retain_rows(&mut self, keep: &[bool]) -> Result<bool, ModelError> {
+        (**self).retain_rows(keep)
     }
 }
 
