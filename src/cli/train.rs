@@ -92,6 +92,11 @@ pub struct Args {
     /// so the model also learns the `<unk>` ("any style") prefix.
     #[arg(long, default_value_t = 0.1)]
     pub cond_dropout: f64,
+    /// Style balance of the augmented epochs, 0 to 1: each style's share of an epoch is
+    /// proportional to (its tunes)^(1 − B). 0 keeps the corpus as it is, 1 gives every style
+    /// the same share, 0.5 shares by the square root (large styles thinned, small ones repeated).
+    #[arg(long, default_value_t = 0.0)]
+    pub style_balance: f64,
     /// Read at most this many tunes per collection (quick runs).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -131,6 +136,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.style_balance) {
+        bail!(
+            "--style-balance {}: must be between 0 (the corpus as it is) and 1 (every style alike)",
+            args.style_balance
+        );
+    }
     if let Some(n) = args.threads {
         // candle reads this when it sizes its thread pools, before any tensor work.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -211,6 +222,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         valid: data.valid_ids.clone(),
         augment: data.augment.clone(),
         seed: args.seed,
+        weights: crate::corpus::style_balance_weights(
+            &data.train_scores.iter().map(|s| s.meta.style.as_deref()).collect::<Vec<_>>(),
+            args.style_balance,
+        ),
     };
     if let Some(dir) = &args.export {
         let meta = serde_json::json!({
@@ -388,6 +403,8 @@ struct CorpusData<'a> {
     valid: Vec<Vec<u32>>,
     augment: Augment,
     seed: u64,
+    /// Expected copies of each training tune in an augmented epoch (`--style-balance`).
+    weights: Vec<f64>,
 }
 
 impl DataSource for CorpusData<'_> {
@@ -398,7 +415,18 @@ impl DataSource for CorpusData<'_> {
         }
         // A function of the epoch alone, so a resumed run sees the same tunes.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed.wrapping_add(1_000_003 * epoch as u64));
-        Ok(self.train.iter().map(|s| self.encoding.encode(&self.augment.apply(s, &mut rng))).collect())
+        if self.weights.iter().all(|&w| w == 1.0) {
+            return Ok(self.train.iter().map(|s| self.encoding.encode(&self.augment.apply(s, &mut rng))).collect());
+        }
+        // Its own generator, so that the copies drawn do not shift the augmentation's draws.
+        let mut copies_rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ (0xBA1A_7CE5 + epoch as u64));
+        let mut out = Vec::new();
+        for (score, &w) in self.train.iter().zip(&self.weights) {
+            for _ in 0..crate::corpus::draw_copies(w, &mut copies_rng) {
+                out.push(self.encoding.encode(&self.augment.apply(score, &mut rng)));
+            }
+        }
+        Ok(out)
     }
 
     fn valid(&self) -> &[Vec<u32>] {
@@ -544,8 +572,19 @@ fn model_card(
         s,
         "- augmentation: each epoch after the first, every training tune transposed by a random interval in \
          ±{} semitones (within the encoding's pitch range), and its style/composer/instrument labels dropped to \
-         `<unk>` with probability {}\n",
-        args.transpose, args.cond_dropout
+         `<unk>` with probability {}{}\n",
+        args.transpose,
+        args.cond_dropout,
+        if args.style_balance > 0.0 {
+            format!(
+                "; styles balanced ({}): each style's share of an augmented epoch is proportional to its \
+                 tunes to the power {:.2}, the epoch keeping its number of tunes",
+                args.style_balance,
+                1.0 - args.style_balance.clamp(0.0, 1.0)
+            )
+        } else {
+            String::new()
+        }
     )?;
     writeln!(s, "## Command\n\n```sh\n{}```\n", commands)?;
     writeln!(s, "## Model and hyperparameters\n")?;
