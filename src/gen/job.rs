@@ -286,6 +286,10 @@ pub struct Batch {
     model_logits: Vec<Vec<f32>>,
     unlabelled: Option<Vec<u32>>,
     rows: Vec<Row>,
+    /// The rows the model state holds, in its order (`logits[r]` is row `live[r]`'s): every
+    /// row at first; rows that end leave it when the state can drop them, so a batch of whole
+    /// tunes does not keep computing the short ones until the longest ends.
+    live: Vec<usize>,
     request: Request,
     record_base: TakeRecord,
     meta: crate::score::Meta,
@@ -421,6 +425,7 @@ impl Batch {
             model_logits: Vec::new(),
             unlabelled,
             rows,
+            live: (0..n).collect(),
             request: request.clone(),
             record_base,
             meta,
@@ -548,10 +553,10 @@ impl Batch {
     /// Rows the model state holds: one per take, two with guidance (the take and its
     /// unlabelled twin, which sits `n` rows below it).
     fn model_rows(&self) -> usize {
-        self.rows.len() * if self.unlabelled.is_some() { 2 } else { 1 }
+        self.live.len() * if self.unlabelled.is_some() { 2 } else { 1 }
     }
 
-    /// Runs the model on one block of ids per row (all the same length), storing the logits.
+    /// Runs the model on one block of ids per live row (all the same length), storing the logits.
     /// With guidance each row's twin is fed the same ids with its labels unset, and the logits
     /// kept for drawing are the guided ones.
     fn forward_rows(&mut self, block: &[Vec<u32>]) -> Result<(), GenError> {
@@ -623,10 +628,11 @@ impl Batch {
             if self.rows.iter().all(|r| r.done) {
                 return Ok(());
             }
-            let mut next = Vec::with_capacity(self.rows.len());
-            for (i, row) in self.rows.iter_mut().enumerate() {
+            let mut next = Vec::with_capacity(self.live.len());
+            for (r, &i) in self.live.iter().enumerate() {
+                let row = &mut self.rows[i];
                 if row.done {
-                    // Finished rows ride along in the batch; their outputs are ignored.
+                    // An ended row the state could not drop rides along; its outputs are ignored.
                     next.push(*row.ids.last().unwrap_or(&0));
                     continue;
                 }
@@ -656,9 +662,9 @@ impl Batch {
                 let sampling = &self.request.sampling;
                 let lengths_only = (sampling.has_length_settings() || self.unlabelled.is_some())
                     && self.effects.only_lengths(&self.allowed);
-                let logits = match self.model_logits.get(i) {
+                let logits = match self.model_logits.get(r) {
                     Some(own) if lengths_only => own,
-                    _ => &self.logits[i],
+                    _ => &self.logits[r],
                 };
                 let history = &row.ids[row.prompt_len..];
                 let bias = sampling.same_pitch_bias;
@@ -689,7 +695,7 @@ impl Batch {
                     sampling
                 };
                 let id = sample(settings, &mut row.rng, draw_from, Some(&self.allowed), history)?;
-                let own = self.model_logits.get(i).unwrap_or(logits);
+                let own = self.model_logits.get(r).unwrap_or(logits);
                 row.ll += log_softmax(own).get(id as usize).copied().unwrap_or(f64::NEG_INFINITY);
                 row.ids.push(id);
                 row.generated += 1;
@@ -733,8 +739,61 @@ impl Batch {
                 self.unfed = Some(next);
                 return Ok(());
             }
+            let next = self.drop_ended_rows(next)?;
             self.feed(next)?;
         }
+    }
+
+    /// Drops the rows that have ended from the model state (when it can), with their ids in
+    /// `next`. Their last ids are never fed: [`Batch::extend`] feeds them again.
+    fn drop_ended_rows(&mut self, next: Vec<u32>) -> Result<Vec<u32>, GenError> {
+        let keep: Vec<bool> = self.live.iter().map(|&i| !self.rows[i].done).collect();
+        if keep.iter().all(|&k| k) {
+            return Ok(next);
+        }
+        // A guided row's twin sits `live.len()` rows below it and goes with it.
+        let state_keep: Vec<bool> = match self.unlabelled {
+            Some(_) => keep.iter().chain(&keep).copied().collect(),
+            None => keep.clone(),
+        };
+        if !self.state.retain_rows(&state_keep)? {
+            return Ok(next);
+        }
+        let mut flags = keep.iter();
+        self.live.retain(|_| flags.next().copied().unwrap_or(false));
+        Ok(next.into_iter().zip(&keep).filter(|(_, &k)| k).map(|(id, _)| id).collect())
+    }
+
+    /// Takes the rows a finished run dropped back into a fresh state, so that they can be
+    /// continued: each row's window is its conditioning prefix and its most recent ids, all
+    /// windows as long as the shortest row allows (the state needs one length), ending just
+    /// before each row's last id, which is left to be fed next.
+    fn restore_dropped_rows(&mut self) -> Result<(), GenError> {
+        if self.live.len() == self.rows.len() {
+            return Ok(());
+        }
+        let ctx = self.model.context();
+        let longest_prefix = self.rows.iter().map(|r| r.prefix.len()).max().unwrap_or(0);
+        let room = ctx.saturating_sub(ctx / 4).max(longest_prefix + 1);
+        let width = self.rows.iter().map(|r| r.ids.len().saturating_sub(1)).min().unwrap_or(0).min(room);
+        let block: Vec<Vec<u32>> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let body = &r.ids[..r.ids.len().saturating_sub(1)];
+                let prefix = &r.prefix[..r.prefix.len().min(width)];
+                let mut w = prefix.to_vec();
+                w.extend_from_slice(&body[body.len() - (width - prefix.len())..]);
+                w
+            })
+            .collect();
+        self.live = (0..self.rows.len()).collect();
+        self.state = self.model.new_state(self.model_rows())?;
+        self.unfed = Some(self.rows.iter().map(|r| *r.ids.last().unwrap_or(&0)).collect());
+        if width == 0 {
+            return Ok(());
+        }
+        self.forward_rows(&block)
     }
 
     /// Feeds one id per row, sliding the window first when the context is full.
@@ -750,14 +809,15 @@ impl Batch {
     /// half of the context (one forward pass), then carry on.
     fn slide(&mut self) -> Result<(), GenError> {
         let ctx = self.model.context();
-        let prefix_len = self.rows.iter().map(|r| r.prefix.len()).max().unwrap_or(0);
+        let prefix_len = self.live.iter().map(|&i| self.rows[i].prefix.len()).max().unwrap_or(0);
         let keep = (ctx / 2).saturating_sub(prefix_len).max(1);
         self.state = self.model.new_state(self.model_rows())?;
         // The last id of each row is fed by the caller next; the window ends just before it.
         let mut block: Vec<Vec<u32>> = self
-            .rows
+            .live
             .iter()
-            .map(|r| {
+            .map(|&i| {
+                let r = &self.rows[i];
                 let body = &r.ids[..r.ids.len().saturating_sub(1)];
                 let mut w = r.prefix.clone();
                 w.extend_from_slice(&body[body.len().saturating_sub(keep)..]);
@@ -784,6 +844,7 @@ impl Batch {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(Progress),
     ) -> Result<(), GenError> {
+        self.restore_dropped_rows()?;
         self.request.length = length;
         let constraints = self.request.effective_constraints();
         let prompt_meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();

@@ -62,6 +62,18 @@ impl State for CpuState {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
+    fn retain_rows(&mut self, keep: &[bool]) -> Result<bool, ModelError> {
+        if keep.len() != self.batch {
+            return Err(ModelError::BatchMismatch { ids: keep.len(), state: self.batch });
+        }
+        // Each row's cache is its own vector: dropping rows moves no keys or values.
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let mut flags = keep.iter();
+            layer.retain(|_| flags.next().copied().unwrap_or(false));
+        }
+        self.batch = keep.iter().filter(|&&k| k).count();
+        Ok(true)
+    }
 }
 
 fn load_err(path: &Path, reason: impl std::fmt::Display) -> ModelError {

@@ -45,6 +45,22 @@ impl State for LstmState {
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
     }
+    fn retain_rows(&mut self, keep: &[bool]) -> std::result::Result<bool, ModelError> {
+        if keep.len() != self.batch {
+            return Err(ModelError::BatchMismatch { ids: keep.len(), state: self.batch });
+        }
+        let rows: Vec<u32> = (0..keep.len() as u32).filter(|&i| keep[i as usize]).collect();
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let Some(device) = self.h.first().map(|t| t.device().clone()) else { return Ok(false) };
+        let index = Tensor::from_vec(rows.clone(), rows.len(), &device)?;
+        for t in self.h.iter_mut().chain(self.c.iter_mut()) {
+            *t = t.index_select(&index, 0)?;
+        }
+        self.batch = rows.len();
+        Ok(true)
+    }
 }
 
 impl Lstm {

@@ -661,8 +661,16 @@ fn bad_requests_are_errors_not_panics() {
 // ---------------------------------------------------------------- the fast GPT path
 
 fn random_gpt_tensors(activation: &str) -> (cadenza::model::GptConfig, std::collections::HashMap<String, Tensor>) {
+    random_gpt(activation, 40, 64)
+}
+
+fn random_gpt(
+    activation: &str,
+    vocab: usize,
+    positions: usize,
+) -> (cadenza::model::GptConfig, std::collections::HashMap<String, Tensor>) {
     let cfg: cadenza::model::GptConfig = serde_json::from_value(serde_json::json!({
-        "vocab_size": 40, "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 4,
+        "vocab_size": vocab, "n_positions": positions, "n_embd": 32, "n_layer": 2, "n_head": 4,
         "activation_function": activation, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0
     }))
     .unwrap();
@@ -714,6 +722,64 @@ fn fast_gpt_matches_the_candle_gpt() {
         let mut s = fast.new_state(1).unwrap();
         let long = Tensor::from_vec(vec![1u32; 65], (1, 65), &Device::Cpu).unwrap();
         assert!(fast.forward(&long, s.as_mut()).is_err());
+    }
+}
+
+/// A model that counts the rows it is fed, one per row and forward call.
+struct RowCounting {
+    inner: cadenza::model::gpt_cpu::CpuGpt,
+    rows: Arc<AtomicUsize>,
+}
+
+impl LanguageModel for RowCounting {
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+    fn context(&self) -> usize {
+        self.inner.context()
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn new_state(&self, batch: usize) -> Result<Box<dyn State>, ModelError> {
+        self.inner.new_state(batch)
+    }
+    fn forward(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
+        self.rows.fetch_add(ids.dim(0)?, Ordering::SeqCst);
+        self.inner.forward(ids, state)
+    }
+    fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> Result<Tensor, ModelError> {
+        self.inner.forward_all(ids, state)
+    }
+}
+
+#[test]
+fn a_batch_drops_the_rows_that_end_and_each_take_is_the_one_it_is_alone() {
+    let vocab = Toy::new().vocab().len();
+    let (cfg, tensors) = random_gpt("gelu_new", vocab, 512);
+    let rows = Arc::new(AtomicUsize::new(0));
+    let model = RowCounting {
+        inner: cadenza::model::gpt_cpu::CpuGpt::from_tensors(&cfg, &tensors).unwrap(),
+        rows: rows.clone(),
+    };
+    let g = Generator::from_parts("toy", Arc::new(model), Arc::new(Toy::new()), "0000");
+    let no = AtomicBool::new(false);
+    let req = request(Length::Notes(6), 3);
+    let mut batch = g.batch(&req, 6, &no, &mut |_| {}).unwrap();
+    let together: Vec<Vec<u32>> = batch.takes().iter().map(|t| t.record.ids.clone()).collect();
+    // Rows end at different lengths, and an ended row is fed no more: the prompt once per row,
+    // then every id drawn but each take's last, not six rows per step until the longest ends.
+    assert!(together.iter().any(|ids| ids.len() != together[0].len()), "{together:?}");
+    let drawn: usize = together.iter().map(Vec::len).sum();
+    assert_eq!(rows.load(Ordering::SeqCst), 6 + (drawn - 6), "{together:?}");
+    for (i, ids) in together.iter().enumerate() {
+        let alone = g.batch(&request(Length::Notes(6), 3 + i as u64), 1, &no, &mut |_| {}).unwrap();
+        assert_eq!(&alone.takes()[0].record.ids, ids, "take {i}");
+    }
+    // The dropped rows come back to be continued: every take grows by five ids.
+    batch.extend(Length::Tokens(5), &no, &mut |_| {}).unwrap();
+    for (take, before) in batch.takes().iter().zip(&together) {
+        assert!(take.record.ids.starts_with(before) && take.record.ids.len() == before.len() + 5, "{:?}", take.record);
     }
 }
 
