@@ -17,6 +17,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32::{contiguous_f32, matmul, Shared, Threads};
+
 /// Query rows per block: the block's scores (`BLOCK × t` floats, 256 KiB at t = 1,024) and
 /// their gradients stay within a core's L2 cache.
 const BLOCK: usize = 64;
@@ -80,61 +82,6 @@ impl Dims {
     }
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("fused attention wants f32") };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused attention wants a contiguous tensor"),
-    }
-}
-
-/// A pointer that tasks may share because each writes only its own (batch, head) slice.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (its own batch and head), see the callers.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-/// `dst (m × n, row stride dst_rs) = [dst +] beta · lhs (m × k) · rhs (k × n)`, any strides.
-///
-/// # Safety
-/// Every pointer must be valid for the elements the sizes and strides reach, and `dst` must not
-/// overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-    beta: f32,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
-}
-
 /// Scores of queries `i0..i0 + m` against keys `0..i0 + m` into `p` (row stride `i0 + m`),
 /// turned into causal softmax probabilities (zero where a key lies after its query).
 ///
@@ -151,7 +98,7 @@ unsafe fn block_probabilities(
 ) {
     let keys = i0 + m;
     let row = dims.qkv_row();
-    matmul((m, keys, dims.d), p.as_mut_ptr(), keys, false, q.add(i0 * row), (row, 1), k, (1, row), scale);
+    matmul((m, keys, dims.d), p.as_mut_ptr(), keys, false, q.add(i0 * row), (row, 1), k, (1, row), scale, Threads::One);
     for (r, scores) in p[..m * keys].chunks_exact_mut(keys).enumerate() {
         let seen = i0 + r + 1;
         let (visible, masked) = scores.split_at_mut(seen);
@@ -205,6 +152,7 @@ impl CustomOp1 for CausalAttention {
                             v,
                             (row, 1),
                             1.0,
+                            Threads::One,
                         );
                     }
                 }
@@ -259,18 +207,62 @@ impl CustomOp2 for CausalAttentionGrad {
                         block_probabilities(dims, q, k, i0, m, scale, p);
                         let g_block = g.add(i0 * out_row);
                         // dP = dY · Vᵀ
-                        matmul((m, keys, d), dp.as_mut_ptr(), keys, false, g_block, (out_row, 1), v, (1, row), 1.0);
+                        matmul(
+                            (m, keys, d),
+                            dp.as_mut_ptr(),
+                            keys,
+                            false,
+                            g_block,
+                            (out_row, 1),
+                            v,
+                            (1, row),
+                            1.0,
+                            Threads::One,
+                        );
                         // dS = P ⊙ (dP − Σ_j P dP), row by row.
                         for (pr, dpr) in p[..m * keys].chunks_exact(keys).zip(dp[..m * keys].chunks_exact_mut(keys)) {
                             let dot: f32 = pr.iter().zip(dpr.iter()).map(|(a, b)| a * b).sum();
                             dpr.iter_mut().zip(pr).for_each(|(ds, &pv)| *ds = pv * (*ds - dot));
                         }
                         // dQ = scale · dS · K
-                        matmul((m, d, keys), dq.add(i0 * row), row, false, dp.as_ptr(), (keys, 1), k, (row, 1), scale);
+                        matmul(
+                            (m, d, keys),
+                            dq.add(i0 * row),
+                            row,
+                            false,
+                            dp.as_ptr(),
+                            (keys, 1),
+                            k,
+                            (row, 1),
+                            scale,
+                            Threads::One,
+                        );
                         // dK += scale · dSᵀ · Q
-                        matmul((keys, d, m), dk, row, true, dp.as_ptr(), (1, keys), q.add(i0 * row), (row, 1), scale);
+                        matmul(
+                            (keys, d, m),
+                            dk,
+                            row,
+                            true,
+                            dp.as_ptr(),
+                            (1, keys),
+                            q.add(i0 * row),
+                            (row, 1),
+                            scale,
+                            Threads::One,
+                        );
                         // dV += Pᵀ · dY
-                        matmul((keys, d, m), dv, row, true, p.as_ptr(), (1, keys), g_block, (out_row, 1), 1.0);
+                        matmul(
+                            (keys, d, m),
+                            dv,
+                            row,
+                            true,
+                            p.as_ptr(),
+                            (1, keys),
+                            g_block,
+                            (out_row, 1),
+                            1.0,
+                            Threads::One,
+                        );
                     }
                 }
             },

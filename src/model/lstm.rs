@@ -8,6 +8,7 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::LstmConfig;
+use super::lstm_fused;
 use super::nn::Dropout;
 use super::{LanguageModel, ModelError, State};
 
@@ -147,11 +148,40 @@ impl Lstm {
         logits.reshape((b, rows, self.cfg.vocab_size))
     }
 
-    /// Logits for every position from a zero state (training and evaluation).
+    /// Logits for every position from a zero state (training and evaluation); dropout, and
+    /// gradients through the fused recurrence, when `dropout` is given.
     pub(crate) fn run_fresh(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        if lstm_fused::fused_available(&self.wte) {
+            return self.run_fused(ids, dropout);
+        }
         let (b, _) = ids.dims2()?;
         let (mut h, mut c) = self.zero_state(b)?;
         self.run(ids, &mut h, &mut c, dropout, false)
+    }
+
+    /// [`Lstm::run_fresh`] on the CPU: each layer's input projection for all steps as one
+    /// matmul, then the recurrence as one fused op ([`lstm_fused`]). Same arithmetic as
+    /// [`Lstm::run`], with the dropout masks drawn for the whole sequence at once.
+    fn run_fused(&self, ids: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 {
+            candle_core::bail!("the LSTM needs at least one id")
+        }
+        let p = self.cfg.dropout;
+        let train = dropout.is_some();
+        let mut drop = |x: Tensor| match dropout.as_deref_mut() {
+            Some(d) => d.apply(&x, p),
+            None => Ok(x),
+        };
+        let mut x = drop(self.wte.index_select(&ids.flatten_all()?, 0)?)?;
+        for layer in &self.layers {
+            let bias = (&layer.b_ih + &layer.b_hh)?;
+            let xg = x.matmul(&layer.w_ih.t()?)?.broadcast_add(&bias)?;
+            let hidden = lstm_fused::lstm_recurrence(&xg.reshape((b, t, ()))?, &layer.w_hh, train)?;
+            x = drop(hidden.reshape((b * t, ()))?)?;
+        }
+        let logits = x.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;
+        logits.reshape((b, t, self.cfg.vocab_size))
     }
 
     fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut LstmState, ModelError> {
@@ -197,5 +227,55 @@ impl LanguageModel for Lstm {
 
     fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> std::result::Result<Tensor, ModelError> {
         self.step(ids, state, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::train::init_params;
+    use crate::model::Config;
+    use candle_core::DType;
+    use candle_nn::VarMap;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    /// The fused CPU path ([`Lstm::run_fresh`]) against the step-by-step candle ops
+    /// ([`Lstm::run`]): the same logits and the same gradient for every weight, over a
+    /// sequence long enough for the gradient to travel many steps back.
+    #[test]
+    fn the_fused_recurrence_matches_the_step_by_step_ops_forward_and_backward() -> Result<()> {
+        let cfg = LstmConfig { vocab_size: 13, n_embd: 6, hidden_size: 8, n_layer: 2, dropout: 0.0 };
+        let varmap = VarMap::new();
+        let model = Lstm::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+        init_params(&varmap, &Config::Lstm(cfg.clone()), 3)?;
+        let (b, t) = (3, 40);
+        let ids: Vec<u32> = (0..b * t).map(|i| ((i * 7 + i / 5) % 13) as u32).collect();
+        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
+        // A fixed random weighting of the logits, so every output has its own gradient.
+        let weights = Tensor::randn(0f32, 1.0, (b, t, cfg.vocab_size), &Device::Cpu)?;
+
+        // Dropout 0 with a dropout generator: the training path (gradients) without masks.
+        let fused = model.run_fresh(&ids, Some(&mut Dropout::new(1)))?;
+        let (mut h, mut c) = model.zero_state(b)?;
+        let stepped = model.run(&ids, &mut h, &mut c, None, false)?;
+        assert!(max_diff(&fused, &stepped) < 1e-5, "logits differ by {}", max_diff(&fused, &stepped));
+
+        let grads_fused = (&fused * &weights)?.sum_all()?.backward()?;
+        let grads_stepped = (&stepped * &weights)?.sum_all()?.backward()?;
+        let vars = varmap.all_vars();
+        assert_eq!(vars.len(), 3 + 4 * cfg.n_layer);
+        for var in &vars {
+            let (a, b) = (grads_fused.get(var).expect("fused gradient"), grads_stepped.get(var).expect("gradient"));
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+            let diff = max_diff(a, b);
+            assert!(diff < 1e-4 * scale, "a {:?} gradient differs by {diff}", var.shape());
+            assert!(b.abs()?.sum_all()?.to_scalar::<f32>()? > 1e-3, "a {:?} gradient is zero", var.shape());
+        }
+        // Evaluation (no dropout given) takes the same path without keeping anything for backward.
+        assert!(max_diff(&model.run_fresh(&ids, None)?, &stepped) < 1e-5);
+        Ok(())
     }
 }

@@ -8,11 +8,13 @@ use candle_core::{Device, Tensor};
 
 mod attention;
 pub mod config;
+mod cpu_f32;
 pub mod device;
 pub mod gpt;
 pub mod gpt_cpu;
 pub mod load;
 pub mod lstm;
+mod lstm_fused;
 pub mod markov;
 pub(crate) mod nn;
 pub mod train;

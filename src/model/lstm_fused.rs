@@ -1,0 +1,288 @@
+//! One LSTM layer's recurrence over a whole sequence, fused into one CPU op each way (training).
+//!
+//! Why: run step by step with candle's ops, each of the sequence's time steps is a dozen small
+//! tensors per layer (a matmul, four gate slices, five element-wise ops), each a fresh
+//! allocation, a dispatch and, backward, as many again plus the gradient sums; at the folk
+//! LSTM's batch of 16 that bookkeeping, not arithmetic, was most of a training step (0.28x
+//! PyTorch on `benches/train_speed.rs`). Here the input projection of every step is one matmul
+//! done by candle beforehand (`xg = x · W_ihᵀ + b`), and this op runs the recurrence itself:
+//! per step one GEMM of the previous hidden state against `W_hh` and one pass over the gates.
+//! Forward keeps the activated gates and cell states for backward (kept in the op, so nothing
+//! is recomputed); backward walks the steps in reverse (BPTT) with one GEMM per step for the
+//! hidden state's gradient, and the gradient of `W_hh` is a single GEMM over all steps at the end.
+//!
+//! Gate order i, f, g, o, as PyTorch's `nn.LSTM`; the state starts at zero.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+
+use super::cpu_f32::{contiguous_f32, matmul, Threads};
+
+/// Whether [`lstm_recurrence`] can run on `xg` (the CPU, f32).
+pub(crate) fn fused_available(xg: &Tensor) -> bool {
+    xg.device().is_cpu() && xg.dtype() == DType::F32
+}
+
+/// Every hidden state `[b, t, h]` of one LSTM layer from a zero state, given the input
+/// projections `xg = x · W_ihᵀ + b_ih + b_hh` (`[b, t, 4h]`) and `w_hh` (`[4h, h]`).
+/// Differentiable in both inputs when `train`.
+pub(crate) fn lstm_recurrence(xg: &Tensor, w_hh: &Tensor, train: bool) -> Result<Tensor> {
+    let (xg, w_hh) = (xg.contiguous()?, w_hh.contiguous()?);
+    let op = LstmRecurrence { keep: train, saved: Mutex::new(None) };
+    if train {
+        xg.apply_op2(&w_hh, op)
+    } else {
+        xg.apply_op2_no_bwd(&w_hh, &op)
+    }
+}
+
+struct LstmRecurrence {
+    /// Keep the gates and cell states for backward.
+    keep: bool,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// What forward leaves for backward, each in `[b, t, ·]` order.
+struct Saved {
+    /// The activated gates σ(i), σ(f), tanh(g), σ(o), `[b, t, 4h]`.
+    gates: Vec<f32>,
+    /// Cell states `[b, t, h]`.
+    cells: Vec<f32>,
+    /// `tanh` of the cell states `[b, t, h]`.
+    cells_tanh: Vec<f32>,
+}
+
+/// The sizes of a recurrence: rows, steps, hidden units.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    t: usize,
+    h: usize,
+}
+
+impl Dims {
+    fn of(xg: &Shape, w_hh: &Shape) -> Result<Dims> {
+        match (xg.dims(), w_hh.dims()) {
+            (&[b, t, g], &[g2, h]) if t > 0 && h > 0 && g == 4 * h && g2 == g => Ok(Dims { b, t, h }),
+            _ => candle_core::bail!("fused LSTM wants xg [batch, t, 4h] and w_hh [4h, h], got {xg:?} and {w_hh:?}"),
+        }
+    }
+}
+
+/// `exp(x)` to about one part in 10⁷, written so the compiler can vectorise loops over it
+/// (`f32::exp` is a library call per element, which cost as much as the step's GEMM).
+/// Cephes' `expf`: `x = k ln 2 + r`, a degree-6 polynomial for `exp(r)`, `2^k` by the exponent bits.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer without a branch.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let z = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
+        + 5.000_000_1e-1;
+    let e = p * z + r + 1.0;
+    e * f32::from_bits(((k as i32 + 127) << 23) as u32)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_approx(-x))
+}
+
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    // tanh(x) = 1 − 2 / (e^{2x} + 1): no cancellation near 0 worse than a few 1e-8 absolute.
+    1.0 - 2.0 / (exp_approx(2.0 * x) + 1.0)
+}
+
+/// One row's step: activates `gates` (`[4h]`, pre-activations in) in place and writes the new
+/// cell state, its tanh and the hidden state.
+#[inline]
+fn step_row(gates: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], c_tanh: &mut [f32], h_out: &mut [f32]) {
+    let h = c.len();
+    let (gi, rest) = gates.split_at_mut(h);
+    let (gf, rest) = rest.split_at_mut(h);
+    let (gg, go) = rest.split_at_mut(h);
+    // Iterators, not indices: no bounds checks, so each loop vectorises.
+    for x in gi.iter_mut().chain(gf.iter_mut()) {
+        *x = sigmoid(*x);
+    }
+    gg.iter_mut().for_each(|x| *x = tanh(*x));
+    go.iter_mut().for_each(|x| *x = sigmoid(*x));
+    let input = gi.iter().zip(gg.iter()).map(|(i, g)| i * g);
+    match c_prev {
+        Some(c_prev) => {
+            for (((c, i), f), cp) in c.iter_mut().zip(input).zip(gf.iter()).zip(c_prev) {
+                *c = f * cp + i;
+            }
+        }
+        None => c.iter_mut().zip(input).for_each(|(c, i)| *c = i),
+    }
+    for (((ct, h), c), o) in c_tanh.iter_mut().zip(h_out.iter_mut()).zip(c.iter()).zip(go.iter()) {
+        *ct = tanh(*c);
+        *h = o * *ct;
+    }
+}
+
+impl LstmRecurrence {
+    fn forward(&self, xg: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, Saved) {
+        let Dims { b, t, h } = dims;
+        let g = 4 * h;
+        let mut gates = xg.to_vec();
+        let mut cells = vec![0f32; b * t * h];
+        let mut cells_tanh = vec![0f32; b * t * h];
+        let mut hidden = vec![0f32; b * t * h];
+        for s in 0..t {
+            if s > 0 {
+                // gates[:, s] += h[:, s − 1] · W_hhᵀ
+                // SAFETY: row r of step s is at (r·t + s)·4h in `gates` and (r·t + s − 1)·h in
+                // `hidden`; b rows with strides t·4h and t·h stay inside both; W_hh is [4h, h].
+                unsafe {
+                    matmul(
+                        (b, g, h),
+                        gates.as_mut_ptr().add(s * g),
+                        t * g,
+                        true,
+                        hidden.as_ptr().add((s - 1) * h),
+                        (t * h, 1),
+                        w_hh.as_ptr(),
+                        (1, h),
+                        1.0,
+                        Threads::Pool,
+                    );
+                }
+            }
+            for r in 0..b {
+                let at = (r * t + s) * h;
+                let (before, now) = cells.split_at_mut(at);
+                let c_prev = (s > 0).then(|| &before[at - h..at]);
+                step_row(
+                    &mut gates[(r * t + s) * g..][..g],
+                    c_prev,
+                    &mut now[..h],
+                    &mut cells_tanh[at..at + h],
+                    &mut hidden[at..at + h],
+                );
+            }
+        }
+        (hidden, Saved { gates, cells, cells_tanh })
+    }
+
+    /// `(dxg, dW_hh)` from the output gradient `dh` `[b, t, h]` and the forward's `hidden`.
+    fn backward(saved: &Saved, hidden: &[f32], w_hh: &[f32], dh: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
+        let Dims { b, t, h } = dims;
+        let g = 4 * h;
+        let mut dgates = vec![0f32; b * t * g];
+        // Gradients flowing back into step s from step s + 1.
+        let mut dh_next = vec![0f32; b * h];
+        let mut dc_next = vec![0f32; b * h];
+        let zeros = vec![0f32; h];
+        for s in (0..t).rev() {
+            for r in 0..b {
+                let at = (r * t + s) * h;
+                let act = &saved.gates[(r * t + s) * g..][..g];
+                let (ai, af, ag, ao) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
+                let dg = &mut dgates[(r * t + s) * g..][..g];
+                let (di, rest) = dg.split_at_mut(h);
+                let (df, rest) = rest.split_at_mut(h);
+                let (dgg, d_o) = rest.split_at_mut(h);
+                let tc = &saved.cells_tanh[at..at + h];
+                let dh_s = &dh[at..at + h];
+                let dhn = &dh_next[r * h..][..h];
+                let dcn = &mut dc_next[r * h..][..h];
+                // The cell state before this step; zero before the first.
+                let c_prev = if s > 0 { &saved.cells[at - h..at] } else { &zeros[..] };
+                for j in 0..h {
+                    let dhj = dh_s[j] + dhn[j];
+                    let (i, f, gg, o) = (ai[j], af[j], ag[j], ao[j]);
+                    d_o[j] = dhj * tc[j] * o * (1.0 - o);
+                    let dc = dhj * o * (1.0 - tc[j] * tc[j]) + dcn[j];
+                    di[j] = dc * gg * i * (1.0 - i);
+                    df[j] = dc * c_prev[j] * f * (1.0 - f);
+                    dgg[j] = dc * i * (1.0 - gg * gg);
+                    dcn[j] = dc * f;
+                }
+            }
+            if s > 0 {
+                // dh_next = dgates[:, s] · W_hh
+                // SAFETY: b rows of 4h at stride t·4h from step s in `dgates`; W_hh is [4h, h];
+                // `dh_next` is [b, h].
+                unsafe {
+                    matmul(
+                        (b, h, g),
+                        dh_next.as_mut_ptr(),
+                        h,
+                        false,
+                        dgates.as_ptr().add(s * g),
+                        (t * g, 1),
+                        w_hh.as_ptr(),
+                        (h, 1),
+                        1.0,
+                        Threads::Pool,
+                    );
+                }
+            }
+        }
+        // dW_hh = Σ_{r, s ≥ 1} dgates[r, s]ᵀ · h[r, s − 1]: one GEMM over all steps, against
+        // the hidden states shifted one step later (zero before the first).
+        let mut h_prev = vec![0f32; b * t * h];
+        for r in 0..b {
+            let row = r * t * h;
+            h_prev[row + h..row + t * h].copy_from_slice(&hidden[row..row + (t - 1) * h]);
+        }
+        let mut dw = vec![0f32; g * h];
+        // SAFETY: `dgates` is [b·t, 4h] read transposed, `h_prev` [b·t, h], `dw` [4h, h].
+        unsafe {
+            matmul(
+                (g, h, b * t),
+                dw.as_mut_ptr(),
+                h,
+                false,
+                dgates.as_ptr(),
+                (1, g),
+                h_prev.as_ptr(),
+                (h, 1),
+                1.0,
+                Threads::Pool,
+            );
+        }
+        (dgates, dw)
+    }
+}
+
+impl CustomOp2 for LstmRecurrence {
+    fn name(&self) -> &'static str {
+        "lstm-recurrence-fused"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = Dims::of(l1.shape(), l2.shape())?;
+        let (xg, w_hh) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let (hidden, saved) = self.forward(xg, w_hh, dims);
+        if self.keep {
+            *self.saved.lock().map_err(|_| candle_core::Error::msg("fused LSTM: lock poisoned"))? = Some(saved);
+        }
+        Ok((CpuStorage::F32(hidden), Shape::from((dims.b, dims.t, dims.h))))
+    }
+
+    fn bwd(&self, xg: &Tensor, w_hh: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dims = Dims::of(xg.shape(), w_hh.shape())?;
+        let saved =
+            self.saved.lock().map_err(|_| candle_core::Error::msg("fused LSTM: lock poisoned"))?.take().ok_or_else(
+                || candle_core::Error::msg("fused LSTM: backward ran twice or without a training forward"),
+            )?;
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (hidden, w, dh) = (flat(res)?, flat(w_hh)?, flat(grad)?);
+        let (dxg, dw) = Self::backward(&saved, &hidden, &w, &dh, dims);
+        Ok((
+            Some(Tensor::from_vec(dxg, xg.shape(), xg.device())?),
+            Some(Tensor::from_vec(dw, w_hh.shape(), w_hh.device())?),
+        ))
+    }
+}
