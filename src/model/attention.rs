@@ -98,7 +98,18 @@ unsafe fn block_probabilities(
 ) {
     let keys = i0 + m;
     let row = dims.qkv_row();
-    matmul((m, keys, dims.d), p.as_mut_ptr(), keys, false, q.add(i0 * row), (row, 1), k, (1, row), scale, Threads::One);
+    matmul(
+        (m, keys, dims.d),
+        p.as_mut_ptr(),
+        (keys, 1),
+        false,
+        q.add(i0 * row),
+        (row, 1),
+        k,
+        (1, row),
+        scale,
+        Threads::One,
+    );
     for (r, scores) in p[..m * keys].chunks_exact_mut(keys).enumerate() {
         let seen = i0 + r + 1;
         let (visible, masked) = scores.split_at_mut(seen);
@@ -145,7 +156,7 @@ impl CustomOp1 for CausalAttention {
                         matmul(
                             (m, d, keys),
                             y.add(i0 * out_row),
-                            out_row,
+                            (out_row, 1),
                             false,
                             p.as_ptr(),
                             (keys, 1),
@@ -210,7 +221,7 @@ impl CustomOp2 for CausalAttentionGrad {
                         matmul(
                             (m, keys, d),
                             dp.as_mut_ptr(),
-                            keys,
+                            (keys, 1),
                             false,
                             g_block,
                             (out_row, 1),
@@ -228,7 +239,7 @@ impl CustomOp2 for CausalAttentionGrad {
                         matmul(
                             (m, d, keys),
                             dq.add(i0 * row),
-                            row,
+                            (row, 1),
                             false,
                             dp.as_ptr(),
                             (keys, 1),
@@ -241,7 +252,7 @@ impl CustomOp2 for CausalAttentionGrad {
                         matmul(
                             (keys, d, m),
                             dk,
-                            row,
+                            (row, 1),
                             true,
                             dp.as_ptr(),
                             (1, keys),
@@ -254,7 +265,7 @@ impl CustomOp2 for CausalAttentionGrad {
                         matmul(
                             (keys, d, m),
                             dv,
-                            row,
+                            (row, 1),
                             true,
                             p.as_ptr(),
                             (1, keys),

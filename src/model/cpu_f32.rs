@@ -26,7 +26,7 @@ pub(crate) enum Threads {
     Pool,
 }
 
-/// `dst (m × n, row stride dst_rs) = [dst +] beta · lhs (m × k) · rhs (k × n)`, any strides.
+/// `dst (m × n) = [dst +] beta · lhs (m × k) · rhs (k × n)`, each with any (row, column) strides.
 ///
 /// # Safety
 /// Every pointer must be valid for the elements the sizes and strides reach, and `dst` must not
@@ -35,7 +35,7 @@ pub(crate) enum Threads {
 pub(crate) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
-    dst_rs: usize,
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: *const f32,
     (lhs_rs, lhs_cs): (usize, usize),
@@ -53,7 +53,7 @@ pub(crate) unsafe fn matmul(
         n,
         k,
         dst,
-        1,
+        dst_cs as isize,
         dst_rs as isize,
         accumulate,
         lhs,
@@ -69,4 +69,51 @@ pub(crate) unsafe fn matmul(
         false,
         parallelism,
     )
+}
+
+/// `exp(x)` to about one part in 10⁷, written so the compiler can vectorise loops over it
+/// (`f32::exp` is a library call per element: in the LSTM's gates it cost as much as the step's GEMM).
+/// Cephes' `expf`: `x = k ln 2 + r`, a degree-6 polynomial for `exp(r)`, `2^k` by the exponent bits.
+#[inline(always)]
+pub(crate) fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer without a branch.
+    const ROUND: f32 = 12_582_912.0;
+    // min/max and integer bit tricks rather than `clamp` and `as i32`, whose NaN and saturation
+    // checks kept the loops scalar.
+    let x = x.max(-87.0).min(88.0);
+    let kf = x * LOG2E + ROUND;
+    let k = kf - ROUND;
+    // 1.5 · 2²³ + k has k in its low mantissa bits.
+    let ki = (kf.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let z = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
+        + 5.000_000_1e-1;
+    let e = p * z + r + 1.0;
+    e * f32::from_bits((ki.wrapping_add(127) << 23) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_approx;
+
+    /// Within a few parts in 10⁷ of the C library's `exp` over the whole range the ops use,
+    /// and finite (no infinity, no NaN) beyond it.
+    #[test]
+    fn exp_approx_matches_exp_and_saturates() {
+        let mut worst = 0f64;
+        for i in -87_000..=88_000 {
+            let x = i as f32 / 1000.0;
+            let (got, want) = (exp_approx(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 5e-7, "relative error up to {worst}");
+        for x in [-1e30f32, -1000.0, 1000.0, 1e30] {
+            assert!(exp_approx(x).is_finite() && exp_approx(x) >= 0.0, "exp_approx({x}) = {}", exp_approx(x));
+        }
+        assert_eq!(exp_approx(0.0), 1.0);
+    }
 }

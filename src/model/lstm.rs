@@ -176,8 +176,8 @@ impl Lstm {
         let mut x = drop(self.wte.index_select(&ids.flatten_all()?, 0)?)?;
         for layer in &self.layers {
             let bias = (&layer.b_ih + &layer.b_hh)?;
-            let xg = x.matmul(&layer.w_ih.t()?)?.broadcast_add(&bias)?;
-            let hidden = lstm_fused::lstm_recurrence(&xg.reshape((b, t, ()))?, &layer.w_hh, train)?;
+            let xg = x.matmul(&layer.w_ih.t()?)?.reshape((b, t, ()))?;
+            let hidden = lstm_fused::lstm_recurrence(&xg, &layer.w_hh, &bias, train)?;
             x = drop(hidden.reshape((b * t, ()))?)?;
         }
         let logits = x.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;

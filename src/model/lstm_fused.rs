@@ -15,9 +15,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
-use super::cpu_f32::{contiguous_f32, matmul, Threads};
+use super::cpu_f32::{contiguous_f32, exp_approx, matmul, Threads};
 
 /// Whether [`lstm_recurrence`] can run on `xg` (the CPU, f32).
 pub(crate) fn fused_available(xg: &Tensor) -> bool {
@@ -25,15 +26,17 @@ pub(crate) fn fused_available(xg: &Tensor) -> bool {
 }
 
 /// Every hidden state `[b, t, h]` of one LSTM layer from a zero state, given the input
-/// projections `xg = x · W_ihᵀ + b_ih + b_hh` (`[b, t, 4h]`) and `w_hh` (`[4h, h]`).
-/// Differentiable in both inputs when `train`.
-pub(crate) fn lstm_recurrence(xg: &Tensor, w_hh: &Tensor, train: bool) -> Result<Tensor> {
-    let (xg, w_hh) = (xg.contiguous()?, w_hh.contiguous()?);
+/// projections `xg = x · W_ihᵀ` (`[b, t, 4h]`), `w_hh` (`[4h, h]`) and the gates' bias
+/// (`b_ih + b_hh`, `[4h]`; added here so that its gradient is a plain sum over the rows, which
+/// candle's reduction over the first dimension of a broadcast made slow). Differentiable in
+/// all three when `train`.
+pub(crate) fn lstm_recurrence(xg: &Tensor, w_hh: &Tensor, bias: &Tensor, train: bool) -> Result<Tensor> {
+    let (xg, w_hh, bias) = (xg.contiguous()?, w_hh.contiguous()?, bias.contiguous()?);
     let op = LstmRecurrence { keep: train, saved: Mutex::new(None) };
     if train {
-        xg.apply_op2(&w_hh, op)
+        xg.apply_op3(&w_hh, &bias, op)
     } else {
-        xg.apply_op2_no_bwd(&w_hh, &op)
+        xg.apply_op3_no_bwd(&w_hh, &bias, &op)
     }
 }
 
@@ -62,32 +65,14 @@ struct Dims {
 }
 
 impl Dims {
-    fn of(xg: &Shape, w_hh: &Shape) -> Result<Dims> {
-        match (xg.dims(), w_hh.dims()) {
-            (&[b, t, g], &[g2, h]) if t > 0 && h > 0 && g == 4 * h && g2 == g => Ok(Dims { b, t, h }),
-            _ => candle_core::bail!("fused LSTM wants xg [batch, t, 4h] and w_hh [4h, h], got {xg:?} and {w_hh:?}"),
+    fn of(xg: &Shape, w_hh: &Shape, bias: &Shape) -> Result<Dims> {
+        match (xg.dims(), w_hh.dims(), bias.dims()) {
+            (&[b, t, g], &[g2, h], &[g3]) if t > 0 && h > 0 && g == 4 * h && g2 == g && g3 == g => Ok(Dims { b, t, h }),
+            _ => candle_core::bail!(
+                "fused LSTM wants xg [batch, t, 4h], w_hh [4h, h] and bias [4h], got {xg:?}, {w_hh:?} and {bias:?}"
+            ),
         }
     }
-}
-
-/// `exp(x)` to about one part in 10⁷, written so the compiler can vectorise loops over it
-/// (`f32::exp` is a library call per element, which cost as much as the step's GEMM).
-/// Cephes' `expf`: `x = k ln 2 + r`, a degree-6 polynomial for `exp(r)`, `2^k` by the exponent bits.
-#[inline(always)]
-fn exp_approx(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer without a branch.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
-    let r = x - k * LN2_HI - k * LN2_LO;
-    let z = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
-        + 5.000_000_1e-1;
-    let e = p * z + r + 1.0;
-    e * f32::from_bits(((k as i32 + 127) << 23) as u32)
 }
 
 #[inline(always)]
@@ -110,9 +95,8 @@ fn step_row(gates: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], c_tanh: &m
     let (gf, rest) = rest.split_at_mut(h);
     let (gg, go) = rest.split_at_mut(h);
     // Iterators, not indices: no bounds checks, so each loop vectorises.
-    for x in gi.iter_mut().chain(gf.iter_mut()) {
-        *x = sigmoid(*x);
-    }
+    gi.iter_mut().for_each(|x| *x = sigmoid(*x));
+    gf.iter_mut().for_each(|x| *x = sigmoid(*x));
     gg.iter_mut().for_each(|x| *x = tanh(*x));
     go.iter_mut().for_each(|x| *x = sigmoid(*x));
     let input = gi.iter().zip(gg.iter()).map(|(i, g)| i * g);
@@ -130,105 +114,59 @@ fn step_row(gates: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], c_tanh: &m
     }
 }
 
+/// Rows per task: the batch split evenly over the thread pool. Rows are independent sequences,
+/// so each task runs the whole recurrence of its rows with no synchronisation per step (one
+/// parallel GEMM per step instead cost a thread hand-off per step, a sixth of the time).
+fn rows_per_task(b: usize) -> usize {
+    b.div_ceil(rayon::current_num_threads().clamp(1, b.max(1)))
+}
+
 impl LstmRecurrence {
-    fn forward(&self, xg: &[f32], w_hh: &[f32], dims: Dims) -> (Vec<f32>, Saved) {
+    fn forward(&self, xg: &[f32], w_hh: &[f32], bias: &[f32], dims: Dims) -> (Vec<f32>, Saved) {
         let Dims { b, t, h } = dims;
         let g = 4 * h;
         let mut gates = xg.to_vec();
+        for row in gates.chunks_exact_mut(g) {
+            row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+        }
         let mut cells = vec![0f32; b * t * h];
         let mut cells_tanh = vec![0f32; b * t * h];
         let mut hidden = vec![0f32; b * t * h];
-        for s in 0..t {
-            if s > 0 {
-                // gates[:, s] += h[:, s − 1] · W_hhᵀ
-                // SAFETY: row r of step s is at (r·t + s)·4h in `gates` and (r·t + s − 1)·h in
-                // `hidden`; b rows with strides t·4h and t·h stay inside both; W_hh is [4h, h].
-                unsafe {
-                    matmul(
-                        (b, g, h),
-                        gates.as_mut_ptr().add(s * g),
-                        t * g,
-                        true,
-                        hidden.as_ptr().add((s - 1) * h),
-                        (t * h, 1),
-                        w_hh.as_ptr(),
-                        (1, h),
-                        1.0,
-                        Threads::Pool,
-                    );
-                }
-            }
-            for r in 0..b {
-                let at = (r * t + s) * h;
-                let (before, now) = cells.split_at_mut(at);
-                let c_prev = (s > 0).then(|| &before[at - h..at]);
-                step_row(
-                    &mut gates[(r * t + s) * g..][..g],
-                    c_prev,
-                    &mut now[..h],
-                    &mut cells_tanh[at..at + h],
-                    &mut hidden[at..at + h],
-                );
+        // W_hh transposed, [h, 4h]: the per-step GEMM then reads it gate-contiguous, which
+        // the GEMM takes as it is; row-major it was repacked at every step.
+        let mut w_t = vec![0f32; g * h];
+        for (j, row) in w_hh.chunks_exact(h).enumerate() {
+            for (k, &w) in row.iter().enumerate() {
+                w_t[k * g + j] = w;
             }
         }
+        let n = rows_per_task(b);
+        gates
+            .par_chunks_mut(n * t * g)
+            .zip(cells.par_chunks_mut(n * t * h))
+            .zip(cells_tanh.par_chunks_mut(n * t * h))
+            .zip(hidden.par_chunks_mut(n * t * h))
+            .for_each(|(((gates, cells), cells_tanh), hidden)| {
+                forward_rows(gates, cells, cells_tanh, hidden, &w_t, t, h)
+            });
         (hidden, Saved { gates, cells, cells_tanh })
     }
 
-    /// `(dxg, dW_hh)` from the output gradient `dh` `[b, t, h]` and the forward's `hidden`.
-    fn backward(saved: &Saved, hidden: &[f32], w_hh: &[f32], dh: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
+    /// `(dxg, dW_hh, dbias)` from the output gradient `dh` `[b, t, h]` and the forward's `hidden`.
+    fn backward(saved: &Saved, hidden: &[f32], w_hh: &[f32], dh: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let Dims { b, t, h } = dims;
         let g = 4 * h;
         let mut dgates = vec![0f32; b * t * g];
-        // Gradients flowing back into step s from step s + 1.
-        let mut dh_next = vec![0f32; b * h];
-        let mut dc_next = vec![0f32; b * h];
-        let zeros = vec![0f32; h];
-        for s in (0..t).rev() {
-            for r in 0..b {
-                let at = (r * t + s) * h;
-                let act = &saved.gates[(r * t + s) * g..][..g];
-                let (ai, af, ag, ao) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
-                let dg = &mut dgates[(r * t + s) * g..][..g];
-                let (di, rest) = dg.split_at_mut(h);
-                let (df, rest) = rest.split_at_mut(h);
-                let (dgg, d_o) = rest.split_at_mut(h);
-                let tc = &saved.cells_tanh[at..at + h];
-                let dh_s = &dh[at..at + h];
-                let dhn = &dh_next[r * h..][..h];
-                let dcn = &mut dc_next[r * h..][..h];
-                // The cell state before this step; zero before the first.
-                let c_prev = if s > 0 { &saved.cells[at - h..at] } else { &zeros[..] };
-                for j in 0..h {
-                    let dhj = dh_s[j] + dhn[j];
-                    let (i, f, gg, o) = (ai[j], af[j], ag[j], ao[j]);
-                    d_o[j] = dhj * tc[j] * o * (1.0 - o);
-                    let dc = dhj * o * (1.0 - tc[j] * tc[j]) + dcn[j];
-                    di[j] = dc * gg * i * (1.0 - i);
-                    df[j] = dc * c_prev[j] * f * (1.0 - f);
-                    dgg[j] = dc * i * (1.0 - gg * gg);
-                    dcn[j] = dc * f;
-                }
-            }
-            if s > 0 {
-                // dh_next = dgates[:, s] · W_hh
-                // SAFETY: b rows of 4h at stride t·4h from step s in `dgates`; W_hh is [4h, h];
-                // `dh_next` is [b, h].
-                unsafe {
-                    matmul(
-                        (b, h, g),
-                        dh_next.as_mut_ptr(),
-                        h,
-                        false,
-                        dgates.as_ptr().add(s * g),
-                        (t * g, 1),
-                        w_hh.as_ptr(),
-                        (h, 1),
-                        1.0,
-                        Threads::Pool,
-                    );
-                }
-            }
-        }
+        let n = rows_per_task(b);
+        dgates
+            .par_chunks_mut(n * t * g)
+            .zip(saved.gates.par_chunks(n * t * g))
+            .zip(saved.cells.par_chunks(n * t * h))
+            .zip(saved.cells_tanh.par_chunks(n * t * h))
+            .zip(dh.par_chunks(n * t * h))
+            .for_each(|((((dgates, gates), cells), cells_tanh), dh)| {
+                backward_rows(dgates, Rows { gates, cells, cells_tanh }, dh, w_hh, t, h)
+            });
         // dW_hh = Σ_{r, s ≥ 1} dgates[r, s]ᵀ · h[r, s − 1]: one GEMM over all steps, against
         // the hidden states shifted one step later (zero before the first).
         let mut h_prev = vec![0f32; b * t * h];
@@ -242,7 +180,7 @@ impl LstmRecurrence {
             matmul(
                 (g, h, b * t),
                 dw.as_mut_ptr(),
-                h,
+                (h, 1),
                 false,
                 dgates.as_ptr(),
                 (1, g),
@@ -252,37 +190,169 @@ impl LstmRecurrence {
                 Threads::Pool,
             );
         }
-        (dgates, dw)
+        let mut dbias = vec![0f32; g];
+        for row in dgates.chunks_exact(g) {
+            dbias.iter_mut().zip(row).for_each(|(d, x)| *d += x);
+        }
+        (dgates, dw, dbias)
     }
 }
 
-impl CustomOp2 for LstmRecurrence {
+/// Forward over some rows of the batch (all `[rows, t, ·]`): `gates` holds the input
+/// projections plus bias and is activated in place; `w_t` is W_hh transposed (`[h, 4h]`).
+fn forward_rows(
+    gates: &mut [f32],
+    cells: &mut [f32],
+    cells_tanh: &mut [f32],
+    hidden: &mut [f32],
+    w_t: &[f32],
+    t: usize,
+    h: usize,
+) {
+    let g = 4 * h;
+    let b = hidden.len() / (t * h);
+    for s in 0..t {
+        if s > 0 {
+            // gates[:, s]ᵀ += W_hh · h[:, s − 1]ᵀ, transposed so that the GEMM's long side is
+            // the 4h gates, not the few rows of the batch (its kernel tiles 64 × 6 outputs).
+            // SAFETY: row r of step s is at (r·t + s)·4h in `gates` and (r·t + s − 1)·h in
+            // `hidden`; b rows with strides t·4h and t·h stay inside both; `w_t` is [h, 4h].
+            unsafe {
+                matmul(
+                    (g, b, h),
+                    gates.as_mut_ptr().add(s * g),
+                    (1, t * g),
+                    true,
+                    w_t.as_ptr(),
+                    (1, g),
+                    hidden.as_ptr().add((s - 1) * h),
+                    (1, t * h),
+                    1.0,
+                    Threads::One,
+                );
+            }
+        }
+        for r in 0..b {
+            let at = (r * t + s) * h;
+            let (before, now) = cells.split_at_mut(at);
+            let c_prev = (s > 0).then(|| &before[at - h..at]);
+            step_row(
+                &mut gates[(r * t + s) * g..][..g],
+                c_prev,
+                &mut now[..h],
+                &mut cells_tanh[at..at + h],
+                &mut hidden[at..at + h],
+            );
+        }
+    }
+}
+
+/// What forward kept for some rows of the batch.
+struct Rows<'a> {
+    gates: &'a [f32],
+    cells: &'a [f32],
+    cells_tanh: &'a [f32],
+}
+
+/// Backward through time over some rows of the batch: the gates' gradients into `dgates`.
+fn backward_rows(dgates: &mut [f32], saved: Rows, dh: &[f32], w_hh: &[f32], t: usize, h: usize) {
+    let g = 4 * h;
+    let b = dh.len() / (t * h);
+    // Gradients flowing back into step s from step s + 1.
+    let mut dh_next = vec![0f32; b * h];
+    let mut dc_next = vec![0f32; b * h];
+    let zeros = vec![0f32; h];
+    for s in (0..t).rev() {
+        for r in 0..b {
+            let at = (r * t + s) * h;
+            let act = &saved.gates[(r * t + s) * g..][..g];
+            let (ai, af, ag, ao) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..]);
+            let dg = &mut dgates[(r * t + s) * g..][..g];
+            let (di, rest) = dg.split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (dgg, d_o) = rest.split_at_mut(h);
+            let tc = &saved.cells_tanh[at..at + h];
+            let dh_s = &dh[at..at + h];
+            let dhn = &dh_next[r * h..][..h];
+            let dcn = &mut dc_next[r * h..][..h];
+            // The cell state before this step; zero before the first.
+            let c_prev = if s > 0 { &saved.cells[at - h..at] } else { &zeros[..] };
+            for j in 0..h {
+                let dhj = dh_s[j] + dhn[j];
+                let (i, f, gg, o) = (ai[j], af[j], ag[j], ao[j]);
+                d_o[j] = dhj * tc[j] * o * (1.0 - o);
+                let dc = dhj * o * (1.0 - tc[j] * tc[j]) + dcn[j];
+                di[j] = dc * gg * i * (1.0 - i);
+                df[j] = dc * c_prev[j] * f * (1.0 - f);
+                dgg[j] = dc * i * (1.0 - gg * gg);
+                dcn[j] = dc * f;
+            }
+        }
+        if s > 0 {
+            // dh_nextᵀ = W_hhᵀ · dgates[:, s]ᵀ (transposed as in forward).
+            // SAFETY: b rows of 4h at stride t·4h from step s in `dgates`; W_hh is [4h, h];
+            // `dh_next` is [b, h].
+            unsafe {
+                matmul(
+                    (h, b, g),
+                    dh_next.as_mut_ptr(),
+                    (1, h),
+                    false,
+                    w_hh.as_ptr(),
+                    (1, h),
+                    dgates.as_ptr().add(s * g),
+                    (1, t * g),
+                    1.0,
+                    Threads::One,
+                );
+            }
+        }
+    }
+}
+
+impl CustomOp3 for LstmRecurrence {
     fn name(&self) -> &'static str {
         "lstm-recurrence-fused"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let dims = Dims::of(l1.shape(), l2.shape())?;
-        let (xg, w_hh) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let (hidden, saved) = self.forward(xg, w_hh, dims);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = Dims::of(l1.shape(), l2.shape(), l3.shape())?;
+        let (xg, w_hh, bias) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
+        let (hidden, saved) = self.forward(xg, w_hh, bias, dims);
         if self.keep {
             *self.saved.lock().map_err(|_| candle_core::Error::msg("fused LSTM: lock poisoned"))? = Some(saved);
         }
         Ok((CpuStorage::F32(hidden), Shape::from((dims.b, dims.t, dims.h))))
     }
 
-    fn bwd(&self, xg: &Tensor, w_hh: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dims = Dims::of(xg.shape(), w_hh.shape())?;
+    fn bwd(
+        &self,
+        xg: &Tensor,
+        w_hh: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = Dims::of(xg.shape(), w_hh.shape(), bias.shape())?;
         let saved =
             self.saved.lock().map_err(|_| candle_core::Error::msg("fused LSTM: lock poisoned"))?.take().ok_or_else(
                 || candle_core::Error::msg("fused LSTM: backward ran twice or without a training forward"),
             )?;
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let (hidden, w, dh) = (flat(res)?, flat(w_hh)?, flat(grad)?);
-        let (dxg, dw) = Self::backward(&saved, &hidden, &w, &dh, dims);
+        let (dxg, dw, dbias) = Self::backward(&saved, &hidden, &w, &dh, dims);
         Ok((
             Some(Tensor::from_vec(dxg, xg.shape(), xg.device())?),
             Some(Tensor::from_vec(dw, w_hh.shape(), w_hh.device())?),
+            Some(Tensor::from_vec(dbias, bias.shape(), bias.device())?),
         ))
     }
 }

@@ -9,6 +9,8 @@ use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::cpu_f32::{contiguous_f32, exp_approx};
+
 /// Layer normalisation with weight and bias (`ln_1`, `ln_2`, `ln_f`).
 #[derive(Debug, Clone)]
 pub(crate) struct Norm {
@@ -122,9 +124,10 @@ const GELU_C: f32 = 0.044_715;
 
 /// `(1 + tanh u, 1 - tanh u)` through one `exp` (glibc's `tanhf` is several times slower, and
 /// training calls this for every hidden unit twice per step), with no cancellation near 0.
-/// Past |u| = 15 tanh is ±1 to within f32's precision.
+/// Past |u| = 15 tanh is ±1 to within f32's precision. The `exp` is [`exp_approx`], which
+/// vectorises where glibc's is a call per element.
 fn one_plus_minus_tanh(u: f32) -> (f32, f32) {
-    let e = (2.0 * u.clamp(-15.0, 15.0)).exp();
+    let e = exp_approx(2.0 * u.clamp(-15.0, 15.0));
     let r = 2.0 / (e + 1.0);
     (e * r, r)
 }
@@ -141,15 +144,6 @@ fn gelu_slope(v: f32) -> f32 {
     0.5 * plus + 0.5 * v * plus * minus * SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_C * v * v)
 }
 
-/// A contiguous f32 slice of `storage` as `layout` views it.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("fused CPU op wants f32") };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused CPU op wants a contiguous tensor"),
-    }
-}
-
 struct GeluTanh;
 
 impl CustomOp1 for GeluTanh {
@@ -158,7 +152,7 @@ impl CustomOp1 for GeluTanh {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = f32_slice(storage, layout)?.iter().map(|&v| gelu_value(v)).collect();
+        let out = contiguous_f32(storage, layout)?.iter().map(|&v| gelu_value(v)).collect();
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -176,7 +170,7 @@ impl CustomOp2 for GeluTanhGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (arg, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (arg, grad) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         if arg.len() != grad.len() {
             candle_core::bail!("fused GELU backward: {} values, {} gradients", arg.len(), grad.len())
         }
@@ -219,7 +213,7 @@ impl CustomOp3 for LayerNormFused {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (x, w, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         let c = w.len();
         if c == 0 || b.len() != c || x.len() % c != 0 {
             candle_core::bail!("fused layer norm: rows of {} values, weight {c}, bias {}", x.len(), b.len())
@@ -269,7 +263,7 @@ impl CustomOp3 for LayerNormFusedGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, dy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (x, w, dy) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
         let c = w.len();
         if c == 0 || dy.len() != x.len() || x.len() % c != 0 {
             candle_core::bail!("fused layer norm backward: {} values, {} gradients, weight {c}", x.len(), dy.len())
