@@ -6,6 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
+mod adamw_cpu;
 mod attention;
 pub mod config;
 mod cpu_f32;

@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::adamw_cpu;
 use super::config::Config;
 use super::gpt::{Gpt, TrainCtx};
 use super::lstm::Lstm;
@@ -288,7 +289,11 @@ impl AdamW {
         let mut sum = 0f64;
         for v in &self.vars {
             if let Some(g) = grads.get(&v.var) {
-                sum += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                sum += if adamw_cpu::available(&[g]) {
+                    adamw_cpu::sum_of_squares(g)?
+                } else {
+                    g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
+                };
             }
         }
         Ok(sum.sqrt())
@@ -307,11 +312,25 @@ impl AdamW {
         let scale_v = 1.0 / (1.0 - b2.powi(self.step_t as i32));
         for v in &self.vars {
             let Some(g) = grads.get(&v.var) else { continue };
+            let decay = if v.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
+            if adamw_cpu::available(&[v.var.as_tensor(), v.m.as_tensor(), v.v.as_tensor(), g]) {
+                let update = adamw_cpu::Update {
+                    beta1: b1 as f32,
+                    beta2: b2 as f32,
+                    grad_scale: grad_scale as f32,
+                    scale_m: scale_m as f32,
+                    scale_v: scale_v as f32,
+                    eps: self.eps as f32,
+                    lr: lr as f32,
+                    decay: decay as f32,
+                };
+                adamw_cpu::update(v.var.as_tensor(), v.m.as_tensor(), v.v.as_tensor(), g, update)?;
+                continue;
+            }
             let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g.clone() };
             let next_m = ((v.m.as_tensor() * b1)? + (&g * (1.0 - b1))?)?;
             let next_v = ((v.v.as_tensor() * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let update = ((&next_m * scale_m)? / ((&next_v * scale_v)?.sqrt()? + self.eps)?)?;
-            let decay = if v.decay { 1.0 - lr * self.weight_decay } else { 1.0 };
             let theta = ((v.var.as_tensor() * decay)? - (update * lr)?)?;
             v.m.set(&next_m)?;
             v.v.set(&next_v)?;
