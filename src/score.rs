@@ -328,6 +328,10 @@ pub struct GenSettings {
     /// A model's default: nats added to the end-of-tune id per bar past `end_after_bars`.
     #[serde(default)]
     pub end_bias_per_bar: Option<f64>,
+    /// A model's default, not written in ABC: each whole take draws its `end_after_bars` from
+    /// its style's tune lengths (see `gen::Sampling::length_prior`).
+    #[serde(default)]
+    pub length_prior: bool,
     /// `%%length_temperature 1.0`, `%%length_top_p 1.0`: how note lengths are drawn (see
     /// `gen::Sampling::length_temperature`).
     #[serde(default)]
@@ -374,6 +378,7 @@ impl GenSettings {
             same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
             end_after_bars: self.end_after_bars.or(fallback.end_after_bars),
             end_bias_per_bar: self.end_bias_per_bar.or(fallback.end_bias_per_bar),
+            length_prior: self.length_prior || fallback.length_prior,
             length_temperature: self.length_temperature.or(fallback.length_temperature),
             length_top_p: self.length_top_p.or(fallback.length_top_p),
             guidance: self.guidance.or(fallback.guidance),

@@ -1,6 +1,7 @@
-//! `cadenza header-prior --model NAME`: counts the keys (per style and meter) of the training
-//! tunes a model learnt from into `header_prior.json` beside its weights, which generation
-//! draws an open key from (see `gen::header_prior` for why the model's own draw is not used).
+//! `cadenza header-prior --model NAME`: counts the keys (per style and meter) and each
+//! style's tune lengths of the training tunes a model learnt from into `header_prior.json`
+//! beside its weights, which generation draws an open key (and, with `length_prior`, a take's
+//! length) from (see `gen::header_prior` for why the model's own draw is not used).
 
 use super::training_tunes::TrainingTunes;
 use crate::gen::header_prior::{HeaderPrior, FILE};
@@ -31,6 +32,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.model, t.collections, t.valid_fraction, t.seed
     );
     prior.save(g.encoding().as_ref(), &path, &about)?;
-    eprintln!("{}: keys of {} of {} training tunes", path.display(), prior.tunes(), tunes.len());
+    eprintln!("{}: keys of {} of {} training tunes, and their lengths", path.display(), prior.tunes(), tunes.len());
     Ok(())
 }

@@ -63,6 +63,9 @@ struct GenerationConfig {
     /// A whole tune past this many bars gets `end_bias_per_bar` nats per bar on its end id.
     end_after_bars: Option<u32>,
     end_bias_per_bar: Option<f64>,
+    /// Each whole take ends near a length drawn from its style's tunes (`header_prior.json`).
+    #[serde(default)]
+    length_prior: bool,
     /// Temperature and top-p for note lengths (see `Sampling::length_temperature`).
     length_temperature: Option<f64>,
     length_top_p: Option<f64>,
@@ -97,6 +100,7 @@ impl GenerationConfig {
             same_pitch_bias: self.same_pitch_bias,
             end_after_bars: self.end_after_bars,
             end_bias_per_bar: self.end_bias_per_bar,
+            length_prior: self.length_prior,
             length_temperature: self.length_temperature,
             length_top_p: self.length_top_p,
             guidance: self.guidance,

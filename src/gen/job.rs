@@ -49,7 +49,12 @@ pub const MAX_TUNE_TOKENS: usize = 3000;
 pub struct Sampled {
     pub key: Option<String>,
     pub meter: Option<String>,
+    /// The length in bars the take was pushed to end near, drawn from its style's tunes.
+    pub bars: Option<u32>,
 }
+
+/// Mixed into a take's seed for the stream its length is drawn from.
+const LENGTH_STREAM: u64 = 0x6c65_6e67_7468_5f70;
 
 /// Conditioning that overrides what the prompt's `%%` directives and fields say.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -136,6 +141,7 @@ impl Request {
             same_pitch_bias: g.same_pitch_bias.unwrap_or(d.same_pitch_bias),
             end_after_bars: g.end_after_bars.unwrap_or(d.end_after_bars),
             end_bias_per_bar: g.end_bias_per_bar.unwrap_or(d.end_bias_per_bar),
+            length_prior: g.length_prior,
             length_temperature: g.length_temperature,
             length_top_p: g.length_top_p,
             guidance: g.guidance.unwrap_or(d.guidance),
@@ -266,6 +272,11 @@ struct Row {
     /// Where the prompt ended (notes that start earlier belong to the prompt).
     prompt_end: Tick,
     limit_tick: Option<Tick>,
+    /// Past this many bars a whole take's end id is pushed up (0: never): the request's
+    /// `end_after_bars`, or a length drawn for this take ([`Sampling::length_prior`]).
+    end_after_bars: u32,
+    /// Whether `end_after_bars` was drawn for this take.
+    drawn_bars: bool,
     done: bool,
     cancelled: bool,
     truncated: bool,
@@ -363,6 +374,8 @@ impl Batch {
                 ll: 0.0,
                 prompt_end: 0,
                 limit_tick: None,
+                end_after_bars: request.sampling.end_after_bars,
+                drawn_bars: false,
                 done: false,
                 cancelled: false,
                 truncated: false,
@@ -434,6 +447,7 @@ impl Batch {
             unfed: None,
         };
         s.feed_prompt(&ids, prefix_len, &to_sample)?;
+        s.draw_lengths();
         let meter_of = |row: &Row| {
             let head = s.encoding.decode(&row.prefix).score;
             if head.meta.meters.is_empty() {
@@ -462,6 +476,26 @@ impl Batch {
         }
         s.set_limits(request.length);
         Ok(s)
+    }
+
+    /// With [`Sampling::length_prior`], a whole take with no `end_after_bars` draws its own
+    /// from the lengths of its style's training tunes (the style set or sampled in its
+    /// prefix). The draw has its own random stream, derived from the take's seed, so the
+    /// notes up to the length drawn are the ones the take would have without it.
+    fn draw_lengths(&mut self) {
+        let sampling = &self.request.sampling;
+        if !sampling.length_prior || sampling.end_after_bars > 0 || self.request.length != Length::Tune {
+            return;
+        }
+        let Some(prior) = self.header_prior.as_ref() else { return };
+        for row in &mut self.rows {
+            let Some(&style) = row.prefix.get(1 + Category::Style.index()) else { continue };
+            let mut rng = Rng::new(row.seed ^ LENGTH_STREAM);
+            if let Some(bars) = prior.draw_bars(style, &mut rng) {
+                row.end_after_bars = bars;
+                row.drawn_bars = true;
+            }
+        }
     }
 
     /// Feeds the prompt to the fresh state. The header ids in `to_sample` (positions inside the
@@ -669,10 +703,10 @@ impl Batch {
                 let history = &row.ids[row.prompt_len..];
                 let bias = sampling.same_pitch_bias;
                 let end_bias = match self.request.length {
-                    Length::Tune if sampling.end_after_bars > 0 => {
+                    Length::Tune if row.end_after_bars > 0 => {
                         // Bars begun so far beyond the first `end_after_bars`.
                         let begun = row.tracker.position() / row.tracker.bar_ticks().max(1) + 1;
-                        sampling.end_bias_per_bar * begun.saturating_sub(sampling.end_after_bars.into()) as f64
+                        sampling.end_bias_per_bar * begun.saturating_sub(row.end_after_bars.into()) as f64
                     }
                     _ => 0.0,
                 };
@@ -890,6 +924,7 @@ impl Batch {
                     key: (score.meta.keys.is_empty() && !head.keys.is_empty()).then(|| head.keys[0].1.to_string()),
                     meter: (score.meta.meters.is_empty() && !head.meters.is_empty())
                         .then(|| head.meters[0].1.to_string()),
+                    bars: r.drawn_bars.then_some(r.end_after_bars),
                 };
                 if sampled.key.is_some() {
                     score.meta.keys = head.keys.clone();

@@ -44,6 +44,10 @@ pub struct Sampling {
     /// finds fit to end. 0 is off.
     pub end_after_bars: u32,
     pub end_bias_per_bar: f64,
+    /// With `end_after_bars` 0: each whole take draws its own `end_after_bars` from the
+    /// lengths of its style's training tunes (the model's `header_prior.json`), so takes come
+    /// out as long as the style's tunes are, not as long as the model rambles.
+    pub length_prior: bool,
     /// Temperature and top-p for a step whose every allowed id is a note length (REMI
     /// `Duration`, tune `Len`), in place of `temperature` and `top_p`; `None` keeps those.
     /// Truncation that keeps a model's pitches in the style also cuts its rarer lengths:
@@ -73,6 +77,7 @@ impl Default for Sampling {
             same_pitch_bias: 0.0,
             end_after_bars: 0,
             end_bias_per_bar: 0.0,
+            length_prior: false,
             length_temperature: None,
             length_top_p: None,
             guidance: 1.0,

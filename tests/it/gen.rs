@@ -1153,6 +1153,49 @@ fn the_end_bias_ends_whole_tunes_soon_after_its_bar_count() {
     assert!(g.generate(&bad).is_err(), "a NaN bias is refused");
 }
 
+/// `length_prior`: each whole take draws the bar count it is pushed to end after from its
+/// style's tunes (`header_prior.json`), records the draw, and leaves a fixed `end_after_bars`
+/// and a length asked for as they are.
+#[test]
+fn the_length_prior_ends_each_take_near_a_length_of_its_styles_tunes() {
+    let bar = 1440;
+    let tune = |style: &str, bars: usize| {
+        let mut s = cadenza::dsl::parse(&format!("X:1\nM:3/4\nL:1/4\nK:D\n{}|]\n", "A B c|".repeat(bars))).unwrap();
+        s.meta.style = Some(style.into());
+        s
+    };
+    let enc = cadenza::tokens::build("tune", &CondSpec::default(), &[]).unwrap();
+    // Every Irish tune three bars long, every Scottish one forty.
+    let prior =
+        cadenza::gen::HeaderPrior::build(enc.as_ref(), &[tune("irish", 3), tune("irish", 3), tune("scottish", 40)]);
+    let g = real_gen("tune").with_header_prior(prior);
+    let take = |style: &str, seed: u64, fixed: u32, length: Length| {
+        let mut prompt = Score::new();
+        prompt.meta.meters = vec![(0, Meter::new(3, 4))];
+        prompt.meta.style = Some(style.into());
+        let mut r = Request { seed, ..Request::new(prompt, length) };
+        r.sampling.length_prior = true;
+        r.sampling.end_after_bars = fixed;
+        r.sampling.end_bias_per_bar = 5.0;
+        g.generate(&r).unwrap()
+    };
+    let mut scottish = 0;
+    for seed in 0..6 {
+        let t = take("irish", seed, 0, Length::Tune);
+        assert_eq!(t.record.sampled.bars, Some(3), "seed {seed}: drawn from the Irish lengths");
+        assert!(t.score.length <= 7 * bar, "seed {seed}: {} bars", t.score.length as f64 / bar as f64);
+        let s = take("scottish", seed, 0, Length::Tune);
+        assert_eq!(s.record.sampled.bars, Some(40));
+        scottish += s.score.length;
+        // A fixed bar count wins over the prior; a length asked for stands.
+        assert_eq!(take("irish", seed, 12, Length::Tune).record.sampled.bars, None);
+        let asked = take("irish", seed, 0, Length::Bars(8));
+        assert_eq!((asked.record.sampled.bars, asked.score.length), (None, 8 * bar));
+    }
+    // The uniform model rarely ends by itself before the push; Scottish takes run longer.
+    assert!(scottish > 6 * 8 * bar, "Scottish takes: {} bars in all", scottish / bar);
+}
+
 /// Harmonising (`gen::harmonize`): the melody comes back as the soprano note for note, the
 /// other voices are sampled (one line each), for exactly the melody's bars; a one-line model is
 /// refused with a reason.
