@@ -268,6 +268,8 @@ struct Row {
     /// A note was started since the last (re)start (a whole tune may end only then).
     started_note: bool,
     notes: Vec<Note>,
+    /// `notes.len()` at the last (re)start: a length in notes counts from there.
+    notes_before: usize,
     ll: f64,
     /// Where the prompt ended (notes that start earlier belong to the prompt).
     prompt_end: Tick,
@@ -371,6 +373,7 @@ impl Batch {
                 generated: 0,
                 started_note: false,
                 notes: Vec::new(),
+                notes_before: 0,
                 ll: 0.0,
                 prompt_end: 0,
                 limit_tick: None,
@@ -623,6 +626,7 @@ impl Batch {
         for r in &mut self.rows {
             r.generated = 0;
             r.started_note = false;
+            r.notes_before = r.notes.len();
             r.limit_tick = match length {
                 Length::Seconds(s) => {
                     let here = r.tracker.position();
@@ -752,7 +756,7 @@ impl Batch {
                 }
                 let reached = match self.request.length {
                     Length::Bars(_) => row.tracker.finished(),
-                    Length::Notes(n) => row.notes.len() >= n,
+                    Length::Notes(n) => row.notes.len() - row.notes_before >= n,
                     Length::Seconds(_) => row.limit_tick.is_some_and(|l| row.tracker.position() >= l),
                     Length::Tokens(n) => row.generated >= n,
                     Length::Tune => false,

@@ -593,6 +593,11 @@ fn continuing_a_take_reuses_the_state() {
     assert_eq!(calls.load(Ordering::SeqCst) - calls_before, after - before);
     let t = &s.takes()[0];
     assert_eq!(t.score.length, 1920 * 5);
+    // A length in notes counts the continuation's finished notes, not the take's.
+    let notes = s.takes()[0].record.notes;
+    s.extend(Length::Notes(6), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let added = s.takes()[0].record.notes - notes;
+    assert!((6..=8).contains(&added), "{added} notes added");
 }
 
 #[test]
