@@ -5,11 +5,17 @@
 //! allocation, a dispatch and, backward, as many again plus the gradient sums; at the folk
 //! LSTM's batch of 16 that bookkeeping, not arithmetic, was most of a training step (0.28x
 //! PyTorch on `benches/train_speed.rs`). Here the input projection of every step is one matmul
-//! done by candle beforehand (`xg = x · W_ihᵀ + b`), and this op runs the recurrence itself:
-//! per step one GEMM of the previous hidden state against `W_hh` and one pass over the gates.
-//! Forward keeps the activated gates and cell states for backward (kept in the op, so nothing
-//! is recomputed); backward walks the steps in reverse (BPTT) with one GEMM per step for the
-//! hidden state's gradient, and the gradient of `W_hh` is a single GEMM over all steps at the end.
+//! done by candle beforehand (`xg = x · W_ihᵀ`), and this op runs the recurrence itself: per
+//! step one GEMM of the previous hidden state against `W_hh` and one vectorised pass over the
+//! gates. Forward keeps the activated gates and cell states for backward (kept in the op, so
+//! nothing is recomputed); backward walks the steps in reverse (BPTT) with one GEMM per step
+//! for the hidden state's gradient, and the gradients of `W_hh` and the bias are one GEMM and
+//! one sum over all steps at the end.
+//!
+//! How it is fast: the batch rows are independent sequences, so each thread runs the whole
+//! recurrence of its share of the rows with no synchronisation per step; the per-step GEMMs
+//! are transposed so that the 4h gates, not the few rows, are the GEMM's long side; forward
+//! reads `W_hh` transposed once per call, the layout the GEMM uses without repacking.
 //!
 //! Gate order i, f, g, o, as PyTorch's `nn.LSTM`; the state starts at zero.
 
