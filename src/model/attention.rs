@@ -141,6 +141,8 @@ impl CustomOp1 for CausalAttention {
             || vec![0f32; BLOCK * t],
             |p, task| {
                 let (batch, head) = (task / h, task % h);
+                // The whole `Shared` (Send), not its raw pointer field, goes into the closure.
+                #[allow(clippy::redundant_locals)]
                 let out_ptr = out_ptr;
                 // SAFETY: the offsets stay inside `qkv` and `out` (sizes from `dims`), and this
                 // task writes only rows of its own (batch, head) in `out`.
@@ -201,6 +203,8 @@ impl CustomOp2 for CausalAttentionGrad {
             || (vec![0f32; BLOCK * t], vec![0f32; BLOCK * t]),
             |(p, dp), task| {
                 let (batch, head) = (task / h, task % h);
+                // The whole `Shared` (Send), not its raw pointer field, goes into the closure.
+                #[allow(clippy::redundant_locals)]
                 let grad_ptr = grad_ptr;
                 // SAFETY: offsets stay inside `qkv`, `dy` and `dqkv` (sizes from `dims`); this task
                 // writes only the query, key and value slots of its own (batch, head).

@@ -75,6 +75,8 @@ pub(crate) unsafe fn matmul(
 /// (`f32::exp` is a library call per element: in the LSTM's gates it cost as much as the step's GEMM).
 /// Cephes' `expf`: `x = k ln 2 + r`, a degree-6 polynomial for `exp(r)`, `2^k` by the exponent bits.
 #[inline(always)]
+// `clamp` is what the comment below avoids; the coefficients are Cephes' as published.
+#[allow(clippy::manual_clamp, clippy::excessive_precision)]
 pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
