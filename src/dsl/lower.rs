@@ -701,7 +701,7 @@ impl<'s> Lowerer<'s> {
                     Some(value.parse::<f64>().ok().filter(|t| *t >= 0.0).ok_or_else(|| at("a temperature like 0.9"))?)
             }
             "top_k" => self.meta.gen.top_k = Some(value.parse().map_err(|_| at("a whole number for top_k"))?),
-            "top_p" => self.meta.gen.top_p = Some(number(|p| (0.0..=1.0).contains(&p), "a top_p from 0 to 1")?),
+            "top_p" => self.meta.gen.top_p = Some(number(|p| p > 0.0 && p <= 1.0, "a top_p above 0, at most 1")?),
             "length_temperature" => {
                 self.meta.gen.length_temperature =
                     Some(number(|t| t.is_finite() && t >= 0.0, "a temperature for note lengths like 1.0")?)

@@ -622,3 +622,13 @@ fn fuzz_findings_read_without_panicking() {
         }
     }
 }
+
+/// `%%top_p 0` would leave the sampler nothing to draw from: refused where it is written, as
+/// the sampler itself refuses it (it used to parse and fail only when generating).
+#[test]
+fn a_top_p_of_zero_is_refused_at_its_line() {
+    let e = dsl::parse("X:1\n%%top_p 0\nK:C\nC|]\n").unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.to_string().contains("above 0"), "{e}");
+    assert_eq!(dsl::parse("X:1\n%%top_p 1\nK:C\nC|]\n").unwrap().meta.gen.top_p, Some(1.0));
+}
