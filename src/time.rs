@@ -113,9 +113,10 @@ impl TempoChange {
     }
 }
 
-/// Converts a tempo in quarter notes per minute to MIDI's microseconds per quarter.
+/// Converts a tempo in quarter notes per minute to MIDI's microseconds per quarter (at least
+/// one: a tempo of 0 µs would stop time).
 pub fn bpm_to_micros(bpm: f64) -> u32 {
-    (60_000_000.0 / bpm.max(1.0)).round() as u32
+    ((60_000_000.0 / bpm.max(1.0)).round() as u32).max(1)
 }
 
 /// Tempo changes in tick order; the first always sits at tick 0.

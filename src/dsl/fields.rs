@@ -8,6 +8,9 @@
 use crate::score::{Key, Mode};
 use crate::time::{Meter, MeterSymbol};
 
+/// Fastest `Q:` tempo read, in beats a minute: a beat a microsecond.
+pub const MAX_BPM: f64 = 60_000_000.0;
+
 /// An error in a field value: byte offset into the value and what was expected there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldError {
@@ -298,7 +301,10 @@ pub fn tempo_value(v: &str, unit: (u32, u32)) -> Result<Option<(f64, u32, u32)>,
     };
     let bpm_word = bpm.split_ascii_whitespace().next().unwrap_or("");
     let Ok(bpm) = bpm_word.parse::<f64>() else { return err(0, expected) };
-    if !(bpm > 0.0 && bpm < 10_000.0) {
+    // Up to one beat a microsecond, the fastest tempo a MIDI file can hold: whatever tempo
+    // cadenza reads from MIDI, it writes as `Q:` and must read back (60,000,000 for a MIDI
+    // tempo of 1 µs a quarter; the limit was 10,000 and such a file did not read back).
+    if !(bpm > 0.0 && bpm <= MAX_BPM) {
         return err(0, expected);
     }
     let (mut num, mut den) = (0u32, 1u32);
@@ -368,6 +374,9 @@ mod tests {
         assert_eq!(tempo_value("3/8=60 \"Slow\"", (1, 8)).unwrap(), Some((60.0, 3, 8)));
         assert_eq!(tempo_value("\"Allegro\"", (1, 8)).unwrap(), None);
         assert_eq!(tempo_value("100", (1, 8)).unwrap(), Some((100.0, 1, 8)));
+        // The fastest tempo a MIDI file holds (1 µs a quarter) reads; faster does not.
+        assert_eq!(tempo_value("1/4=60000000", (1, 8)).unwrap(), Some((MAX_BPM, 1, 4)));
+        assert!(tempo_value("1/4=60000001", (1, 8)).is_err());
         assert!(tempo_value("fast=", (1, 8)).is_err());
     }
 }
