@@ -6,17 +6,17 @@
 //! split over the thread pool, with the same formulas as [`super::train::AdamW::step`]'s tensor
 //! path (which other devices keep using).
 
-use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_f32::contiguous_f32;
+use super::cpu_f32::{contiguous_f32, contiguous_f32_mut, on_cpu_f32};
 
 /// Elements per task: large enough that a task outweighs its scheduling.
 const CHUNK: usize = 1 << 15;
 
 /// Whether [`update`] and [`sum_of_squares`] can run on these tensors (the CPU, f32, contiguous).
 pub(crate) fn available(tensors: &[&Tensor]) -> bool {
-    tensors.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+    tensors.iter().all(|t| on_cpu_f32(t) && t.is_contiguous())
 }
 
 /// The settings of one AdamW update.
@@ -50,14 +50,6 @@ pub(crate) fn update(theta: &Tensor, m: &Tensor, v: &Tensor, grad: &Tensor, u: U
 /// `Σ x²` of a tensor, summed in f64.
 pub(crate) fn sum_of_squares(x: &Tensor) -> Result<f64> {
     x.apply_op1_no_bwd(&SumOfSquares)?.to_scalar::<f64>()
-}
-
-fn contiguous_f32_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
-    let CpuStorage::F32(data) = storage else { candle_core::bail!("AdamW on the CPU wants f32") };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&mut data[start..end]),
-        None => candle_core::bail!("AdamW on the CPU wants contiguous tensors"),
-    }
 }
 
 /// One moment's running average, in place over the moment.

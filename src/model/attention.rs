@@ -14,7 +14,7 @@
 //! Input is the `c_attn` projection as it comes, `[b, t, 3, h, d]` (queries, keys, values), and
 //! output is `[b, t, h, d]`, ready to be reshaped to `[b, t, h·d]`: no permutes, no copies.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_f32::{contiguous_f32, matmul, Shared, Threads};
@@ -22,11 +22,6 @@ use super::cpu_f32::{contiguous_f32, matmul, Shared, Threads};
 /// Query rows per block: the block's scores (`BLOCK × t` floats, 256 KiB at t = 1,024) and
 /// their gradients stay within a core's L2 cache.
 const BLOCK: usize = 64;
-
-/// Whether [`causal_self_attention`] can run on `qkv` (the CPU, f32).
-pub(crate) fn fused_available(qkv: &Tensor) -> bool {
-    qkv.device().is_cpu() && qkv.dtype() == DType::F32
-}
 
 /// `softmax(scale · q kᵀ + causal mask) · v` for every row and head: `qkv` `[b, t, 3, h, d]`
 /// → `[b, t, h, d]`. Differentiable when `train` (through the fused backward).
@@ -289,7 +284,7 @@ impl CustomOp2 for CausalAttentionGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var, D};
+    use candle_core::{DType, Device, Var, D};
 
     /// The unfused reference: candle's own ops, as `model::gpt` runs them elsewhere.
     fn reference(qkv: &Tensor, scale: f64) -> Result<Tensor> {

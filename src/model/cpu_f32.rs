@@ -1,12 +1,28 @@
-//! Raw f32 helpers shared by the fused CPU ops (`attention`, `lstm_fused`): storage access, GEMM.
+//! Raw f32 helpers shared by the fused CPU ops (`attention`, `lstm_fused`, `nn`, `adamw_cpu`):
+//! where they apply, storage access, GEMM, a vectorising `exp` and `tanh`.
 
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
+
+/// Whether a fused CPU op can take `t`: an f32 tensor on the CPU (other devices and dtypes keep
+/// candle's ops).
+pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
 
 /// The elements of a contiguous f32 CPU tensor, as a slice; an error for any other layout.
 pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else { candle_core::bail!("a fused CPU op wants f32") };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("a fused CPU op wants a contiguous tensor"),
+    }
+}
+
+/// [`contiguous_f32`] for an op that writes its input in place.
+pub(crate) fn contiguous_f32_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else { candle_core::bail!("a fused CPU op wants f32") };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
         None => candle_core::bail!("a fused CPU op wants a contiguous tensor"),
     }
 }
@@ -74,6 +90,7 @@ pub(crate) unsafe fn matmul(
 /// `exp(x)` to about one part in 10⁷, written so the compiler can vectorise loops over it
 /// (`f32::exp` is a library call per element: in the LSTM's gates it cost as much as the step's GEMM).
 /// Cephes' `expf`: `x = k ln 2 + r`, a degree-6 polynomial for `exp(r)`, `2^k` by the exponent bits.
+/// NaN stays NaN, as with `f32::exp`, so a diverged run still shows in its loss.
 #[inline(always)]
 // `clamp` is what the comment below avoids; the coefficients are Cephes' as published.
 #[allow(clippy::manual_clamp, clippy::excessive_precision)]
@@ -85,6 +102,7 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     // min/max and integer bit tricks rather than `clamp` and `as i32`, whose NaN and saturation
     // checks kept the loops scalar.
+    let x_in = x;
     let x = x.max(-87.0).min(88.0);
     let kf = x * LOG2E + ROUND;
     let k = kf - ROUND;
@@ -95,7 +113,23 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
         + 5.000_000_1e-1;
     let e = p * z + r + 1.0;
-    e * f32::from_bits((ki.wrapping_add(127) << 23) as u32)
+    let y = e * f32::from_bits((ki.wrapping_add(127) << 23) as u32);
+    // A select, not a branch: the loops stay vectorised. `max`/`min` above turned NaN into -87.
+    if x_in.is_nan() {
+        x_in
+    } else {
+        y
+    }
+}
+
+/// `(1 + tanh u, 1 − tanh u)` through one [`exp_approx`] (glibc's `tanhf` is several times
+/// slower), with no cancellation near 0 in either. Past |u| = 15 tanh is ±1 to within f32's
+/// precision.
+#[inline(always)]
+pub(crate) fn one_plus_minus_tanh(u: f32) -> (f32, f32) {
+    let e = exp_approx(2.0 * u.clamp(-15.0, 15.0));
+    let r = 2.0 / (e + 1.0);
+    (e * r, r)
 }
 
 #[cfg(test)]
@@ -117,5 +151,6 @@ mod tests {
             assert!(exp_approx(x).is_finite() && exp_approx(x) >= 0.0, "exp_approx({x}) = {}", exp_approx(x));
         }
         assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(f32::NAN).is_nan());
     }
 }

@@ -212,7 +212,7 @@ impl Attention {
         // A whole sequence with no cache (training, scoring): one fused op each way, unless
         // dropout must act on the attention probabilities themselves.
         let attention_dropout = train.is_some() && cfg.attn_pdrop > 0.0;
-        if cache.is_none() && !attention_dropout && attention::fused_available(&qkv) {
+        if cache.is_none() && !attention_dropout && super::cpu_f32::on_cpu_f32(&qkv) {
             let y = attention::causal_self_attention(&qkv, self.scale, train.is_some())?;
             return self.c_proj.forward(&y.reshape((b, t, e))?);
         }

@@ -151,7 +151,7 @@ impl Lstm {
     /// Logits for every position from a zero state (training and evaluation); dropout, and
     /// gradients through the fused recurrence, when `dropout` is given.
     pub(crate) fn run_fresh(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        if lstm_fused::fused_available(&self.wte) {
+        if super::cpu_f32::on_cpu_f32(&self.wte) {
             return self.run_fused(ids, dropout);
         }
         let (b, _) = ids.dims2()?;

@@ -21,15 +21,10 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_f32::{contiguous_f32, exp_approx, matmul, Threads};
-
-/// Whether [`lstm_recurrence`] can run on `xg` (the CPU, f32).
-pub(crate) fn fused_available(xg: &Tensor) -> bool {
-    xg.device().is_cpu() && xg.dtype() == DType::F32
-}
+use super::cpu_f32::{contiguous_f32, exp_approx, matmul, one_plus_minus_tanh, Threads};
 
 /// Every hidden state `[b, t, h]` of one LSTM layer from a zero state, given the input
 /// projections `xg = x · W_ihᵀ` (`[b, t, 4h]`), `w_hh` (`[4h, h]`) and the gates' bias
@@ -88,8 +83,7 @@ fn sigmoid(x: f32) -> f32 {
 
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
-    // tanh(x) = 1 − 2 / (e^{2x} + 1): no cancellation near 0 worse than a few 1e-8 absolute.
-    1.0 - 2.0 / (exp_approx(2.0 * x) + 1.0)
+    1.0 - one_plus_minus_tanh(x).1
 }
 
 /// One row's step: activates `gates` (`[4h]`, pre-activations in) in place and writes the new

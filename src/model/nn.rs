@@ -4,12 +4,12 @@
 //! are fused ops with hand-written backward passes; elsewhere candle's tensor ops) and an
 //! inference path that may use candle's fused kernels (which have no backward pass).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::cpu_f32::{contiguous_f32, exp_approx};
+use super::cpu_f32::{contiguous_f32, on_cpu_f32, one_plus_minus_tanh};
 
 /// Layer normalisation with weight and bias (`ln_1`, `ln_2`, `ln_f`).
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ impl Norm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train && x.device().is_cpu() && x.dtype() == DType::F32 {
+        if train && on_cpu_f32(x) {
             let fused = LayerNormFused { eps: self.eps as f32 };
             x.contiguous()?.apply_op3(&self.weight.contiguous()?, &self.bias.contiguous()?, fused)
         } else if train {
@@ -112,7 +112,7 @@ pub(crate) fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
 /// them `powf`, each writing a full-size temporary: in a GPT training step that was a fifth of
 /// the time. Here each direction is one pass. Other devices and dtypes use candle's op.
 pub(crate) fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if on_cpu_f32(x) {
         x.contiguous()?.apply_op1(GeluTanh)
     } else {
         x.gelu()
@@ -121,16 +121,6 @@ pub(crate) fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 
 const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;
-
-/// `(1 + tanh u, 1 - tanh u)` through one `exp` (glibc's `tanhf` is several times slower, and
-/// training calls this for every hidden unit twice per step), with no cancellation near 0.
-/// Past |u| = 15 tanh is ±1 to within f32's precision. The `exp` is [`exp_approx`], which
-/// vectorises where glibc's is a call per element.
-fn one_plus_minus_tanh(u: f32) -> (f32, f32) {
-    let e = exp_approx(2.0 * u.clamp(-15.0, 15.0));
-    let r = 2.0 / (e + 1.0);
-    (e * r, r)
-}
 
 /// GELU with the tanh approximation (within 1e-6 of candle's kernel).
 fn gelu_value(v: f32) -> f32 {
