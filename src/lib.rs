@@ -28,5 +28,6 @@ pub mod repl;
 pub mod score;
 pub mod script;
 pub mod sink;
+pub mod strains;
 pub mod time;
 pub mod tokens;

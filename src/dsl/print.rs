@@ -23,6 +23,7 @@
 
 use super::instruments;
 use crate::score::{Key, Note, Score, LETTER_SEMITONES};
+use crate::strains::Segment;
 use crate::time::{TempoMap, Tick, WHOLE};
 use std::fmt::Write;
 
@@ -334,19 +335,31 @@ struct Repeats {
     skipped: Vec<bool>,
     /// The bar printed after this one (after a `:|`, the copy is skipped).
     next_printed: Vec<usize>,
+    /// A first (`[1`) or second (`[2`) ending begins at this bar.
+    ending1: Vec<bool>,
+    ending2: Vec<bool>,
 }
 
 impl Repeats {
-    fn new(sections: Vec<(usize, usize)>, nbars: usize) -> Self {
+    fn new(strains: Vec<Strain>, nbars: usize) -> Self {
         let mut r = Repeats {
             starts: vec![false; nbars + 1],
             skipped: vec![false; nbars],
             next_printed: (1..=nbars).collect(),
+            ending1: vec![false; nbars],
+            ending2: vec![false; nbars],
         };
-        for (i, k) in sections {
-            r.starts[i] = true;
-            r.skipped[i + k..i + 2 * k].iter_mut().for_each(|s| *s = true);
-            r.next_printed[i + k - 1] = i + 2 * k;
+        for Strain { first, len, ending } in strains {
+            let common = len - ending;
+            r.starts[first] = true;
+            // The second time through, the common bars are the `|:` ... bars again: skipped; a
+            // second ending is printed after the `:|`.
+            r.skipped[first + len..first + len + common].iter_mut().for_each(|s| *s = true);
+            r.next_printed[first + len - 1] = first + len + common;
+            if ending > 0 {
+                r.ending1[first + common] = true;
+                r.ending2[first + len + common] = true;
+            }
         }
         r
     }
@@ -400,9 +413,17 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// Sections of bars `[from, from + len)` printed once between `|:` and `:|` because the
-/// next `len` bars repeat them exactly (in every voice, chord symbols included).
-fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<(usize, usize)> {
+/// A strain of bars `[first, first + len)` printed once between `|:` and `:|` because the next
+/// `len` bars repeat it (in every voice, chord symbols included), but for its last `ending` bars,
+/// which are printed as a first ending and, after the `:|`, a second one.
+struct Strain {
+    first: usize,
+    len: usize,
+    ending: usize,
+}
+
+/// The strains to print once (see [`crate::strains::fold`]: the `tune` encoding folds the same).
+fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<Strain> {
     let m = &score.meta;
     if bars.len() < 2 || m.meters.len() > 1 || m.keys.len() > 1 || m.tempo.changes().len() > 1 || !m.parts.is_empty() {
         return Vec::new();
@@ -459,33 +480,24 @@ fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<(usize, usiz
             Some((notes, chords))
         })
         .collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bars.len() {
-        let mut found = None;
-        for k in (1..=8usize).rev() {
-            if i + 2 * k > bars.len() {
-                continue;
+    // A bar a note crosses into or out of is never the same as another (its key is its own
+    // index), and strain edges must be clean lines, so no repeat cuts a note.
+    let keys: Vec<Result<&(BarNotes, Vec<(Tick, &str)>), usize>> =
+        content.iter().enumerate().map(|(i, c)| c.as_ref().ok_or(i)).collect();
+    let lengths: Vec<Tick> = bars.iter().zip(&ends).map(|(a, b)| b - a).collect();
+    let keyed: Vec<(Tick, &Result<_, usize>)> = lengths.iter().copied().zip(&keys).collect();
+    let clean: Vec<bool> = edge_crossed.iter().map(|c| !c).collect();
+    crate::strains::fold(&keyed, &clean, 1)
+        .into_iter()
+        .filter_map(|seg| match seg {
+            Segment::Repeat { first, len, ending }
+                if (first..first + len).any(|b| content[b].as_ref().is_some_and(|c| !c.0.is_empty())) =>
+            {
+                Some(Strain { first, len, ending })
             }
-            let same = (0..k).all(|j| {
-                let (x, y) = (&content[i + j], &content[i + k + j]);
-                x.is_some() && x == y && ends[i + j] - bars[i + j] == ends[i + k + j] - bars[i + k + j]
-            });
-            let has_notes = (0..k).any(|j| content[i + j].as_ref().is_some_and(|c| !c.0.is_empty()));
-            if same && has_notes {
-                found = Some(k);
-                break;
-            }
-        }
-        match found {
-            Some(k) => {
-                out.push((i, k));
-                i += 2 * k;
-            }
-            None => i += 1,
-        }
-    }
-    out
+            _ => None,
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -542,6 +554,11 @@ fn print_voice(
         if !skip(bar) {
             if bar == 0 && starts_rep(0) {
                 out.push_str("|:");
+            }
+            if repeats.ending1[bar] {
+                out.push_str("[1 ");
+            } else if repeats.ending2[bar] {
+                out.push_str("[2 ");
             }
             // Beams break on the beat; a short first bar (a pickup) counts back from its end.
             let (start, stop) = (bars[bar], bars.get(bar + 1).copied().unwrap_or(end));

@@ -14,7 +14,7 @@
 //! default); bar lines do not move time, so a pickup or a short last bar needs nothing special.
 //! The decoder expands repeats in playing order, as abc2midi plays them: at `:|` it plays again
 //! the strain since `|:` (up to its `[1` when it has one) and carries on, so a decoded take is
-//! the music as heard and the encoder folds it back: [`fold`] finds strains played twice (up to
+//! the music as heard and the encoder folds it back: [`crate::strains::fold`] finds strains played twice (up to
 //! [`MAX_STRAIN_BARS`] bars, with first and second endings of up to [`MAX_ENDING_BARS`] bars),
 //! exact to the tick, so `decode(encode(score))` gives the score's melody note for note.
 //!
@@ -41,11 +41,8 @@ use crate::time::{Meter, Tick};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Longest strain the encoder folds into repeat signs, in bars (two 8-bar halves of a 16-bar
-/// strain, as slow airs have).
-pub const MAX_STRAIN_BARS: usize = 16;
-/// Longest first or second ending the encoder recognises, in bars.
-pub const MAX_ENDING_BARS: usize = 4;
+use crate::strains::{fold, Segment};
+pub use crate::strains::{MAX_ENDING_BARS, MAX_STRAIN_BARS};
 
 /// Settings of a `tune` vocabulary (stored in `vocab.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,56 +204,6 @@ fn melody(score: &Score, step: Tick, max_dur: Tick, keep: impl Fn(u8) -> bool, s
     out
 }
 
-/// How a run of bars is written: a bar on its own, or a strain of `len` bars played twice whose
-/// last `ending` bars differ the second time (first and second endings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Segment {
-    Bar(usize),
-    Repeat { first: usize, len: usize, ending: usize },
-}
-
-/// Finds the strains of a tune played twice, greedily from the start, longest first: `bars` is
-/// one content key per bar (equal keys = equal bars, including length and where the bar's first
-/// event starts), `clean[i]` says no note crosses bar line `i` (the line before bar `i`;
-/// `clean[bars.len()]` is the end), as a strain may only begin and end on such lines. Linear in
-/// the number of bars (a constant number of tries at each).
-pub fn fold<K: PartialEq>(bars: &[K], clean: &[bool]) -> Vec<Segment> {
-    let n = bars.len();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let same = |a: usize, b: usize, len: usize| (0..len).all(|j| bars[a + j] == bars[b + j]);
-    while i < n {
-        let mut found = None;
-        'len: for len in (2..=MAX_STRAIN_BARS).rev() {
-            if i + 2 * len > n || !clean[i] || !clean[i + len] || !clean[i + 2 * len] {
-                continue;
-            }
-            for ending in 0..=MAX_ENDING_BARS.min(len - 1) {
-                let common = len - ending;
-                // A second ending starts on a clean line too, or the replay would cut a note.
-                if ending > 0 && (!clean[i + common] || !clean[i + len + common]) {
-                    continue;
-                }
-                if same(i, i + len, common) && (ending == 0 || !same(i + common, i + len + common, ending)) {
-                    found = Some(Segment::Repeat { first: i, len, ending });
-                    break 'len;
-                }
-            }
-        }
-        match found {
-            Some(s @ Segment::Repeat { len, .. }) => {
-                out.push(s);
-                i += 2 * len;
-            }
-            _ => {
-                out.push(Segment::Bar(i));
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 impl Inner {
     fn pitch_id(&self, pitch: u8) -> Option<u32> {
         (self.cfg.pitch_lo..=self.cfg.pitch_hi)
@@ -333,7 +280,7 @@ impl Encoding for Tune {
             .collect();
         // Folding needs one meter throughout: a meter token belongs to the bar it starts.
         let segments =
-            if score.meta.meters.len() > 1 { (0..nbars).map(Segment::Bar).collect() } else { fold(&keys, &clean) };
+            if score.meta.meters.len() > 1 { (0..nbars).map(Segment::Bar).collect() } else { fold(&keys, &clean, 2) };
         let mut meter = t.cond.effective_meter(cond.meter);
         let mut carry: Vec<u32> = Vec::new();
         let mut write_bar = |ids: &mut Vec<u32>, b: usize, markers: &[u32], carry: &mut Vec<u32>| {
@@ -800,18 +747,6 @@ mod tests {
         let d = t.decode(&t.encode(&s));
         assert_eq!(d.score.notes, vec![Note::new(0, 480, 64), Note::new(480, 480, 62)]);
         assert_eq!(d.score.length, 1920);
-    }
-
-    #[test]
-    fn fold_prefers_the_longest_strain_and_needs_clean_lines() {
-        let bars = [1, 2, 1, 2, 3, 3];
-        assert_eq!(
-            fold(&bars, &[true; 7]),
-            vec![Segment::Repeat { first: 0, len: 2, ending: 0 }, Segment::Bar(4), Segment::Bar(5)]
-        );
-        let mut clean = [true; 7];
-        clean[2] = false;
-        assert_eq!(fold(&bars, &clean).len(), 6, "a note across the strain's end: no repeat");
     }
 
     #[test]
