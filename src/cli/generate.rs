@@ -78,7 +78,7 @@ pub struct Args {
     pub pitch_classes: Option<Vec<u8>>,
     /// Keep to a scale: `D dorian`, `A minor pentatonic`, `0 2 4 7 9`, `key` (as `--in-key`),
     /// `key pentatonic` (the pentatonic of the key, given or sampled) or `any` (none, over a
-    /// model's default such as the folk model's `key pentatonic` for Chinese tunes).
+    /// scale a model's `generation_config.json` sets for a style).
     #[arg(long)]
     pub scale: Option<String>,
     /// Allowed pitch range, MIDI numbers or names: `55-84`, `G3..C6`.

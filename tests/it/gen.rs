@@ -447,8 +447,8 @@ fn in_key_follows_each_takes_sampled_key_and_pentatonic_narrows_it() {
     assert!(outside_major_pentatonic > 0, "some takes are in keys other than C");
 }
 
-/// A model's `generation_config.json` may set defaults per style: the folk model keeps
-/// Chinese takes to the pentatonic of their key, and no other style.
+/// A model's `generation_config.json` may set defaults per style (here Chinese takes kept to the
+/// pentatonic of their key, and no other style).
 #[test]
 fn style_defaults_from_generation_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -474,9 +474,10 @@ fn style_defaults_from_generation_config() {
         .unwrap();
     let err = Generator::load(dir.path().to_str().unwrap()).err().expect("a bad scale is refused").to_string();
     assert!(err.contains("generation_config.json") && err.contains("scale `Q`"), "{err}");
-    // The shipped folk model's own file says so too.
+    // The shipped folk model keeps no style to a scale: with whole tunes that open as the
+    // training tunes do, Chinese takes measure closer to the real ones without it (its card).
     let shipped = Generator::load(src).unwrap();
-    assert!(shipped.defaults_for(Some("chinese")).pentatonic);
+    assert!(!shipped.defaults_for(Some("chinese")).in_key);
     assert!(!shipped.defaults_for(Some("irish")).in_key);
 }
 
