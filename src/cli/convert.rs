@@ -85,7 +85,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if score.notes.is_empty() {
         bail!("{}: no notes to convert (an empty or header-only tune)", args.input.display());
     }
-    save(&score, &args.output)?;
+    // ABC in is notation already, exact to the tick: printing it again must not move a note
+    // (a take's `f/3 e8/3` was snapped to `[e-f]` once 99% of its notes sat on the grid).
+    if is_abc && Kind::of(&args.output) == Some(Kind::Abc) {
+        abc::write(&score, &args.output)?;
+    } else {
+        save(&score, &args.output)?;
+    }
     eprintln!(
         "{} → {}: {} notes, {} voices, {:.1} beats",
         args.input.display(),
@@ -116,14 +122,26 @@ pub fn save(score: &Score, path: &Path) -> anyhow::Result<()> {
 /// grid and fills in a key when the file gave none. A score already on its grid is unchanged.
 pub fn for_abc(score: &Score) -> Score {
     let grid = pick_grid(score);
+    // Only jitter is snapped: a time further from the grid than a performance's slop is meant
+    // (a tuplet, an odd length) and stays where it is.
+    let snap = |t: Tick| {
+        let g = grid.snap(t);
+        if g.abs_diff(t) <= SNAP_TOLERANCE {
+            g
+        } else {
+            t
+        }
+    };
     let mut s = score.clone();
     for n in &mut s.notes {
-        let start = grid.snap(n.start);
-        let end = grid.snap(n.end()).max(start + grid.finest());
+        let start = snap(n.start);
+        // A note the snap would shrink to nothing gets the grid's finest step.
+        let end = snap(n.end());
+        let end = if end > start { end } else { start + grid.finest() };
         n.start = start;
         n.dur = end - start;
     }
-    s.length = grid.snap(s.length);
+    s.length = snap(s.length);
     s.normalize();
     if s.meta.keys.is_empty() && !s.notes.is_empty() {
         s.meta.keys.push((0, guess_key(&s)));
@@ -169,6 +187,9 @@ impl Grid {
     }
 }
 
+/// How far from a grid point a performed time may be and still count as meant for it.
+pub const SNAP_TOLERANCE: Tick = PPQ as Tick / 48;
+
 /// Grids tried, coarsest first, in ticks at 480 per quarter: quarter, eighth, eighth or triplet
 /// eighth, sixteenth, sixteenth or triplet eighth, sixteenth or triplet sixteenth, 32nd ...
 const GRIDS: [(Tick, Option<Tick>); 10] = [
@@ -188,7 +209,7 @@ const GRIDS: [(Tick, Option<Tick>); 10] = [
 /// within 1/48 of a quarter (10 ticks). Notes from notation (ABC, MusicXML, our own MIDI) land
 /// exactly; performed MIDI lands near. The finest grid is the fallback.
 pub fn pick_grid(score: &Score) -> Grid {
-    let tol = PPQ as Tick / 48;
+    let tol = SNAP_TOLERANCE;
     let times: Vec<Tick> = score.notes.iter().flat_map(|n| [n.start, n.end()]).collect();
     let grids = GRIDS.map(|(step, triplet)| Grid { step, triplet });
     if times.is_empty() {

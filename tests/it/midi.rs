@@ -513,6 +513,29 @@ fn convert_args(input: PathBuf, output: PathBuf) -> cadenza::cli::convert::Args 
     cadenza::cli::convert::Args { input, output, tune: None, force: false, lenient: false, ornaments: false }
 }
 
+/// A take's odd lengths (`f/3 e8/3`, 80 and 640 ticks) among a hundred plain eighths: ABC →
+/// ABC keeps them exactly, and ABC → MIDI → ABC too (only times within a performance's slop of
+/// the grid are snapped). Both once printed `[e-f] e2`: the 99% quorum of on-grid times chose
+/// the eighth grid and every time was snapped to it.
+#[test]
+fn convert_keeps_odd_lengths_that_are_meant() {
+    use cadenza::cli::convert;
+    let dir = tempfile::tempdir().unwrap();
+    let abc = dir.path().join("take.abc");
+    let bars = "gfef gage|".repeat(30);
+    std::fs::write(&abc, format!("X:1\nM:4/4\nL:1/8\nK:D\n{bars}f/3 e8/3 d d4|]\n")).unwrap();
+    let want = cadenza::dsl::parse(&std::fs::read_to_string(&abc).unwrap()).unwrap();
+    assert!(want.notes.iter().any(|n| n.dur == 80));
+    let out = dir.path().join("again.abc");
+    convert::run(convert_args(abc.clone(), out.clone())).unwrap();
+    assert_eq!(cadenza::dsl::parse(&std::fs::read_to_string(&out).unwrap()).unwrap().notes, want.notes);
+    let mid = dir.path().join("take.mid");
+    convert::run(convert_args(abc, mid.clone())).unwrap();
+    let back = dir.path().join("back.abc");
+    convert::run(convert_args(mid, back.clone())).unwrap();
+    assert_eq!(cadenza::dsl::parse(&std::fs::read_to_string(&back).unwrap()).unwrap().notes, want.notes);
+}
+
 /// Ryan's Mammoth came through e-mail: quoted-printable `=20` line ends and `=3D` for `=`.
 /// abc2midi warns and plays on; `--lenient` does the same and says where, the strict read
 /// points at the first one.
