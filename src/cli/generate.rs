@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Arguments of this command.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Bundled model name or model folder (default: the prompt's `%%model`, else `folk`).
+    /// Bundled model name or model folder (default: the prompt's `%%model`, else `folk-lstm`).
     #[arg(long, short = 'm')]
     pub model: Option<String>,
     /// Prompt file (.abc, .mid).
@@ -256,7 +256,7 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args)?;
     let prompt = prompt(&args)?;
-    let fallback = if args.harmonize.is_some() { "chorale" } else { "folk" };
+    let fallback = if args.harmonize.is_some() { "chorale" } else { crate::model::DEFAULT_MODEL };
     let model = args.model.clone().or(prompt.meta.gen.model.clone()).unwrap_or_else(|| fallback.to_string());
     let gen = Generator::load(&model)?;
     let style = args.style.clone().or_else(|| prompt.meta.style.clone());

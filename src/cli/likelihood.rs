@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Bundled model name or model folder.
-    #[arg(long, short = 'm', default_value = "folk")]
+    #[arg(long, short = 'm', default_value = crate::model::DEFAULT_MODEL)]
     pub model: String,
     /// Print one JSON object per file instead of text.
     #[arg(long)]

@@ -24,7 +24,7 @@ pub struct Args {
 #[derive(clap::Args, Debug, Default)]
 pub struct SessionArgs {
     /// Model for gen() until a script calls model() (a name in models/ or a directory).
-    #[arg(long, default_value = "folk")]
+    #[arg(long, default_value = crate::model::DEFAULT_MODEL)]
     pub model: String,
     /// MIDI output port (substring of its name, or its number); default: a virtual port `cadenza`.
     #[arg(long)]

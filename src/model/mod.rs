@@ -22,7 +22,7 @@ pub mod train;
 
 pub use config::{Config, ConfigError, GptConfig, LstmConfig};
 pub use device::default_device;
-pub use load::{find, list, load, load_candle, roots, weights_sha256};
+pub use load::{find, list, load, load_candle, roots, weights_sha256, DEFAULT_MODEL};
 pub use nn::Dropout;
 
 /// What is wrong with a weights file: said once for both GPT implementations.

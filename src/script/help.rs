@@ -73,7 +73,7 @@ pub const TOPICS: &[Topic] = &[
                 apply unless an option says otherwise. Hard constraints: `key: \"Dmix\"` conditions on a key \
                 and keeps every note in it (`in_key: false` only conditions), `scale: \"A minor pentatonic\"` \
                 or `scale: [0, 2, 4, 7, 9]`, `scale: \"key pentatonic\"` (the pentatonic of the key, given or \
-                sampled; the folk model's default for `style: \"chinese\"`), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice), `no_parallels: true` (no parallel fifths or \
+                sampled), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice), `no_parallels: true` (no parallel fifths or \
                 octaves; the chorale model's default), `end_on_tonic: true` (a whole tune ends on the tonic: its \
                 last note, or the bass of its last chord; the chorale model's default). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \

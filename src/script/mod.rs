@@ -94,7 +94,7 @@ impl Options {
         Options {
             no_midi: false,
             port: None,
-            model: "folk".to_string(),
+            model: crate::model::DEFAULT_MODEL.to_string(),
             preload: false,
             limits: Limits::default(),
             output,
