@@ -111,6 +111,19 @@ impl Effects {
         self.end
     }
 
+    /// Refuses the rests of a sequential encoding (`Rest` before its length) where anything else
+    /// is still allowed.
+    pub fn forbid_rests(&self, allowed: &mut [bool]) {
+        let is_rest = |e: &Effect| matches!(e, Effect::RestLead);
+        if self.table.iter().zip(allowed.iter()).any(|(e, &ok)| ok && !is_rest(e)) {
+            for (e, a) in self.table.iter().zip(allowed.iter_mut()) {
+                if is_rest(e) {
+                    *a = false;
+                }
+            }
+        }
+    }
+
     /// `logits` with `bias` added to every id that starts a note on `pitch` (the same-pitch
     /// bias of [`super::Sampling`]).
     pub fn bias_pitch(&self, logits: &[f32], pitch: u8, bias: f64) -> Vec<f32> {

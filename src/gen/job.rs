@@ -694,6 +694,13 @@ impl Batch {
                         self.allowed[end] = false;
                     }
                 }
+                // A take of a set length from nothing starts on its first downbeat: the models
+                // learnt a pickup as a silent lead bar (`Score::align_pickup`), which would open
+                // every cycle of a loop with silence. A whole tune keeps its pickup (it is
+                // printed and played as one, see `Score::restore_pickup`).
+                if row.prompt_end == 0 && row.notes.is_empty() && self.request.length != Length::Tune {
+                    self.effects.forbid_rests(&mut self.allowed);
+                }
                 // Guidance leans the pitches into the style; a length is drawn from the model's
                 // own logits (guided lengths ran to odd ones: at 4, 6% of Irish notes, real 2%).
                 // Only asked where an answer changes the draw: it walks the whole mask.

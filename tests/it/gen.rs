@@ -1112,6 +1112,15 @@ fn the_default_model_is_the_folk_lstm_and_its_takes_open_like_tunes() {
         vec!["Bar".to_string()],
         "the model draws the first bar line"
     );
+    // A take of a set length from nothing (a loop's cycle) starts on its downbeat, never with
+    // the silent lead bar a pickup is learnt as.
+    let mut bars = Request::new(Score::new(), Length::Bars(4));
+    bars.overrides.style = Some("irish".into());
+    for seed in 1..=6 {
+        bars.seed = seed;
+        let take = g.generate(&bars).unwrap();
+        assert_eq!(take.notes.first().map(|n| n.start), Some(0), "seed {seed}");
+    }
 }
 
 /// `cadenza generate` with neither a form nor a length: a model with a form prior draws one per
