@@ -482,10 +482,8 @@ fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<Strain> {
         .collect();
     // A bar a note crosses into or out of is never the same as another (its key is its own
     // index), and strain edges must be clean lines, so no repeat cuts a note.
-    let keys: Vec<Result<&(BarNotes, Vec<(Tick, &str)>), usize>> =
-        content.iter().enumerate().map(|(i, c)| c.as_ref().ok_or(i)).collect();
-    let lengths: Vec<Tick> = bars.iter().zip(&ends).map(|(a, b)| b - a).collect();
-    let keyed: Vec<(Tick, &Result<_, usize>)> = lengths.iter().copied().zip(&keys).collect();
+    let keyed: Vec<(Tick, Result<_, usize>)> =
+        content.iter().enumerate().map(|(i, c)| (ends[i] - bars[i], c.as_ref().ok_or(i))).collect();
     let clean: Vec<bool> = edge_crossed.iter().map(|c| !c).collect();
     crate::strains::fold(&keyed, &clean, 1)
         .into_iter()
