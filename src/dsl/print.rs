@@ -341,7 +341,7 @@ struct Repeats {
 }
 
 impl Repeats {
-    fn new(strains: Vec<Strain>, nbars: usize) -> Self {
+    fn new(strains: Vec<Segment>, nbars: usize) -> Self {
         let mut r = Repeats {
             starts: vec![false; nbars + 1],
             skipped: vec![false; nbars],
@@ -349,7 +349,8 @@ impl Repeats {
             ending1: vec![false; nbars],
             ending2: vec![false; nbars],
         };
-        for Strain { first, len, ending } in strains {
+        for strain in strains {
+            let Segment::Repeat { first, len, ending } = strain else { continue };
             let common = len - ending;
             r.starts[first] = true;
             // The second time through, the common bars are the `|:` ... bars again: skipped; a
@@ -413,17 +414,11 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-/// A strain of bars `[first, first + len)` printed once between `|:` and `:|` because the next
-/// `len` bars repeat it (in every voice, chord symbols included), but for its last `ending` bars,
-/// which are printed as a first ending and, after the `:|`, a second one.
-struct Strain {
-    first: usize,
-    len: usize,
-    ending: usize,
-}
-
-/// The strains to print once (see [`crate::strains::fold`]: the `tune` encoding folds the same).
-fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<Strain> {
+/// The strains to print once, as `Segment::Repeat`s (see [`crate::strains::fold`]: the `tune`
+/// encoding folds the same): bars `[first, first + len)` printed between `|:` and `:|` because
+/// the next `len` bars repeat them (in every voice, chord symbols included), but for the last
+/// `ending` bars, printed as a first ending and, after the `:|`, a second one.
+fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<Segment> {
     let m = &score.meta;
     if bars.len() < 2 || m.meters.len() > 1 || m.keys.len() > 1 || m.tempo.changes().len() > 1 || !m.parts.is_empty() {
         return Vec::new();
@@ -487,13 +482,11 @@ fn find_repeats(score: &Score, bars: &[Tick], voices: usize) -> Vec<Strain> {
     let clean: Vec<bool> = edge_crossed.iter().map(|c| !c).collect();
     crate::strains::fold(&keyed, &clean, 1)
         .into_iter()
-        .filter_map(|seg| match seg {
-            Segment::Repeat { first, len, ending }
-                if (first..first + len).any(|b| content[b].as_ref().is_some_and(|c| !c.0.is_empty())) =>
-            {
-                Some(Strain { first, len, ending })
+        .filter(|seg| match *seg {
+            Segment::Repeat { first, len, .. } => {
+                (first..first + len).any(|b| content[b].as_ref().is_some_and(|c| !c.0.is_empty()))
             }
-            _ => None,
+            Segment::Bar(_) => false,
         })
         .collect()
 }
