@@ -35,7 +35,36 @@ tokens)
     for m in 0 1 2; do
         printf "\\x0$m\\x00\\x00\\x01\\x00\\x02\\x00\\x03\\x00\\x04\\x00" >"$seeds/ids$m"
         head -c 256 /dev/urandom >"$seeds/random$m"
-    done ;;
+    done
+    # With CADENZA_BIN (a built `cadenza`) and the corpus: real validation tunes of the folk
+    # (`tune`, model bytes 0 and 1) and chorale (`remi`, byte 2) encodings, the first 400 ids of
+    # 20 tunes each, every 16th word asking for the mask (fuzz/src/tokens.rs), so that the
+    # fuzzer starts from states deep inside real tunes rather than from a header.
+    if [ -n "${CADENZA_BIN:-}" ] && [ -d "$root/corpus/music21" ]; then
+        tmp="$(mktemp -d)"
+        trap 'rm -rf "$tmp"' EXIT
+        for spec in "0 folk tune" "2 chorales remi"; do
+            read -r byte collection encoding <<<"$spec"
+            voices=""; [ "$encoding" = remi ] && voices="--voices 4"
+            (cd "$root" && "$CADENZA_BIN" train --corpus corpus/music21 --collections "$collection" \
+                --encoding "$encoding" $voices --context 256 --seed 1 --export "$tmp/$collection" \
+                --export-epochs 1 --out "$tmp/out-$collection" --quiet) >/dev/null
+            python3 - "$tmp/$collection/valid.u32" "$seeds" "$byte" <<'PY'
+import sys, struct, os
+data = open(sys.argv[1], "rb").read()
+ids = struct.unpack(f"<{len(data) // 4}I", data)
+tunes, cur = [], []
+for i in ids:
+    if i == ids[0] and cur:
+        tunes.append(cur); cur = []
+    cur.append(i)
+tunes.append(cur)
+for n, t in enumerate(tunes[:20]):
+    words = [(w | 0xF000) if k % 16 == 15 else w for k, w in enumerate(t[:400])]
+    open(os.path.join(sys.argv[2], f"tune{sys.argv[3]}-{n:02}"), "wb").write(bytes([int(sys.argv[3])]) + struct.pack(f"<{len(words)}H", *words))
+PY
+        done
+    fi ;;
 *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 cd "$root/fuzz"

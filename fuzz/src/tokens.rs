@@ -1,7 +1,11 @@
 //! Fuzz target: the token decoders of the bundled models (`tune`, `remi`, ...): arbitrary id
-//! sequences pushed one by one with the grammar mask asked after each, then decoded whole.
-//! The first input byte picks the model; the rest are little-endian u16 ids (any value, so
-//! out-of-vocabulary ids are exercised too).
+//! sequences pushed one by one, the grammar mask asked where the input says, then decoded whole.
+//! The first input byte picks the model; the rest are little-endian u16 words, each an id in its
+//! low 12 bits (any value up to 4,095, so out-of-vocabulary ids are exercised too) and, when its
+//! top four bits are all set, a request for the whole mask after that id. Asking for the mask
+//! after every id made an execution cost O(ids × vocabulary) (2.3 ms for 670 ids under AFL's
+//! instrumentation, 442 executions a second); now the fuzzer chooses the states it inspects, and
+//! the mask is always asked once at the end, in the final state.
 #[path = "common/memory_cap.rs"]
 mod memory_cap;
 
@@ -9,6 +13,9 @@ mod memory_cap;
 static ALLOC: memory_cap::MemoryCap = memory_cap::MemoryCap::new();
 
 use cadenza::tokens::Encoding;
+
+/// The top four bits of a word that ask for the mask after its id.
+const MASK_HERE: u16 = 0xF000;
 
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
@@ -22,14 +29,21 @@ fn main() {
     afl::fuzz!(|data: &[u8]| {
         let Some((&pick, rest)) = data.split_first() else { return };
         let enc = &encodings[pick as usize % encodings.len()];
-        let ids: Vec<u32> = rest.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect();
+        let words: Vec<u16> = rest.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let ids: Vec<u32> = words.iter().map(|&w| (w & !MASK_HERE) as u32).collect();
         let mut decoder = enc.decoder();
         let mut mask = vec![true; enc.vocab().len()];
-        for &id in &ids {
-            decoder.push(id);
+        let mut ask_mask = |decoder: &dyn cadenza::tokens::Decoder| {
             mask.iter_mut().for_each(|m| *m = true);
             decoder.mask(&mut mask);
+        };
+        for (&id, &word) in ids.iter().zip(&words) {
+            decoder.push(id);
+            if word & MASK_HERE == MASK_HERE {
+                ask_mask(decoder.as_ref());
+            }
         }
+        ask_mask(decoder.as_ref());
         let _ = decoder.finish();
         let _ = enc.decode(&ids);
     });
