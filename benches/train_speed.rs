@@ -39,8 +39,7 @@ fn bench(name: &str, cfg: &Config, batch: usize, seq: usize, steps: usize) -> ca
         let y = Tensor::from_vec(y, (batch, seq), &dev)?;
         let start = Instant::now();
         let mut dropout = Dropout::new(step as u64);
-        let logits = net.logits(&x, Some(&mut dropout))?;
-        let loss = train::loss(&logits, &y)?;
+        let loss = net.loss(&x, &y, Some(&mut dropout))?;
         let grads = loss.backward()?;
         let norm = opt.grad_norm(&grads)?;
         opt.step(&grads, 1e-3, if norm > 1.0 { 1.0 / norm } else { 1.0 })?;

@@ -5,7 +5,7 @@
 //! `h.N.mlp.c_proj`, `ln_f` (a `transformer.` prefix, as in `GPT2LMHeadModel` files, is
 //! handled by the loader). The output head is tied to `wte`.
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention;
@@ -127,9 +127,45 @@ impl Gpt {
         &self,
         ids: &Tensor,
         past: usize,
+        caches: Option<&mut [LayerCache]>,
+        train: Option<TrainCtx>,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let e = self.cfg.n_embd;
+        let mut h = self.body(ids, past, caches, train)?;
+        if last_only && t > 1 {
+            h = h.narrow(1, t - 1, 1)?;
+        }
+        let rows = h.dim(1)?;
+        let logits = h.reshape((b * rows, e))?.matmul(&self.wte.t()?)?;
+        logits.reshape((b, rows, self.cfg.vocab_size))
+    }
+
+    /// Mean cross-entropy (nats) of the next-id predictions for `ids` (`[batch, seq]`, from
+    /// position 0) against `targets` (same shape). On the CPU the tied head and the loss are one
+    /// op ([`super::cross_entropy`]): the logits are never a tensor of the graph.
+    pub(crate) fn loss(&self, ids: &Tensor, targets: &Tensor, train: Option<TrainCtx>) -> Result<Tensor> {
+        if !super::cpu_f32::on_cpu_f32(&self.wte) {
+            let logits = self.run(ids, 0, None, train, false)?;
+            let (b, t, v) = logits.dims3()?;
+            return candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?);
+        }
+        let (b, t) = ids.dims2()?;
+        let is_train = train.is_some();
+        let h = self.body(ids, 0, None, train)?.reshape((b * t, self.cfg.n_embd))?;
+        // GPT-2's head has no bias: a zero one, whose gradient nobody reads.
+        let no_bias = Tensor::zeros(self.cfg.vocab_size, DType::F32, ids.device())?;
+        super::cross_entropy::linear_cross_entropy(&h, &self.wte, &no_bias, targets, is_train)
+    }
+
+    /// Embeddings, the blocks and the final layer norm: `[batch, seq, n_embd]`.
+    fn body(
+        &self,
+        ids: &Tensor,
+        past: usize,
         mut caches: Option<&mut [LayerCache]>,
         mut train: Option<TrainCtx>,
-        last_only: bool,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let e = self.cfg.n_embd;
@@ -146,13 +182,7 @@ impl Gpt {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(&x, cache, mask.as_ref(), &self.cfg, train.as_mut())?;
         }
-        let mut h = self.ln_f.forward(&x, is_train)?;
-        if last_only && t > 1 {
-            h = h.narrow(1, t - 1, 1)?;
-        }
-        let rows = h.dim(1)?;
-        let logits = h.reshape((b * rows, e))?.matmul(&self.wte.t()?)?;
-        logits.reshape((b, rows, self.cfg.vocab_size))
+        self.ln_f.forward(&x, is_train)
     }
 }
 

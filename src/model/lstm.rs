@@ -8,7 +8,7 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::LstmConfig;
-use super::lstm_fused;
+use super::{cross_entropy, lstm_fused};
 use super::nn::Dropout;
 use super::{LanguageModel, ModelError, State};
 
@@ -162,7 +162,29 @@ impl Lstm {
     /// [`Lstm::run_fresh`] on the CPU: each layer's input projection for all steps as one
     /// matmul, then the recurrence as one fused op ([`lstm_fused`]). Same arithmetic as
     /// [`Lstm::run`], with the dropout masks drawn for the whole sequence at once.
-    fn run_fused(&self, ids: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+    fn run_fused(&self, ids: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let x = self.top_fused(ids, dropout)?;
+        let logits = x.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;
+        logits.reshape((b, t, self.cfg.vocab_size))
+    }
+
+    /// Mean cross-entropy (nats) of the next-id predictions for `ids` (`[batch, seq]`) against
+    /// `targets` (same shape) from a zero state. On the CPU the head and the loss are one op
+    /// ([`cross_entropy`]): the logits are never a tensor of the graph.
+    pub(crate) fn loss_fresh(&self, ids: &Tensor, targets: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        if !super::cpu_f32::on_cpu_f32(&self.wte) {
+            let logits = self.run_fresh(ids, dropout)?;
+            let (b, t, v) = logits.dims3()?;
+            return candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?);
+        }
+        let train = dropout.is_some();
+        let x = self.top_fused(ids, dropout)?;
+        cross_entropy::linear_cross_entropy(&x, &self.head_w, &self.head_b, targets, train)
+    }
+
+    /// The top layer's output `[batch · seq, hidden]` (after its dropout) on the fused CPU path.
+    fn top_fused(&self, ids: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t == 0 {
             candle_core::bail!("the LSTM needs at least one id")
@@ -180,8 +202,7 @@ impl Lstm {
             let hidden = lstm_fused::lstm_recurrence(&xg, &layer.w_hh, &bias, train)?;
             x = drop(hidden.reshape((b * t, ()))?)?;
         }
-        let logits = x.matmul(&self.head_w.t()?)?.broadcast_add(&self.head_b)?;
-        logits.reshape((b, t, self.cfg.vocab_size))
+        Ok(x)
     }
 
     fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut LstmState, ModelError> {

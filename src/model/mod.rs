@@ -10,6 +10,7 @@ mod adamw_cpu;
 mod attention;
 pub mod config;
 mod cpu_f32;
+mod cross_entropy;
 pub mod device;
 pub mod gpt;
 pub mod gpt_cpu;

@@ -181,6 +181,16 @@ impl Net {
             Net::Lstm(m) => m.run_fresh(ids, dropout),
         }
     }
+
+    /// Mean cross-entropy (nats) of the predictions for `ids` against `targets` (both
+    /// `[batch, seq]`) from a fresh state; dropout on when `dropout` is given. The same value as
+    /// [`loss`] of [`Net::logits`]; on the CPU both fuse their heads into the loss.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor, dropout: Option<&mut Dropout>) -> candle_core::Result<Tensor> {
+        match self {
+            Net::Lstm(m) => m.loss_fresh(ids, targets, dropout),
+            Net::Gpt(m) => m.loss(ids, targets, dropout.map(|d| TrainCtx { dropout: d })),
+        }
+    }
 }
 
 /// Mean cross-entropy (nats) of `logits` `[b, t, v]` against `targets` `[b, t]`.
@@ -444,8 +454,7 @@ pub fn evaluate(
     let mut count = 0usize;
     for chunk in starts.chunks(opts.batch.max(1)) {
         let (x, y) = batch_tensors(&ids, chunk, opts.context, device)?;
-        let logits = net.logits(&x, None)?.detach();
-        let l = loss(&logits, &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let l = net.loss(&x, &y, None)?.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let n = chunk.len() * opts.context;
         total += l * n as f64;
         count += n;
@@ -457,7 +466,7 @@ pub fn evaluate(
         let n = tail.len() - 1;
         let x = Tensor::from_vec(tail[..n].to_vec(), (1, n), device)?;
         let y = Tensor::from_vec(tail[1..].to_vec(), (1, n), device)?;
-        let l = loss(&net.logits(&x, None)?.detach(), &y)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let l = net.loss(&x, &y, None)?.detach().to_dtype(DType::F64)?.to_scalar::<f64>()?;
         total += l * n as f64;
         count += n;
     }
@@ -724,8 +733,7 @@ pub fn train(
         }
         let (x, y) = batch_tensors(&ids, &starts[first..first + opts.batch], opts.context, device)?;
         let mut dropout = Dropout::new(opts.seed ^ (st.step as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
-        let logits = net.logits(&x, Some(&mut dropout))?;
-        let l = loss(&logits, &y)?;
+        let l = net.loss(&x, &y, Some(&mut dropout))?;
         let grads = l.backward()?;
         let loss_value = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_value.is_finite() {

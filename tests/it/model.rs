@@ -207,21 +207,32 @@ fn check_gradients(dir: &str, want_loss: f32, want: &[(&str, f32, f32)]) {
     let n = IDS.len() - 1;
     let x = Tensor::from_vec(IDS[..n].to_vec(), (1, n), &dev).unwrap();
     let y = Tensor::from_vec(IDS[1..].to_vec(), (1, n), &dev).unwrap();
-    let logits = net.logits(&x, Some(&mut model::Dropout::new(0))).expect("logits");
-    let loss = train::loss(&logits, &y).expect("loss");
-    let got_loss = loss.to_scalar::<f32>().unwrap();
-    assert!((got_loss - want_loss).abs() < 1e-4, "{dir}: loss {got_loss}, PyTorch {want_loss}");
-    let grads = loss.backward().expect("backward");
-    let vars = varmap.data().lock().unwrap();
-    assert_eq!(vars.len(), want.len(), "{dir}: parameters");
-    for &(name, sum, abs_sum) in want {
-        let g = grads.get(vars.get(name).unwrap_or_else(|| panic!("{dir}: no parameter {name}"))).expect(name);
-        let got_sum = g.sum_all().unwrap().to_scalar::<f32>().unwrap();
-        let got_abs = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        // Sums of gradients that cancel to ~0 are compared at the scale of their magnitude.
-        let tol = 1e-4 * abs_sum + 1e-6;
-        assert!((got_sum - sum).abs() <= tol, "{dir} {name}: gradient sum {got_sum}, PyTorch {sum}");
-        assert!((got_abs - abs_sum).abs() <= tol, "{dir} {name}: gradient |sum| {got_abs}, PyTorch {abs_sum}");
+    // Both ways to the loss: the logits and candle's cross-entropy, and the head fused into the
+    // loss (`Net::loss`, what `cadenza train` steps on).
+    for fused in [false, true] {
+        let mut dropout = model::Dropout::new(0);
+        let loss = if fused {
+            net.loss(&x, &y, Some(&mut dropout)).expect("fused loss")
+        } else {
+            train::loss(&net.logits(&x, Some(&mut dropout)).expect("logits"), &y).expect("loss")
+        };
+        let got_loss = loss.to_scalar::<f32>().unwrap();
+        assert!((got_loss - want_loss).abs() < 1e-4, "{dir} (fused {fused}): loss {got_loss}, PyTorch {want_loss}");
+        let grads = loss.backward().expect("backward");
+        let vars = varmap.data().lock().unwrap();
+        assert_eq!(vars.len(), want.len(), "{dir}: parameters");
+        for &(name, sum, abs_sum) in want {
+            let g = grads.get(vars.get(name).unwrap_or_else(|| panic!("{dir}: no parameter {name}"))).expect(name);
+            let got_sum = g.sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let got_abs = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            // Sums of gradients that cancel to ~0 are compared at the scale of their magnitude.
+            let tol = 1e-4 * abs_sum + 1e-6;
+            assert!((got_sum - sum).abs() <= tol, "{dir} {name} (fused {fused}): gradient sum {got_sum}, PyTorch {sum}");
+            assert!(
+                (got_abs - abs_sum).abs() <= tol,
+                "{dir} {name} (fused {fused}): gradient |sum| {got_abs}, PyTorch {abs_sum}"
+            );
+        }
     }
 }
 
