@@ -98,7 +98,8 @@ pub struct Args {
     #[arg(long)]
     pub no_parallels: bool,
     /// A whole tune ends on the tonic of its key (given, sampled or drawn): its last note, or
-    /// for a four-part model the lowest note of its last chord (the chorale model's default).
+    /// for a four-part model a last chord with the tonic in the bass and on top and a
+    /// consonant triad between (the chorale model's default).
     #[arg(long)]
     pub end_on_tonic: bool,
     /// A form, generated section by section: `AABB`, `AABA`, `ABAC`, `QAQA'` (a letter seen

@@ -85,6 +85,11 @@ pub const FEATURES: &[FeatureDef] = &[
     def("parallel_fifths", Chorale, "parallel fifths per 100 voice-pair moves"),
     def("parallel_octaves", Chorale, "parallel octaves and unisons per 100 voice-pair moves"),
     def("chord_vocab", Chorale, "distinct pitch-class sets sounding at onsets"),
+    def(
+        "final_chord",
+        Chorale,
+        "1 if the chord at the last onset has every voice, its top on the bass's pitch class and only a consonant triad above the bass",
+    ),
     def("n_bars", Length, "bars, from the first with a note to the last"),
     def("n_notes", Length, "notes of the top voice"),
     def("duration_quarters", Length, "quarters from the first onset to the last note's end"),
@@ -261,10 +266,11 @@ pub fn features(score: &Score) -> Features {
         });
         out.push(range);
     }
-    let (fifths, octaves, chords) = if chorale { harmony(&pitched, &voices) } else { (None, None, None) };
-    out.push(fifths);
-    out.push(octaves);
-    out.push(chords);
+    let h = if chorale { Some(harmony(&pitched, &voices)) } else { None };
+    out.push(h.as_ref().and_then(|h| h.fifths));
+    out.push(h.as_ref().and_then(|h| h.octaves));
+    out.push(h.as_ref().map(|h| h.chords));
+    out.push(h.as_ref().map(|h| if h.final_chord_closes { 1.0 } else { 0.0 }));
 
     // Length.
     out.push(if n_bars == 0 { None } else { Some(n_bars as f64) });
@@ -413,11 +419,24 @@ fn bar_similarity(bars: &[BarNotes]) -> Option<f64> {
     Some(total / sets.len() as f64)
 }
 
+/// What [`harmony`] measures of a piece in parts.
+struct Harmony {
+    /// Parallel fifths and octaves per 100 voice-pair moves (None without moves).
+    fifths: Option<f64>,
+    octaves: Option<f64>,
+    /// Distinct pitch-class sets sounding at onsets.
+    chords: f64,
+    /// The chord at the last onset closes: every voice sounds, the top on the bass's pitch
+    /// class, nothing but a consonant triad above the bass (Bach: 385 of 408 chorales).
+    final_chord_closes: bool,
+}
+
 /// Parallel fifths and octaves per 100 voice-pair moves among the top four voices (`voices`,
-/// highest first), and the chord vocabulary of all voices. The music is cut into slices at every onset; between
-/// two slices, a pair of voices that both sound in both and both move the same way, a perfect
-/// fifth (or octave/unison, compound intervals included) apart each time, moves in parallel.
-fn harmony(pitched: &[&Note], voices: &[u8]) -> (Option<f64>, Option<f64>, Option<f64>) {
+/// highest first), the chord vocabulary of all voices and whether the last chord closes. The
+/// music is cut into slices at every onset; between two slices, a pair of voices that both
+/// sound in both and both move the same way, a perfect fifth (or octave/unison, compound
+/// intervals included) apart each time, moves in parallel.
+fn harmony(pitched: &[&Note], voices: &[u8]) -> Harmony {
     let voices = &voices[..voices.len().min(4)];
     let mut sorted: Vec<&Note> = pitched.to_vec();
     sorted.sort_by_key(|n| n.start);
@@ -458,7 +477,16 @@ fn harmony(pitched: &[&Note], voices: &[u8]) -> (Option<f64>, Option<f64>, Optio
         }
     }
     let per100 = |c: usize| if moves == 0 { None } else { Some(100.0 * c as f64 / moves as f64) };
-    (per100(fifths), per100(octaves), Some(chords.len() as f64))
+    // `active` is what sounds at the last onset.
+    let every_voice = slices.last().is_some_and(|s| s.iter().all(Option::is_some));
+    let (bass, top) = (active.iter().map(|n| n.pitch).min(), active.iter().map(|n| n.pitch).max());
+    let final_chord_closes = match (bass, top) {
+        (Some(b), Some(t)) => {
+            every_voice && (t - b) % 12 == 0 && active.iter().all(|n| matches!((n.pitch - b) % 12, 0 | 3 | 4 | 7))
+        }
+        _ => false,
+    };
+    Harmony { fifths: per100(fifths), octaves: per100(octaves), chords: chords.len() as f64, final_chord_closes }
 }
 
 #[cfg(test)]
@@ -563,5 +591,30 @@ mod tests {
         assert_eq!(f[index("chord_vocab")], Some(3.0));
         // The melody is the soprano.
         assert_eq!(melody(&s).iter().map(|n| n.pitch).collect::<Vec<_>>(), vec![67, 69, 71]);
+        // It ends on C-E-B: a seventh above the bass.
+        assert_eq!(f[index("final_chord")], Some(0.0));
+    }
+
+    /// The final chord closes with every voice on a triad, the bass's pitch class on top; a
+    /// voice that has stopped, or the third on top, leaves it open.
+    #[test]
+    fn final_chord_closes_only_full_with_the_bass_on_top() {
+        let piece = |last: &[(u8, u8)]| {
+            let mut s = Score::new();
+            // A full G major chord, then the last onset's notes.
+            for (v, p) in [(0, 67), (1, 62), (2, 59), (3, 43)] {
+                s.notes.push(Note { voice: v, ..Note::new(0, 480, p) });
+            }
+            for &(v, p) in last {
+                s.notes.push(Note { voice: v, ..Note::new(480, 960, p) });
+            }
+            s.normalize();
+            features(&s)[index("final_chord")]
+        };
+        assert_eq!(piece(&[(0, 72), (1, 64), (2, 55), (3, 48)]), Some(1.0), "C-G-E-C");
+        assert_eq!(piece(&[(0, 69), (1, 64), (2, 60), (3, 45)]), Some(1.0), "a minor triad");
+        assert_eq!(piece(&[(0, 76), (1, 67), (2, 60), (3, 48)]), Some(0.0), "the third on top");
+        assert_eq!(piece(&[(0, 72), (3, 48)]), Some(0.0), "two voices of four");
+        assert_eq!(piece(&[(0, 72), (1, 65), (2, 55), (3, 48)]), Some(0.0), "a fourth above the bass");
     }
 }

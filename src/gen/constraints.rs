@@ -184,9 +184,10 @@ pub struct Constraints {
     pub no_parallels: bool,
     /// A whole tune (no bar count) ends on the tonic of its key: resolved per take, once its key
     /// is known, into a `cadence` of the tonic ([`Constraints::for_take`]), which the end id
-    /// waits for: the last note in `tune`, the lowest note still sounding (the bass of the last
-    /// chord) in REMI. The chorale model's REMI takes otherwise ended where the end bias met a
-    /// chord the model found final, on the dominant as often as not.
+    /// waits for: the last note in `tune`; with parts (REMI) a last chord with the tonic in the
+    /// bass and on top and a consonant triad between ([`Tracker::closes_on`]). The chorale
+    /// model's REMI takes otherwise ended where the end bias met a chord the model found final,
+    /// on the dominant as often as not.
     #[serde(default)]
     pub end_on_tonic: bool,
 }
@@ -310,6 +311,9 @@ pub struct Tracker {
     fixed_next: usize,
     /// Complete bars since the open strain's `RepeatStart` (None: no strain open).
     strain_bars: Option<u32>,
+    /// The voices (below [`SLICE_VOICES`]) that have started a note, one bit each (for
+    /// `cadence` with parts: the final chord must have them all).
+    voices_heard: u8,
     /// The last onset and each voice's pitch there, and the slice at the onset before it (for
     /// `no_parallels`).
     onset: Option<Tick>,
@@ -356,6 +360,7 @@ impl Tracker {
             same_run: 0,
             fixed_next: 0,
             strain_bars: None,
+            voices_heard: 0,
             onset: None,
             slice_now: [None; SLICE_VOICES],
             slice_before: [None; SLICE_VOICES],
@@ -458,6 +463,24 @@ impl Tracker {
         })
     }
 
+    /// Whether the music with parts may end now on `cadence`. Its final chord is what sounds at
+    /// the last onset (the notes struck there and those held through it, `slice_now`): every
+    /// voice heard so far sounds in it, its bass and top note are on a cadence pitch class, and
+    /// above the bass there is nothing but a consonant triad (unisons and octaves, thirds of
+    /// either kind, fifths). Bach's chorales end so: in 385 of 408 the soprano ends on the
+    /// bass's pitch class (16 on its third), all four parts in a triad without dissonance. The
+    /// bass alone, the rule before, let 57% of the chorale model's takes end with the soprano on
+    /// a third, fifth, sixth or fourth above it.
+    fn closes_on(&self, cadence: &[u8]) -> bool {
+        let chord: Vec<u8> = self.slice_now.iter().flatten().copied().collect();
+        let (Some(&bass), Some(&top)) = (chord.iter().min(), chord.iter().max()) else {
+            return self.last_pitch.is_some_and(|p| cadence.contains(&(p % 12)));
+        };
+        let all_voices = (0..SLICE_VOICES).all(|v| self.voices_heard & (1 << v) == 0 || self.slice_now[v].is_some());
+        let triad = chord.iter().all(|&p| matches!((p - bass) % 12, 0 | 3 | 4 | 7));
+        all_voices && triad && cadence.contains(&(bass % 12)) && cadence.contains(&(top % 12))
+    }
+
     /// Whether a note may start in `voice` at `t` under `mono_voices`.
     fn voice_free_at(&self, voice: u8, t: Tick) -> bool {
         !self.rules.mono_voices || !self.sounding.iter().any(|s| s.voice == voice && s.end.is_none_or(|e| e > t))
@@ -496,6 +519,9 @@ impl Tracker {
                 self.same_run = if self.last_pitch == Some(*pitch) { self.same_run + 1 } else { 1 };
                 self.last_pitch = Some(*pitch);
                 self.note_in_slice(*pitch, *voice);
+                if (*voice as usize) < SLICE_VOICES {
+                    self.voices_heard |= 1 << voice;
+                }
                 self.sounding.push(Sounding { pitch: *pitch, voice: *voice, end: None });
                 self.pending = Some(self.sounding.len() - 1);
             }
@@ -684,15 +710,13 @@ impl Tracker {
                 Effect::End => {
                     let in_last_bar = effects.explicit_bars && bar_end.zip(self.end).is_some_and(|(be, end)| be >= end);
                     // With no bar limit (an open last section) the cadence still decides
-                    // where the tune may end: on its last note, or with parts, on the lowest
-                    // note still sounding (the bass of the last chord; the last note started
-                    // when none sounds).
-                    let last = if effects.sequential {
-                        self.last_pitch
-                    } else {
-                        self.sounding.iter().map(|s| s.pitch).min().or(self.last_pitch)
+                    // where the tune may end: on its last note, or with parts, on its final
+                    // chord ([`Tracker::closes_on`]).
+                    let cadence_ok = match &r.cadence {
+                        None => true,
+                        Some(_) if effects.sequential => in_cadence(self.last_pitch),
+                        Some(c) => self.closes_on(c),
                     };
-                    let cadence_ok = r.cadence.is_none() || in_cadence(last);
                     self.end.is_none_or(|end| self.pos >= end || in_last_bar) && !open && cadence_ok
                 }
             };
@@ -769,6 +793,56 @@ mod tests {
         assert!(!fx.only_lengths(&[true, true, false, false]), "a pitch beside the lengths");
         assert!(!fx.only_lengths(&[false, false, true, true]), "the end beside a length");
         assert!(!fx.only_lengths(&[false; 4]), "nothing allowed is no length step");
+    }
+
+    /// With parts, a cadence holds the end for a final chord, the notes sounding at the last
+    /// onset, with every voice in it, the cadence's pitch class in the bass and on top and a
+    /// consonant triad between, whether the chord still sounds or a bar line has passed it.
+    #[test]
+    fn parts_end_on_a_full_chord_with_the_tonic_in_bass_and_top() {
+        // D major, voices 0 (top) to 3 (bass).
+        let (d2, a2, fs3, e3, d4, fs4) = (38u8, 45u8, 54u8, 52u8, 62u8, 66u8);
+        let notes: Vec<(u8, u8)> =
+            [d2, a2, fs3, e3, d4, fs4].iter().flat_map(|&pitch| (0..4).map(move |voice| (pitch, voice))).collect();
+        let mut table: Vec<Effect> = notes.iter().map(|&(pitch, voice)| Effect::NoteOn { pitch, voice }).collect();
+        let dur = table.len();
+        table.extend([Effect::Duration(480), Effect::Bar, Effect::End, Effect::Position(0), Effect::Position(480)]);
+        let (bar, end, pos) = (dur + 1, dur + 2, [dur + 3, dur + 4]);
+        let fx = Effects::new(table);
+        let id = |p: u8, v: u8| notes.iter().position(|&n| n == (p, v)).unwrap();
+        let rules = Constraints { cadence: Some(vec![2]), ..Default::default() };
+        // Onsets of one 2/4 bar: each a position and its notes (pitch, voice), a quarter each.
+        let may_end = |onsets: &[&[(u8, u8)]], then_bar: bool| {
+            let mut t = Tracker::new(rules.clone(), &fx, Meter::new(2, 4));
+            t.push(&fx.table[bar]);
+            for (i, chord) in onsets.iter().enumerate() {
+                t.push(&fx.table[pos[i]]);
+                for &(p, v) in chord.iter() {
+                    t.push(&fx.table[id(p, v)]);
+                    t.push(&fx.table[dur]);
+                }
+            }
+            if then_bar {
+                t.push(&fx.table[bar]);
+            }
+            let mut a = vec![true; fx.table.len()];
+            t.mask(&fx, &mut a);
+            a[end]
+        };
+        let tonic_chord: &[(u8, u8)] = &[(d4, 0), (fs3, 1), (a2, 2), (d2, 3)];
+        for then_bar in [false, true] {
+            assert!(may_end(&[tonic_chord], then_bar), "tonic triad, tonic on top ({then_bar})");
+            assert!(!may_end(&[&[(fs4, 0), (d4, 1), (a2, 2), (d2, 3)]], then_bar), "the third on top ({then_bar})");
+            assert!(!may_end(&[&[(d4, 0), (e3, 1), (a2, 2), (d2, 3)]], then_bar), "a second in the chord ({then_bar})");
+            assert!(
+                !may_end(&[&[(d4, 0), (fs3, 1), (d4, 2), (a2, 3)]], then_bar),
+                "the fifth in the bass ({then_bar})"
+            );
+            // The full chord, then two voices alone: the others have stopped, so the last onset
+            // sounds half a chord even though its lowest note is the tonic.
+            assert!(!may_end(&[tonic_chord, &[(fs4, 0), (d4, 1)]], then_bar), "two voices of four ({then_bar})");
+            assert!(!may_end(&[tonic_chord, &[(d4, 0), (d2, 3)]], then_bar), "bare octave of four voices ({then_bar})");
+        }
     }
 
     /// `max_repeats`: a pitch may come at most that many times in a row; another pitch resets it.

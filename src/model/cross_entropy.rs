@@ -20,7 +20,13 @@ use super::cpu_f32::{contiguous_f32, exp_approx, matmul, Threads};
 /// Mean cross-entropy (nats) of `x · wᵀ + b` against `targets`: `x` `[n, d]`, `w` `[v, d]`, `b`
 /// `[v]`, `targets` `n` ids below `v`. A scalar, differentiable in all three tensors when `train`.
 /// f32 tensors on the CPU only (callers check [`super::cpu_f32::on_cpu_f32`]).
-pub(crate) fn linear_cross_entropy(x: &Tensor, w: &Tensor, b: &Tensor, targets: &Tensor, train: bool) -> Result<Tensor> {
+pub(crate) fn linear_cross_entropy(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    targets: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
     let targets = targets.flatten_all()?.to_vec1::<u32>()?;
     let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
     let op = LinearCrossEntropy { targets, keep: train, saved: Mutex::new(None) };
@@ -51,7 +57,9 @@ impl LinearCrossEntropy {
     fn dims(&self, x: &Shape, w: &Shape, b: &Shape) -> Result<Dims> {
         let dims = match (x.dims(), w.dims(), b.dims()) {
             (&[n, d], &[v, d2], &[v2]) if d == d2 && v == v2 && v > 0 => Dims { n, d, v },
-            _ => candle_core::bail!("fused cross-entropy wants x [n, d], w [v, d] and b [v], got {x:?}, {w:?} and {b:?}"),
+            _ => {
+                candle_core::bail!("fused cross-entropy wants x [n, d], w [v, d] and b [v], got {x:?}, {w:?} and {b:?}")
+            }
         };
         if self.targets.len() != dims.n {
             candle_core::bail!("fused cross-entropy: {} targets for {} rows", self.targets.len(), dims.n)
@@ -104,7 +112,18 @@ impl CustomOp3 for LinearCrossEntropy {
         // SAFETY: `probs` is n × v, `x` n × d and `w` v × d (read as its transpose, d × v), as
         // `dims` checked; `probs` is a fresh buffer.
         unsafe {
-            matmul((n, v, d), probs.as_mut_ptr(), (v, 1), false, x.as_ptr(), (d, 1), w.as_ptr(), (1, d), 1.0, Threads::Pool)
+            matmul(
+                (n, v, d),
+                probs.as_mut_ptr(),
+                (v, 1),
+                false,
+                x.as_ptr(),
+                (d, 1),
+                w.as_ptr(),
+                (1, d),
+                1.0,
+                Threads::Pool,
+            )
         };
         // Row losses summed in order, so that a step's loss does not depend on the thread split.
         let losses: Vec<f64> = probs
@@ -114,7 +133,8 @@ impl CustomOp3 for LinearCrossEntropy {
             .collect();
         let total: f64 = losses.iter().sum();
         if self.keep {
-            *self.saved.lock().map_err(|_| candle_core::Error::msg("fused cross-entropy: lock poisoned"))? = Some(probs);
+            *self.saved.lock().map_err(|_| candle_core::Error::msg("fused cross-entropy: lock poisoned"))? =
+                Some(probs);
         }
         Ok((CpuStorage::F32(vec![(total / n as f64) as f32]), Shape::from(())))
     }
@@ -133,7 +153,9 @@ impl CustomOp3 for LinearCrossEntropy {
             .lock()
             .map_err(|_| candle_core::Error::msg("fused cross-entropy: lock poisoned"))?
             .take()
-            .ok_or_else(|| candle_core::Error::msg("fused cross-entropy: backward ran twice or without a training forward"))?;
+            .ok_or_else(|| {
+                candle_core::Error::msg("fused cross-entropy: backward ran twice or without a training forward")
+            })?;
         // d(mean loss)/d(logit) = (softmax − one-hot) / n, times the incoming gradient.
         let scale = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? / n as f32;
         dlogits.par_chunks_mut(v).zip(self.targets.par_iter()).for_each(|(row, &t)| {
@@ -152,8 +174,30 @@ impl CustomOp3 for LinearCrossEntropy {
         // through strides) · x (n × d); every buffer has the size `dims` checked, and the outputs
         // are fresh.
         unsafe {
-            matmul((n, d, v), dx.as_mut_ptr(), (d, 1), false, dlogits.as_ptr(), (v, 1), wd.as_ptr(), (d, 1), 1.0, Threads::Pool);
-            matmul((v, d, n), dw.as_mut_ptr(), (d, 1), false, dlogits.as_ptr(), (1, v), xd.as_ptr(), (d, 1), 1.0, Threads::Pool);
+            matmul(
+                (n, d, v),
+                dx.as_mut_ptr(),
+                (d, 1),
+                false,
+                dlogits.as_ptr(),
+                (v, 1),
+                wd.as_ptr(),
+                (d, 1),
+                1.0,
+                Threads::Pool,
+            );
+            matmul(
+                (v, d, n),
+                dw.as_mut_ptr(),
+                (d, 1),
+                false,
+                dlogits.as_ptr(),
+                (1, v),
+                xd.as_ptr(),
+                (d, 1),
+                1.0,
+                Threads::Pool,
+            );
         }
         drop((x_guard, w_guard));
         let db = dlogits.chunks_exact(v).fold(vec![0f32; v], |mut acc, row| {

@@ -8,8 +8,8 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::LstmConfig;
-use super::{cross_entropy, lstm_fused};
 use super::nn::Dropout;
+use super::{cross_entropy, lstm_fused};
 use super::{LanguageModel, ModelError, State};
 
 #[derive(Debug, Clone)]

@@ -75,7 +75,7 @@ pub const TOPICS: &[Topic] = &[
                 or `scale: [0, 2, 4, 7, 9]`, `scale: \"key pentatonic\"` (the pentatonic of the key, given or \
                 sampled), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice), `no_parallels: true` (no parallel fifths or \
                 octaves; the chorale model's default), `end_on_tonic: true` (a whole tune ends on the tonic: its \
-                last note, or the bass of its last chord; the chorale model's default). \
+                last note, or a last chord with the tonic in the bass and on top; the chorale model's default). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",

@@ -1448,7 +1448,8 @@ fn a_whole_tune_ends_with_the_bar_of_its_last_note() {
 }
 
 /// `end_on_tonic`: a whole tune in a known key ends on its tonic, on the last note (`tune`) or
-/// with the lowest note still sounding (REMI); a bar count leaves the end to itself.
+/// with its last chord (REMI; one line here, so that chord is one note); a bar count leaves the
+/// end to itself.
 #[test]
 fn end_on_tonic_holds_the_end_for_the_tonic() {
     let key = Key::new(2, 0, cadenza::score::Mode::Major);

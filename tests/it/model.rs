@@ -227,7 +227,10 @@ fn check_gradients(dir: &str, want_loss: f32, want: &[(&str, f32, f32)]) {
             let got_abs = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             // Sums of gradients that cancel to ~0 are compared at the scale of their magnitude.
             let tol = 1e-4 * abs_sum + 1e-6;
-            assert!((got_sum - sum).abs() <= tol, "{dir} {name} (fused {fused}): gradient sum {got_sum}, PyTorch {sum}");
+            assert!(
+                (got_sum - sum).abs() <= tol,
+                "{dir} {name} (fused {fused}): gradient sum {got_sum}, PyTorch {sum}"
+            );
             assert!(
                 (got_abs - abs_sum).abs() <= tol,
                 "{dir} {name} (fused {fused}): gradient |sum| {got_abs}, PyTorch {abs_sum}"
