@@ -15,7 +15,9 @@ seconds="${2:?seconds to fuzz}"
 shift 2
 seeds="$root/fuzz/seeds/$target"
 out="$root/fuzz/out/$target"
-rm -rf "$seeds" && mkdir -p "$seeds" "$out"
+# Each run starts from its seeds with a fresh output folder, so the counts it prints are its
+# own (afl-fuzz also refuses to reuse a folder holding more than 25 minutes of an earlier run).
+rm -rf "$seeds" "$out" && mkdir -p "$seeds" "$out"
 case "$target" in
 abc)
     # One seed per tune of the abc2midi golden set (real tunes of every collection), the
