@@ -389,6 +389,14 @@ impl GenSettings {
     }
 }
 
+/// Whether every pitch of a chord is a unison or octave, a third (minor or major) or a fifth
+/// above `bass`: a consonant triad, as a piece in parts closes on one. The one definition that
+/// the generator's ending rule (`gen::Tracker`, `end_on_tonic`) and `cadenza eval`'s
+/// `final_chord` share, so that what is asked for is what is measured.
+pub fn triad_above(bass: u8, pitches: impl IntoIterator<Item = u8>) -> bool {
+    pitches.into_iter().all(|p| p >= bass && matches!((p - bass) % 12, 0 | 3 | 4 | 7))
+}
+
 /// Scientific pitch name (`C4` = 60, sharps).
 pub fn pitch_name(p: u8) -> String {
     const NAMES: [&str; 12] = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];

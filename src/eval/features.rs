@@ -482,7 +482,7 @@ fn harmony(pitched: &[&Note], voices: &[u8]) -> Harmony {
     let (bass, top) = (active.iter().map(|n| n.pitch).min(), active.iter().map(|n| n.pitch).max());
     let final_chord_closes = match (bass, top) {
         (Some(b), Some(t)) => {
-            every_voice && (t - b) % 12 == 0 && active.iter().all(|n| matches!((n.pitch - b) % 12, 0 | 3 | 4 | 7))
+            every_voice && (t - b) % 12 == 0 && crate::score::triad_above(b, active.iter().map(|n| n.pitch))
         }
         _ => false,
     };

@@ -473,13 +473,15 @@ impl Tracker {
     /// the bass's pitch class (a third, fifth, sixth or fourth above it) and 4% on one or two
     /// voices.
     fn closes_on(&self, cadence: &[u8]) -> bool {
-        let chord: Vec<u8> = self.slice_now.iter().flatten().copied().collect();
-        let (Some(&bass), Some(&top)) = (chord.iter().min(), chord.iter().max()) else {
+        let chord = || self.slice_now.iter().flatten().copied();
+        let (Some(bass), Some(top)) = (chord().min(), chord().max()) else {
             return self.last_pitch.is_some_and(|p| cadence.contains(&(p % 12)));
         };
         let all_voices = (0..SLICE_VOICES).all(|v| self.voices_heard & (1 << v) == 0 || self.slice_now[v].is_some());
-        let triad = chord.iter().all(|&p| matches!((p - bass) % 12, 0 | 3 | 4 | 7));
-        all_voices && triad && cadence.contains(&(bass % 12)) && cadence.contains(&(top % 12))
+        all_voices
+            && crate::score::triad_above(bass, chord())
+            && cadence.contains(&(bass % 12))
+            && cadence.contains(&(top % 12))
     }
 
     /// Whether a note may start in `voice` at `t` under `mono_voices`.

@@ -17,6 +17,14 @@ use rayon::prelude::*;
 
 use super::cpu_f32::{contiguous_f32, exp_approx, matmul, Threads};
 
+/// Mean cross-entropy (nats) of `logits` `[b, t, v]` against `targets` `[b, t]` with candle's
+/// ops: the way where [`linear_cross_entropy`] does not apply (other devices and dtypes), and
+/// for logits a caller already has.
+pub(crate) fn from_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)
+}
+
 /// Mean cross-entropy (nats) of `x · wᵀ + b` against `targets`: `x` `[n, d]`, `w` `[v, d]`, `b`
 /// `[v]`, `targets` `n` ids below `v`. A scalar, differentiable in all three tensors when `train`.
 /// f32 tensors on the CPU only (callers check [`super::cpu_f32::on_cpu_f32`]).

@@ -147,9 +147,7 @@ impl Gpt {
     /// op ([`super::cross_entropy`]): the logits are never a tensor of the graph.
     pub(crate) fn loss(&self, ids: &Tensor, targets: &Tensor, train: Option<TrainCtx>) -> Result<Tensor> {
         if !super::cpu_f32::on_cpu_f32(&self.wte) {
-            let logits = self.run(ids, 0, None, train, false)?;
-            let (b, t, v) = logits.dims3()?;
-            return candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?);
+            return super::cross_entropy::from_logits(&self.run(ids, 0, None, train, false)?, targets);
         }
         let (b, t) = ids.dims2()?;
         let is_train = train.is_some();

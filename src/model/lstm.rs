@@ -174,9 +174,7 @@ impl Lstm {
     /// ([`cross_entropy`]): the logits are never a tensor of the graph.
     pub(crate) fn loss_fresh(&self, ids: &Tensor, targets: &Tensor, dropout: Option<&mut Dropout>) -> Result<Tensor> {
         if !super::cpu_f32::on_cpu_f32(&self.wte) {
-            let logits = self.run_fresh(ids, dropout)?;
-            let (b, t, v) = logits.dims3()?;
-            return candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?);
+            return cross_entropy::from_logits(&self.run_fresh(ids, dropout)?, targets);
         }
         let train = dropout.is_some();
         let x = self.top_fused(ids, dropout)?;

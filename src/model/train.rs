@@ -195,8 +195,7 @@ impl Net {
 
 /// Mean cross-entropy (nats) of `logits` `[b, t, v]` against `targets` `[b, t]`.
 pub fn loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, t, v) = logits.dims3()?;
-    candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.reshape(b * t)?)
+    super::cross_entropy::from_logits(logits, targets)
 }
 
 /// Seeded GPT-2 / PyTorch-style initialisation of every variable, chosen by name.
