@@ -321,6 +321,10 @@ pub struct GenSettings {
     /// (see `gen::Sampling::same_pitch_bias`).
     #[serde(default)]
     pub same_pitch_bias: Option<f64>,
+    /// `%%recall_bias 2`: added to each id that would play an earlier bar again once the bar
+    /// has opened like it (see `gen::Sampling::recall_bias`).
+    #[serde(default)]
+    pub recall_bias: Option<f64>,
     /// A model's default, not written in ABC: a whole tune past this many bars is pushed to
     /// end (see `gen::Sampling::end_after_bars`).
     #[serde(default)]
@@ -376,6 +380,7 @@ impl GenSettings {
             min_strain_bars: self.min_strain_bars.or(fallback.min_strain_bars),
             max_repeats: self.max_repeats.or(fallback.max_repeats),
             same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
+            recall_bias: self.recall_bias.or(fallback.recall_bias),
             end_after_bars: self.end_after_bars.or(fallback.end_after_bars),
             end_bias_per_bar: self.end_bias_per_bar.or(fallback.end_bias_per_bar),
             length_prior: self.length_prior || fallback.length_prior,

@@ -60,6 +60,9 @@ pub struct Args {
     /// Write every number as CSV (set,measure,value).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Write every tune's features as CSV (set,tune,<feature>...), one line per tune.
+    #[arg(long)]
+    pub tunes_csv: Option<PathBuf>,
     /// Write one PNG per feature with the sets' distributions into this folder.
     #[arg(long)]
     pub plots: Option<PathBuf>,
@@ -127,6 +130,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.csv {
         eval::report::write(path, &eval::report::csv(report))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.tunes_csv {
+        eval::report::write(path, &eval::report::tunes_csv(&evaluation))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(dir) = &args.plots {
@@ -336,6 +343,7 @@ mod tests {
             repeats: 2,
             json: Some(dir.path().join("r.json")),
             csv: Some(dir.path().join("r.csv")),
+            tunes_csv: Some(dir.path().join("tunes.csv")),
             plots: Some(out.clone()),
             seed: 1,
             limit: None,
@@ -349,5 +357,14 @@ mod tests {
             .unwrap()
             .starts_with("set,measure,value\ntakes,n,12\n"));
         assert!(out.join("interval_mean.png").exists());
+        // One line per tune of each set (12 held-out, then 12 takes), every feature a column.
+        let tunes = std::fs::read_to_string(dir.path().join("tunes.csv")).unwrap();
+        let lines: Vec<&str> = tunes.lines().collect();
+        assert_eq!(lines.len(), 1 + 12 + 12);
+        assert!(lines[0].starts_with("set,tune,pch_0,"));
+        assert!(lines[1].starts_with("held-out,1,"));
+        assert!(lines[13].starts_with("takes,1,"));
+        let columns = crate::eval::features::FEATURES.len() + 2;
+        assert!(lines.iter().all(|l| l.split(',').count() == columns));
     }
 }

@@ -56,6 +56,11 @@ pub struct Args {
     /// repeated pitches; the folk model's default is in its generation_config.json).
     #[arg(long, allow_hyphen_values = true)]
     pub same_pitch_bias: Option<f64>,
+    /// Added to the logit of each id that would play an earlier bar of the take again, note
+    /// for note, once the bar has opened like it, in nats (0 = off; the folk models' default is
+    /// in their generation_config.json).
+    #[arg(long, allow_hyphen_values = true)]
+    pub recall_bias: Option<f64>,
     /// Temperature for note lengths alone (default: the model's, else `--temperature`).
     #[arg(long)]
     pub length_temperature: Option<f64>,
@@ -181,6 +186,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     s.top_p = args.top_p.unwrap_or(s.top_p);
     s.repetition_penalty = args.repetition_penalty.unwrap_or(s.repetition_penalty);
     s.same_pitch_bias = args.same_pitch_bias.unwrap_or(s.same_pitch_bias);
+    s.recall_bias = args.recall_bias.unwrap_or(s.recall_bias);
     s.length_temperature = args.length_temperature.or(s.length_temperature);
     s.length_top_p = args.length_top_p.or(s.length_top_p);
     s.guidance = args.guidance.unwrap_or(s.guidance);

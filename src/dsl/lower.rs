@@ -677,7 +677,7 @@ impl<'s> Lowerer<'s> {
         let number = |ok: fn(f64) -> bool, what: &'static str| {
             value.parse::<f64>().ok().filter(|&v| ok(v)).ok_or_else(|| at(what))
         };
-        use crate::gen::sampling::{MAX_GUIDANCE, MAX_SAME_PITCH_BIAS};
+        use crate::gen::sampling::{MAX_GUIDANCE, MAX_RECALL_BIAS, MAX_SAME_PITCH_BIAS};
         match name {
             "style" => self.meta.style = text(),
             "composer" => self.meta.composer = text(),
@@ -709,6 +709,10 @@ impl<'s> Lowerer<'s> {
             "same_pitch_bias" => {
                 self.meta.gen.same_pitch_bias =
                     Some(number(|b| b.abs() <= MAX_SAME_PITCH_BIAS, "a bias in nats within ±20, like -0.7")?)
+            }
+            "recall_bias" => {
+                self.meta.gen.recall_bias =
+                    Some(number(|b| b.abs() <= MAX_RECALL_BIAS, "a bias in nats within ±20, like 2")?)
             }
             "guidance" => {
                 self.meta.gen.guidance =

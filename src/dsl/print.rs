@@ -229,6 +229,7 @@ pub fn print(score: &Score) -> String {
         ("length_temperature", g.length_temperature),
         ("length_top_p", g.length_top_p),
         ("same_pitch_bias", g.same_pitch_bias),
+        ("recall_bias", g.recall_bias),
         ("guidance", g.guidance),
     ];
     for (name, v) in numbers {

@@ -1,6 +1,7 @@
 //! The report as text: the terminal tables, CSV (one number per line, every number) and JSON.
 
-use super::{EvalError, Report};
+use super::features::FEATURES;
+use super::{EvalError, Evaluation, Report};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -120,6 +121,31 @@ pub fn csv(r: &Report) -> String {
             put(name, &format!("bleu_precision:{}", i + 1), Some(*p));
         }
         put(name, "bleu_brevity_penalty", Some(row.bleu.brevity_penalty));
+    }
+    s
+}
+
+/// Every tune's features, one line per tune (`set,tune,<feature>...`; `tune` counts from 1 in
+/// the order the set was read: file names in order for a folder), empty where a tune lacks the
+/// feature: what the plots are drawn from, for looking at single takes.
+pub fn tunes_csv(e: &Evaluation) -> String {
+    let mut s = String::from("set,tune");
+    for f in FEATURES {
+        s.push(',');
+        s.push_str(&quote(f.name));
+    }
+    s.push('\n');
+    for set in &e.sets {
+        for (i, values) in set.values.iter().enumerate() {
+            let _ = write!(s, "{},{}", quote(&set.name), i + 1);
+            for v in values.iter() {
+                s.push(',');
+                if let Some(x) = v.filter(|x| x.is_finite()) {
+                    let _ = write!(s, "{x}");
+                }
+            }
+            s.push('\n');
+        }
     }
     s
 }

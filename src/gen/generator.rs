@@ -60,6 +60,8 @@ struct GenerationConfig {
     max_repeats: Option<u32>,
     /// Added to the logit of a note on the previous note's pitch (negative: fewer repeats).
     same_pitch_bias: Option<f64>,
+    /// Added to each id that would play an earlier bar again (see `Sampling::recall_bias`).
+    recall_bias: Option<f64>,
     /// A whole tune past this many bars gets `end_bias_per_bar` nats per bar on its end id.
     end_after_bars: Option<u32>,
     end_bias_per_bar: Option<f64>,
@@ -98,6 +100,7 @@ impl GenerationConfig {
             min_strain_bars: self.min_strain_bars,
             max_repeats: self.max_repeats,
             same_pitch_bias: self.same_pitch_bias,
+            recall_bias: self.recall_bias,
             end_after_bars: self.end_after_bars,
             end_bias_per_bar: self.end_bias_per_bar,
             length_prior: self.length_prior,

@@ -8,6 +8,7 @@
 
 use super::constraints::{Constraints, Effect, Tracker};
 use super::parts::Parts;
+use super::recall::BarRecall;
 use super::sampling::{log_softmax, sample, Rng, Sampling};
 use super::GenError;
 use crate::model::{LanguageModel, State};
@@ -139,6 +140,7 @@ impl Request {
             top_p: g.top_p.unwrap_or(d.top_p),
             repetition_penalty: g.repetition_penalty.unwrap_or(d.repetition_penalty),
             same_pitch_bias: g.same_pitch_bias.unwrap_or(d.same_pitch_bias),
+            recall_bias: g.recall_bias.unwrap_or(d.recall_bias),
             end_after_bars: g.end_after_bars.unwrap_or(d.end_after_bars),
             end_bias_per_bar: g.end_bias_per_bar.unwrap_or(d.end_bias_per_bar),
             length_prior: g.length_prior,
@@ -257,6 +259,8 @@ struct Row {
     rng: Rng,
     decoder: Option<Box<dyn Decoder>>,
     tracker: Tracker,
+    /// The take's bars so far, for [`Sampling::recall_bias`].
+    recall: BarRecall,
     /// Every id fed to the model for this row (prompt, then generated).
     ids: Vec<u32>,
     /// This row's conditioning prefix (`<bos>` and the labels, sampled ones included), re-fed
@@ -367,6 +371,7 @@ impl Batch {
                 rng: Rng::new(seed),
                 decoder: None,
                 tracker: Tracker::new(constraints.clone(), &effects, prompt.meter()),
+                recall: BarRecall::default(),
                 ids: Vec::new(),
                 prefix: prefix.clone(),
                 prompt_len: ids.len(),
@@ -397,6 +402,7 @@ impl Batch {
         // Written into the take's file, so the file alone replays it.
         meta.gen.same_pitch_bias =
             (request.sampling.same_pitch_bias != 0.0).then_some(request.sampling.same_pitch_bias);
+        meta.gen.recall_bias = (request.sampling.recall_bias != 0.0).then_some(request.sampling.recall_bias);
         meta.gen.seed = Some(request.seed);
         meta.gen.bars = match request.length {
             Length::Bars(b) => Some(b),
@@ -729,6 +735,13 @@ impl Batch {
                     let b = biased.get_or_insert_with(|| logits.clone());
                     if let Some(l) = b.get_mut(end as usize) {
                         *l += end_bias as f32;
+                    }
+                }
+                if sampling.recall_bias != 0.0 {
+                    row.recall.catch_up(&row.ids, &self.effects);
+                    if !row.recall.continuations().is_empty() {
+                        let b = biased.get_or_insert_with(|| logits.clone());
+                        row.recall.bias(b, sampling.recall_bias);
                     }
                 }
                 let draw_from = biased.as_ref().unwrap_or(logits);

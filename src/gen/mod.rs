@@ -15,6 +15,7 @@ pub mod header_prior;
 pub mod job;
 pub mod likelihood;
 pub mod parts;
+pub mod recall;
 pub mod sampling;
 
 pub use constraints::{Constraints, Effect, Effects, FixedVoice, Sign};

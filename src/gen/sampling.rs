@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest same-pitch bias, in nats (e^20: past it the bias is a mask, which `max_repeats` is).
 pub const MAX_SAME_PITCH_BIAS: f64 = 20.0;
+/// Largest bar recall bias, either way, in nats (as the same-pitch bias).
+pub const MAX_RECALL_BIAS: f64 = 20.0;
 /// Largest end-of-tune bias per bar past `end_after_bars` (nats).
 pub const MAX_END_BIAS_PER_BAR: f64 = 5.0;
 /// Largest classifier-free guidance: past a few the difference of the two rows swamps the
@@ -37,6 +39,11 @@ pub struct Sampling {
     /// brings that back to the corpus's rate. Applied by the generation loop, which knows which
     /// ids are notes of which pitch.
     pub same_pitch_bias: f64,
+    /// Added (in nats, before the temperature) to each id that would continue, note for note,
+    /// an earlier bar of the take whose opening the current bar has played so far (see
+    /// [`crate::gen::recall`]); 0 is off, negative steers away from repeating bars. Small models
+    /// bring bars back less often than the tunes they learnt from.
+    pub recall_bias: f64,
     /// A whole tune (no length asked for) longer than this many bars, counted from the tune's
     /// start, gets `end_bias_per_bar` nats more on its end-of-tune id for every bar beyond: a
     /// small model that has slid past its context rarely ends by itself (chorale takes ran to
@@ -75,6 +82,7 @@ impl Default for Sampling {
             repetition_penalty: 1.0,
             repetition_window: 64,
             same_pitch_bias: 0.0,
+            recall_bias: 0.0,
             end_after_bars: 0,
             end_bias_per_bar: 0.0,
             length_prior: false,
@@ -109,6 +117,12 @@ impl Sampling {
             return Err(GenError::Sampling(format!(
                 "same-pitch bias must be within ±{MAX_SAME_PITCH_BIAS} nats, got {}",
                 self.same_pitch_bias
+            )));
+        }
+        if self.recall_bias.is_nan() || self.recall_bias.abs() > MAX_RECALL_BIAS {
+            return Err(GenError::Sampling(format!(
+                "recall bias must be within ±{MAX_RECALL_BIAS} nats, got {}",
+                self.recall_bias
             )));
         }
         if !(0.0..=MAX_END_BIAS_PER_BAR).contains(&self.end_bias_per_bar) {

@@ -56,7 +56,7 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "gen",
         signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, \
-                    length_temperature, length_top_p, guidance, seed, \
+                    recall_bias, length_temperature, length_top_p, guidance, seed, \
                     style, instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, no_parallels, \
                     end_on_tonic, \
                     model, \
@@ -76,6 +76,8 @@ pub const TOPICS: &[Topic] = &[
                 sampled), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice), `no_parallels: true` (no parallel fifths or \
                 octaves; the chorale model's default), `end_on_tonic: true` (a whole tune ends on the tonic: its \
                 last note, or a last chord with the tonic in the bass and on top; the chorale model's default). \
+                `recall_bias: 2` (nats) leans a bar that has opened like an earlier bar towards playing it \
+                again note for note (the folk models' default; 0 is off). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",

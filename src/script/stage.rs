@@ -138,6 +138,8 @@ pub struct GenOpts {
     pub repetition_penalty: Option<f64>,
     /// Added to the logit of a note on the previous note's pitch, in nats (`gen::Sampling`).
     pub same_pitch_bias: Option<f64>,
+    /// Added to each id that would play an earlier bar again (`gen::Sampling::recall_bias`).
+    pub recall_bias: Option<f64>,
     /// Temperature and top-p for note lengths alone (`gen::Sampling::length_temperature`).
     pub length_temperature: Option<f64>,
     pub length_top_p: Option<f64>,
@@ -185,6 +187,7 @@ impl GenOpts {
             model,
             repetition_penalty,
             same_pitch_bias,
+            recall_bias,
             length_temperature,
             length_top_p,
             guidance,
@@ -730,6 +733,7 @@ impl Stage {
         s.top_p = opts.top_p.unwrap_or(s.top_p);
         s.repetition_penalty = opts.repetition_penalty.unwrap_or(s.repetition_penalty);
         s.same_pitch_bias = opts.same_pitch_bias.unwrap_or(s.same_pitch_bias);
+        s.recall_bias = opts.recall_bias.unwrap_or(s.recall_bias);
         s.length_temperature = opts.length_temperature.or(s.length_temperature);
         s.length_top_p = opts.length_top_p.or(s.length_top_p);
         s.guidance = opts.guidance.unwrap_or(s.guidance);

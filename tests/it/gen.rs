@@ -1577,3 +1577,52 @@ fn guidance_leans_pitches_into_the_style_and_records_the_models_likelihood() {
     assert!(g.generate(&bad).unwrap_err().to_string().contains("guidance must be within"));
     assert!(cadenza::dsl::parse("X:1\n%%guidance -1\nK:C\nC|]\n").is_err());
 }
+
+// ---------------------------------------------------------------- bar recall
+
+/// Bar recall: once a bar opens like an earlier bar of the take, the id that plays that bar
+/// again gets the bias. A uniform model over five pitches and every length almost never writes
+/// the same bar twice by chance; with the bias most bars that open like an earlier one finish
+/// like it. The take's file carries `%%recall_bias`, and an out-of-range bias is refused.
+#[test]
+fn recall_bias_plays_earlier_bars_again() {
+    let enc = cadenza::tokens::build("tune", &CondSpec::default(), &[]).unwrap();
+    let vocab = enc.vocab().len();
+    let g = Generator::from_parts("recall", Arc::new(Leaning::uniform(vocab)), Arc::from(enc), "0000");
+    // Share of a take's bars (from its second on) whose notes, placed in the bar, equal an
+    // earlier bar's.
+    let repeated_share = |bias: f64| {
+        let (mut repeated, mut bars) = (0usize, 0usize);
+        for seed in 0..4 {
+            let mut prompt = Score::new();
+            prompt.meta.meters = vec![(0, Meter::new(4, 4))];
+            let mut r = Request { seed, ..Request::new(prompt, Length::Bars(16)) };
+            r.constraints.range = Some((60, 64));
+            r.constraints.whole_bars = true;
+            r.sampling.recall_bias = bias;
+            let take = g.generate(&r).unwrap();
+            let bar = Meter::new(4, 4).bar_ticks();
+            let mut by_bar: BTreeMap<Tick, Vec<(Tick, u8, Tick)>> = BTreeMap::new();
+            for n in &take.notes {
+                by_bar.entry(n.start / bar).or_default().push((n.start % bar, n.pitch, n.dur));
+            }
+            let contents: Vec<&Vec<(Tick, u8, Tick)>> = by_bar.values().collect();
+            for (i, b) in contents.iter().enumerate().skip(1) {
+                bars += 1;
+                repeated += contents[..i].contains(b) as usize;
+            }
+        }
+        repeated as f64 / bars as f64
+    };
+    let (plain, recalled) = (repeated_share(0.0), repeated_share(20.0));
+    assert!(plain < 0.1, "without recall {plain}");
+    assert!(recalled > 0.3 && recalled > 3.0 * plain, "with recall {recalled}, without {plain}");
+    let mut r = Request { seed: 3, ..Request::new(Score::new(), Length::Bars(2)) };
+    r.sampling.recall_bias = 2.5;
+    let abc = cadenza::dsl::print::print(&g.generate(&r).unwrap().score);
+    assert!(abc.contains("%%recall_bias 2.5\n"), "{abc}");
+    assert_eq!(cadenza::dsl::parse(&abc).unwrap().meta.gen.recall_bias, Some(2.5));
+    r.sampling.recall_bias = 21.0;
+    assert!(g.generate(&r).unwrap_err().to_string().contains("recall bias must be within"));
+    assert!(cadenza::dsl::parse("X:1\n%%recall_bias 30\nK:C\nC|]\n").is_err());
+}
