@@ -4,36 +4,53 @@
 //! continuous cache"), on whole bars: once a bar has begun, every earlier bar of the take whose
 //! opening ids equal the ids written so far in this bar adds
 //! [`crate::gen::Sampling::recall_bias`] nats to the id that continues it. The model still
-//! decides how each bar opens, and a bar it would not repeat stays unlikely. (Biasing the
-//! openings of every earlier bar at the bar line as well pulled the takes' pitches onto the
-//! tonic: 300 Irish takes at 2 nats, tonic share 0.250 against the tunes' 0.238, pitch-class
-//! entropy 2.58 against 2.65, classifier AUC 0.789 against 0.747 without.) Why: real folk tunes bring single bars and
-//! phrases back outside their repeated strains (a B strain closing on the A strain's last bars,
-//! a phrase restarting on its first bar), about two such returns a tune in the held-out Irish
-//! tunes (`cadenza eval`'s repeat_1bar minus repeat_2bar: 0.12 of their bars against 0.05 in
-//! the folk LSTM's takes), which a small model forgets over a whole tune.
+//! decides how each bar opens, and a bar it would not repeat stays unlikely. Why: real folk
+//! tunes bring single bars and phrases back outside their repeated strains (a B strain closing
+//! on the A strain's last bars, a phrase restarting on its first bar), about two such returns a
+//! tune in the held-out Irish tunes (`cadenza eval`'s repeat_1bar minus repeat_2bar: 0.12 of
+//! their bars against 0.05 in the folk LSTM's takes), which a small model forgets over a whole
+//! tune. Biasing the openings of every earlier bar at the bar line as well pulled the takes'
+//! pitches onto the tonic (300 Irish takes at 2 nats: tonic share 0.250 against the tunes'
+//! 0.238, pitch-class entropy 2.58 against 2.65, classifier AUC 0.789 against 0.747 without).
 //!
 //! Bars are counted as written (a strain between repeat signs once), which is what a model of
 //! the `tune` encoding sees; structure ids (repeat signs, endings, meter changes) are not part
 //! of a bar's content. Encodings without bar lines (notewise, chordwise) never complete a bar,
-//! so recall does nothing there. Cost: at each bar line every distinct earlier bar is a
-//! candidate; each id then keeps only those that still match, so the work per id is bounded by
-//! the take's distinct bars, themselves bounded by the take's id cap.
+//! so recall does nothing there. Cost: the bars are kept as a trie of their content ids, and
+//! the bar being written is a place in it, so each id is one step (a scan of that place's
+//! children, at most the vocabulary) and memory grows with the take's ids, never with bars ×
+//! bars.
 
 use super::constraints::{Effect, Effects};
 
-/// The bars a take has written and the one being written.
+/// One opening some earlier bar has: the ids that follow it in those bars, each with its node.
 #[derive(Debug, Clone, Default)]
+struct Node {
+    next: Vec<(u32, usize)>,
+    /// A bar ends here (the opening is a whole earlier bar).
+    ends: bool,
+}
+
+/// The bars a take has written and the one being written.
+#[derive(Debug, Clone)]
 pub struct BarRecall {
-    /// Distinct completed bars (content ids), in the order first written.
-    bars: Vec<Vec<u32>>,
+    /// Trie of the completed bars' content ids; node 0 is the empty opening.
+    nodes: Vec<Node>,
+    /// Distinct completed bars.
+    distinct: usize,
     /// Content ids of the bar being written; `None` before the first bar line (a header, a
     /// prompt's lead-in), which belongs to no bar.
     current: Option<Vec<u32>>,
-    /// Indices into `bars` of the bars whose opening equals `current`.
-    alive: Vec<usize>,
+    /// The trie node of `current`, while some earlier bar opens as it does.
+    at: Option<usize>,
     /// Ids of the row consumed so far (see [`BarRecall::catch_up`]).
     seen: usize,
+}
+
+impl Default for BarRecall {
+    fn default() -> Self {
+        BarRecall { nodes: vec![Node::default()], distinct: 0, current: None, at: None, seen: 0 }
+    }
 }
 
 impl BarRecall {
@@ -45,6 +62,10 @@ impl BarRecall {
             self.push(id, effects.get(id));
         }
         self.seen = ids.len();
+    }
+
+    fn child(&self, node: usize, id: u32) -> Option<usize> {
+        self.nodes[node].next.iter().find(|(i, _)| *i == id).map(|&(_, n)| n)
     }
 
     fn push(&mut self, id: u32, effect: &Effect) {
@@ -60,10 +81,8 @@ impl BarRecall {
             | Effect::NoteLength(_)
             | Effect::RestLead => {
                 if let Some(current) = self.current.as_mut() {
-                    let at = current.len();
                     current.push(id);
-                    let bars = &self.bars;
-                    self.alive.retain(|&b| bars[b].get(at) == Some(&id));
+                    self.at = self.at.and_then(|n| self.child(n, id));
                 }
             }
             _ => {}
@@ -72,28 +91,36 @@ impl BarRecall {
 
     fn close_bar(&mut self) {
         if let Some(done) = self.current.take().filter(|c| !c.is_empty()) {
-            if !self.bars.contains(&done) {
-                self.bars.push(done);
+            let mut node = 0;
+            for &id in &done {
+                node = match self.child(node, id) {
+                    Some(n) => n,
+                    None => {
+                        self.nodes.push(Node::default());
+                        let n = self.nodes.len() - 1;
+                        self.nodes[node].next.push((id, n));
+                        n
+                    }
+                };
+            }
+            if !std::mem::replace(&mut self.nodes[node].ends, true) {
+                self.distinct += 1;
             }
         }
         self.current = Some(Vec::new());
-        self.alive = (0..self.bars.len()).collect();
+        self.at = Some(0);
     }
 
     /// The distinct ids that would continue an earlier bar from where the current one stands;
     /// none at the bar line: the model chooses how a bar opens (biasing every earlier bar's
     /// opening there pulled Irish takes onto the tonic, see the module documentation).
     pub fn continuations(&self) -> Vec<u32> {
-        let Some(current) = self.current.as_ref().filter(|c| !c.is_empty()) else { return Vec::new() };
-        let mut out: Vec<u32> = Vec::new();
-        for &b in &self.alive {
-            if let Some(&next) = self.bars[b].get(current.len()) {
-                if !out.contains(&next) {
-                    out.push(next);
-                }
+        match (&self.current, self.at) {
+            (Some(current), Some(node)) if !current.is_empty() => {
+                self.nodes[node].next.iter().map(|&(id, _)| id).collect()
             }
+            _ => Vec::new(),
         }
-        out
     }
 
     /// Adds `bias` nats to the logit of every id in [`BarRecall::continuations`]; whether any.
@@ -107,9 +134,9 @@ impl BarRecall {
         !next.is_empty()
     }
 
-    /// Distinct bars written so far (for tests and the take record).
+    /// Distinct bars written so far.
     pub fn distinct_bars(&self) -> usize {
-        self.bars.len()
+        self.distinct
     }
 }
 
@@ -153,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bar_that_strays_gets_nothing_and_the_next_bar_line_offers_every_bar() {
+    fn a_bar_that_strays_gets_nothing_and_a_bar_line_offers_nothing() {
         let (ids, effects) = ids_of("X:1\nM:2/4\nL:1/8\nK:C\nCDEF|CEGc|B");
         let mut recall = BarRecall::default();
         // Up to and including the third bar's pitch B, which opens no earlier bar.
@@ -188,5 +215,49 @@ mod tests {
         let mut again = BarRecall::default();
         again.catch_up(&ids, &effects);
         assert_eq!(again.continuations(), recall.continuations());
+    }
+
+    /// The trie answers what a scan of every earlier bar answers, on random bars over a small
+    /// alphabet (so openings are shared and bars are prefixes of others), id by id.
+    #[test]
+    fn the_trie_agrees_with_scanning_every_earlier_bar() {
+        use rand::{Rng, SeedableRng};
+        let effects = Effects::new(vec![
+            Effect::BarLine,
+            Effect::NoteOn { pitch: 60, voice: 0 },
+            Effect::NoteLength(240),
+            Effect::NoteLength(480),
+        ]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut ids = vec![0u32];
+        for _ in 0..60 {
+            for _ in 0..rng.gen_range(1..4) {
+                ids.push(1);
+                ids.push(rng.gen_range(2..4));
+            }
+            ids.push(0);
+        }
+        let mut recall = BarRecall::default();
+        for end in 1..=ids.len() {
+            recall.catch_up(&ids[..end], &effects);
+            let bars: Vec<&[u32]> = ids[..end].split(|&id| id == 0).collect();
+            let (done, current) = bars.split_at(bars.len() - 1);
+            let current = current[0];
+            let mut naive: Vec<u32> = done
+                .iter()
+                .skip(1)
+                .filter(|b| !current.is_empty() && b.len() > current.len() && b.starts_with(current))
+                .map(|b| b[current.len()])
+                .collect();
+            naive.sort_unstable();
+            naive.dedup();
+            let mut got = recall.continuations();
+            got.sort_unstable();
+            assert_eq!(got, naive, "after {end} ids");
+        }
+        let mut distinct: Vec<&[u32]> = ids.split(|&id| id == 0).filter(|b| !b.is_empty()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(recall.distinct_bars(), distinct.len());
     }
 }
