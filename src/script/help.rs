@@ -77,7 +77,7 @@ pub const TOPICS: &[Topic] = &[
                 octaves; the chorale model's default), `end_on_tonic: true` (a whole tune ends on the tonic: its \
                 last note, or a last chord with the tonic in the bass and on top; the chorale model's default). \
                 `recall_bias: 2` (nats) leans a bar that has opened like an earlier bar towards playing it \
-                again note for note (the folk models' default; 0 is off). \
+                again note for note (the folk LSTM's default, per style; 0 is off). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",
