@@ -739,10 +739,7 @@ impl Batch {
                 }
                 if sampling.recall_bias != 0.0 {
                     row.recall.catch_up(&row.ids, &self.effects);
-                    if !row.recall.continuations().is_empty() {
-                        let b = biased.get_or_insert_with(|| logits.clone());
-                        row.recall.bias(b, sampling.recall_bias);
-                    }
+                    row.recall.bias(logits, &mut biased, sampling.recall_bias);
                 }
                 let draw_from = biased.as_ref().unwrap_or(logits);
                 let for_lengths;

@@ -111,27 +111,37 @@ impl BarRecall {
         self.at = Some(0);
     }
 
-    /// The distinct ids that would continue an earlier bar from where the current one stands;
-    /// none at the bar line: the model chooses how a bar opens (biasing every earlier bar's
-    /// opening there pulled Irish takes onto the tonic, see the module documentation).
-    pub fn continuations(&self) -> Vec<u32> {
+    /// The children of the trie node the current bar stands on: each id that would continue an
+    /// earlier bar, once. None at the bar line: the model chooses how a bar opens (biasing
+    /// every earlier bar's opening there pulled Irish takes onto the tonic, see the module
+    /// documentation).
+    fn next(&self) -> &[(u32, usize)] {
         match (&self.current, self.at) {
-            (Some(current), Some(node)) if !current.is_empty() => {
-                self.nodes[node].next.iter().map(|&(id, _)| id).collect()
-            }
-            _ => Vec::new(),
+            (Some(current), Some(node)) if !current.is_empty() => &self.nodes[node].next,
+            _ => &[],
         }
     }
 
-    /// Adds `bias` nats to the logit of every id in [`BarRecall::continuations`]; whether any.
-    pub fn bias(&self, logits: &mut [f32], bias: f64) -> bool {
-        let next = self.continuations();
-        for &id in &next {
-            if let Some(l) = logits.get_mut(id as usize) {
+    /// The distinct ids that would continue an earlier bar from where the current one stands.
+    pub fn continuations(&self) -> Vec<u32> {
+        self.next().iter().map(|&(id, _)| id).collect()
+    }
+
+    /// Adds `bias` nats to every id in [`BarRecall::continuations`], in `biased` (a copy of
+    /// `logits` made here when there is something to add and none was made yet); whether any.
+    /// One look at the trie per step, and no copy of the logits when no bar is recalled.
+    pub fn bias(&self, logits: &[f32], biased: &mut Option<Vec<f32>>, bias: f64) -> bool {
+        let next = self.next();
+        if next.is_empty() {
+            return false;
+        }
+        let b = biased.get_or_insert_with(|| logits.to_vec());
+        for &(id, _) in next {
+            if let Some(l) = b.get_mut(id as usize) {
                 *l += bias as f32;
             }
         }
-        !next.is_empty()
+        true
     }
 
     /// Distinct bars written so far.
@@ -174,9 +184,10 @@ mod tests {
         let next = recall.continuations();
         assert_eq!(next.len(), 1);
         assert_eq!(effects.get(next[0]), &Effect::NoteLength(240));
-        let mut logits = vec![0.0f32; effects.table.len()];
-        assert!(recall.bias(&mut logits, 1.5));
-        assert_eq!(logits.iter().filter(|&&l| l == 1.5).count(), 1);
+        let logits = vec![0.0f32; effects.table.len()];
+        let mut biased = None;
+        assert!(recall.bias(&logits, &mut biased, 1.5));
+        assert_eq!(biased.unwrap().iter().filter(|&&l| l == 1.5).count(), 1);
     }
 
     #[test]
@@ -186,9 +197,11 @@ mod tests {
         // Up to and including the third bar's pitch B, which opens no earlier bar.
         recall.catch_up(to_last_pitch(&ids, &effects), &effects);
         assert!(recall.continuations().is_empty());
-        let mut logits = vec![0.0f32; effects.table.len()];
-        assert!(!recall.bias(&mut logits, 2.0));
-        assert!(logits.iter().all(|&l| l == 0.0));
+        let logits = vec![0.0f32; effects.table.len()];
+        let mut biased = None;
+        assert!(!recall.bias(&logits, &mut biased, 2.0));
+        // Nothing to add: no copy of the logits was made.
+        assert!(biased.is_none());
         // At a bar line nothing is offered: the model opens the bar; the third bar (complete
         // now) is a candidate once the next bar opens on B.
         let (ids, effects) = ids_of("X:1\nM:2/4\nL:1/8\nK:C\nCDEF|CEGc|BAGF|B");
