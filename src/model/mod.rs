@@ -19,6 +19,7 @@ pub mod lstm;
 mod lstm_fused;
 pub mod markov;
 pub(crate) mod nn;
+mod small_gemm;
 pub mod train;
 
 pub use config::{Config, ConfigError, GptConfig, LstmConfig};

@@ -707,7 +707,8 @@ fn fast_gpt_matches_the_candle_gpt() {
         let slow = cadenza::model::gpt::Gpt::new(&cfg, vb).unwrap();
         let mut fast = cadenza::model::gpt_cpu::CpuGpt::from_tensors(&cfg, &tensors).unwrap();
         fast.set_threads(2);
-        for batch in [1usize, 5] {
+        // 1: the matrix-vector path; 5 and 16: the matrix-product path, split over two threads.
+        for batch in [1usize, 5, 16] {
             let ids: Vec<u32> = (0..batch * 9).map(|i| (i as u32 * 7 + 3) % 40).collect();
             let ids = Tensor::from_vec(ids, (batch, 9), &Device::Cpu).unwrap();
             // Whole sequence at once.
