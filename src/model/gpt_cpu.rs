@@ -283,11 +283,12 @@ impl CpuGpt {
         let mut logits = vec![0f32; if nb > 1 { nb * vocab } else { 0 }];
         for step in 0..t {
             let pos = past + step;
-            for (r, row) in ids.iter().enumerate() {
+            for (row, xr) in ids.iter().zip(x.chunks_exact_mut(e)) {
                 let tok = row[step] as usize;
-                let xr = &mut x[r * e..(r + 1) * e];
-                for j in 0..e {
-                    xr[j] = self.wte[tok * e + j] + self.wpe[pos * e + j];
+                let token = &self.wte[tok * e..(tok + 1) * e];
+                let position = &self.wpe[pos * e..(pos + 1) * e];
+                for ((xj, t), p) in xr.iter_mut().zip(token).zip(position) {
+                    *xj = t + p;
                 }
             }
             for (li, l) in self.layers.iter().enumerate() {
