@@ -1,12 +1,12 @@
 //! Matrix products of a few rows (a batch of takes) by a fixed weight matrix, packed once at load.
 //!
-//! Why: batched generation multiplies 2-16 rows by each weight matrix per step. The matrix-vector
-//! loop of `gpt_cpu` (one weight row streamed through every row's outputs) loads and stores each
-//! output for every four weights, so it is bound by loads, not arithmetic; a general GEMM (the
-//! gemm crate) repacks the whole weight matrix on every call, which at 8 rows cost more than the
-//! product itself (measured: batch 16 went from 763 to 482 tokens per CPU-second). Here the
-//! weights are packed once into panels of [`PANEL`] columns, each panel's rows contiguous, and a
-//! block of up to [`MAX_ROWS`] input rows keeps all its partial sums in registers while the
+//! Why: batched generation multiplies 2-16 rows a thread by each weight matrix per step. The
+//! matrix-vector loop of `gpt_cpu` (one weight row streamed through every row's outputs) loads and
+//! stores each output for every four weights, so it is bound by loads, not arithmetic; a general
+//! GEMM (the gemm crate) repacks the whole weight matrix on every call, which at 8 rows cost more
+//! than the product itself (measured: batch 16 went from 677-798 to 500-544 tokens per CPU-second).
+//! Here the weights are packed once into panels of [`PANEL`] columns, each panel's rows contiguous,
+//! and a block of up to [`MAX_ROWS`] input rows keeps all its partial sums in registers while the
 //! panel streams past once: two loads and `2 × rows` fused multiply-adds per weight row.
 
 /// Columns per panel: two AVX vectors of f32.
