@@ -17,9 +17,9 @@
 //! the `tune` encoding sees; structure ids (repeat signs, endings, meter changes) are not part
 //! of a bar's content. Encodings without bar lines (notewise, chordwise) never complete a bar,
 //! so recall does nothing there. Cost: the bars are kept as a trie of their content ids, and
-//! the bar being written is a place in it, so each id is one step (a scan of that place's
-//! children, at most the vocabulary) and memory grows with the take's ids, never with bars ×
-//! bars.
+//! the bar being written is a path in it, added to as it is written, so each id is one step (a
+//! scan of that place's children, at most the vocabulary) and memory grows with the take's ids,
+//! never with bars × bars.
 
 use super::constraints::{Effect, Effects};
 
@@ -34,14 +34,13 @@ struct Node {
 /// The bars a take has written and the one being written.
 #[derive(Debug, Clone)]
 pub struct BarRecall {
-    /// Trie of the completed bars' content ids; node 0 is the empty opening.
+    /// Trie of the bars' content ids, the one being written included; node 0 is the empty
+    /// opening.
     nodes: Vec<Node>,
     /// Distinct completed bars.
     distinct: usize,
-    /// Content ids of the bar being written; `None` before the first bar line (a header, a
-    /// prompt's lead-in), which belongs to no bar.
-    current: Option<Vec<u32>>,
-    /// The trie node of `current`, while some earlier bar opens as it does.
+    /// The trie node of the bar being written (0: at its bar line); `None` before the first bar
+    /// line (a header, a prompt's lead-in), which belongs to no bar.
     at: Option<usize>,
     /// Ids of the row consumed so far (see [`BarRecall::catch_up`]).
     seen: usize,
@@ -49,7 +48,7 @@ pub struct BarRecall {
 
 impl Default for BarRecall {
     fn default() -> Self {
-        BarRecall { nodes: vec![Node::default()], distinct: 0, current: None, at: None, seen: 0 }
+        BarRecall { nodes: vec![Node::default()], distinct: 0, at: None, seen: 0 }
     }
 }
 
@@ -64,8 +63,17 @@ impl BarRecall {
         self.seen = ids.len();
     }
 
-    fn child(&self, node: usize, id: u32) -> Option<usize> {
-        self.nodes[node].next.iter().find(|(i, _)| *i == id).map(|&(_, n)| n)
+    /// The child of `node` by `id`, made if no bar has gone that way yet. The bar being written
+    /// goes into the trie as it is written: its own new nodes have no children while it stands
+    /// on them, so it never offers itself.
+    fn child(&mut self, node: usize, id: u32) -> usize {
+        if let Some(&(_, n)) = self.nodes[node].next.iter().find(|(i, _)| *i == id) {
+            return n;
+        }
+        self.nodes.push(Node::default());
+        let n = self.nodes.len() - 1;
+        self.nodes[node].next.push((id, n));
+        n
     }
 
     fn push(&mut self, id: u32, effect: &Effect) {
@@ -80,9 +88,8 @@ impl BarRecall {
             | Effect::Chord { .. }
             | Effect::NoteLength(_)
             | Effect::RestLead => {
-                if let Some(current) = self.current.as_mut() {
-                    current.push(id);
-                    self.at = self.at.and_then(|n| self.child(n, id));
+                if let Some(node) = self.at {
+                    self.at = Some(self.child(node, id));
                 }
             }
             _ => {}
@@ -90,24 +97,11 @@ impl BarRecall {
     }
 
     fn close_bar(&mut self) {
-        if let Some(done) = self.current.take().filter(|c| !c.is_empty()) {
-            let mut node = 0;
-            for &id in &done {
-                node = match self.child(node, id) {
-                    Some(n) => n,
-                    None => {
-                        self.nodes.push(Node::default());
-                        let n = self.nodes.len() - 1;
-                        self.nodes[node].next.push((id, n));
-                        n
-                    }
-                };
-            }
-            if !std::mem::replace(&mut self.nodes[node].ends, true) {
+        if let Some(end) = self.at.filter(|&n| n != 0) {
+            if !std::mem::replace(&mut self.nodes[end].ends, true) {
                 self.distinct += 1;
             }
         }
-        self.current = Some(Vec::new());
         self.at = Some(0);
     }
 
@@ -116,8 +110,8 @@ impl BarRecall {
     /// every earlier bar's opening there pulled Irish takes onto the tonic, see the module
     /// documentation).
     fn next(&self) -> &[(u32, usize)] {
-        match (&self.current, self.at) {
-            (Some(current), Some(node)) if !current.is_empty() => &self.nodes[node].next,
+        match self.at {
+            Some(node) if node != 0 => &self.nodes[node].next,
             _ => &[],
         }
     }
