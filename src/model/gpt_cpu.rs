@@ -70,7 +70,7 @@ struct Layer {
 pub struct CpuGpt {
     cfg: GptConfig,
     wte: Vec<f32>,
-    /// The output layer (the embeddings, transposed) packed for several rows.
+    /// The output layer: the embeddings, transposed and packed ([`Packed`]).
     head: Packed,
     wpe: Vec<f32>,
     layers: Vec<Layer>,
@@ -281,7 +281,7 @@ impl CpuGpt {
         let mut y = vec![0f32; nb * e];
         let mut m = vec![0f32; nb * inner];
         let mut scores = vec![0f32; past + t];
-        let mut logits = vec![0f32; if nb > 1 { nb * vocab } else { 0 }];
+        let mut logits = vec![0f32; nb * vocab];
         for step in 0..t {
             let pos = past + step;
             for (row, xr) in ids.iter().zip(x.chunks_exact_mut(e)) {
@@ -328,19 +328,12 @@ impl CpuGpt {
                 layer_norm(&x, &mut a, &self.lnf_g, &self.lnf_b, e, self.cfg.layer_norm_epsilon as f32);
                 let rows_out = if all { t } else { 1 };
                 let slot = if all { step } else { 0 };
-                if nb == 1 {
-                    let o = &mut out[slot * vocab..(slot + 1) * vocab];
-                    for (tok, ov) in o.iter_mut().enumerate() {
-                        *ov = dot(&a[..e], &self.wte[tok * e..(tok + 1) * e]);
-                    }
-                } else {
-                    // Every row's logits at once, then each into its place (rows `rows_out`
-                    // apart in `out`).
-                    logits.iter_mut().for_each(|l| *l = 0.0);
-                    self.head.add_product(&a, &mut logits);
-                    for (r, row) in logits.chunks_exact(vocab).enumerate() {
-                        out[(r * rows_out + slot) * vocab..(r * rows_out + slot + 1) * vocab].copy_from_slice(row);
-                    }
+                // Every row's logits at once (one row too: a single pass over the packed
+                // embeddings), then each into its place (rows `rows_out` apart in `out`).
+                logits.iter_mut().for_each(|l| *l = 0.0);
+                self.head.add_product(&a, &mut logits);
+                for (r, row) in logits.chunks_exact(vocab).enumerate() {
+                    out[(r * rows_out + slot) * vocab..(r * rows_out + slot + 1) * vocab].copy_from_slice(row);
                 }
             }
         }
@@ -504,56 +497,6 @@ unsafe fn axpy4_avx2(a: [f32; 4], w0: &[f32], w1: &[f32], w2: &[f32], w3: &[f32]
         let t2 = a[3].mul_add(w3[j], a[2].mul_add(w2[j], y[j]));
         y[j] = t1 + t2;
     }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the features this function was compiled for are present on this CPU.
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot_portable(a, b)
-}
-
-#[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    // 32 partial sums: four independent vector chains the compiler keeps in registers.
-    let mut acc = [0f32; 32];
-    let n = a.len().min(b.len());
-    let chunks = n / 32;
-    for c in 0..chunks {
-        let (ac, bc) = (&a[c * 32..c * 32 + 32], &b[c * 32..c * 32 + 32]);
-        for k in 0..32 {
-            acc[k] += ac[k] * bc[k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for j in chunks * 32..n {
-        s += a[j] * b[j];
-    }
-    s
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 32];
-    let n = a.len().min(b.len());
-    let chunks = n / 32;
-    for c in 0..chunks {
-        let (ac, bc) = (&a[c * 32..c * 32 + 32], &b[c * 32..c * 32 + 32]);
-        for k in 0..32 {
-            acc[k] = ac[k].mul_add(bc[k], acc[k]);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for j in chunks * 32..n {
-        s += a[j] * b[j];
-    }
-    s
 }
 
 /// erf with Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), for the exact-GELU variant.
