@@ -13,9 +13,11 @@
 //! one sum over all steps at the end.
 //!
 //! How it is fast: the batch rows are independent sequences, so each thread runs the whole
-//! recurrence of its share of the rows with no synchronisation per step; the per-step GEMMs
-//! are transposed so that the 4h gates, not the few rows, are the GEMM's long side; forward
-//! reads `W_hh` transposed once per call, the layout the GEMM uses without repacking.
+//! recurrence of its share of the rows with no synchronisation per step; the per-step products
+//! (a few rows by `W_hh`) go through `small_gemm` with `W_hh` packed once per call, forward
+//! and backward each in its own orientation. The gemm crate, used before, managed 32 GFLOP/s
+//! on one core at 16 rows × 256 → 1,024 and 9 at the folk LSTM's 8 × 640 → 2,560, where the
+//! packed product reaches 58 (`benches/train_speed.rs`: the LSTM step 0.85 → 1.0x PyTorch).
 //!
 //! Gate order i, f, g, o, as PyTorch's `nn.LSTM`; the state starts at zero.
 
@@ -25,6 +27,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_f32::{contiguous_f32, exp_approx, matmul, one_plus_minus_tanh, Threads};
+use super::small_gemm::Packed;
 
 /// Every hidden state `[b, t, h]` of one LSTM layer from a zero state, given the input
 /// projections `xg = x · W_ihᵀ` (`[b, t, 4h]`), `w_hh` (`[4h, h]`) and the gates' bias
@@ -132,14 +135,8 @@ impl LstmRecurrence {
         let mut cells = vec![0f32; b * t * h];
         let mut cells_tanh = vec![0f32; b * t * h];
         let mut hidden = vec![0f32; b * t * h];
-        // W_hh transposed, [h, 4h]: the per-step GEMM then reads it gate-contiguous, which
-        // the GEMM takes as it is; row-major it was repacked at every step.
-        let mut w_t = vec![0f32; g * h];
-        for (j, row) in w_hh.chunks_exact(h).enumerate() {
-            for (k, &w) in row.iter().enumerate() {
-                w_t[k * g + j] = w;
-            }
-        }
+        // W_hhᵀ (`[h, 4h]`) packed once for all the steps of all the threads.
+        let w_t = Packed::from_transposed(w_hh, h, g);
         let n = rows_per_task(b);
         gates
             .par_chunks_mut(n * t * g)
@@ -156,6 +153,8 @@ impl LstmRecurrence {
     fn backward(saved: &Saved, hidden: &[f32], w_hh: &[f32], dh: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let Dims { b, t, h } = dims;
         let g = 4 * h;
+        // W_hh (`[4h, h]`) packed once: the per-step product dh = dgates · W_hh.
+        let w_hh = &Packed::from_row_major(w_hh, g, h);
         let mut dgates = vec![0f32; b * t * g];
         let n = rows_per_task(b);
         dgates
@@ -199,13 +198,13 @@ impl LstmRecurrence {
 }
 
 /// Forward over some rows of the batch (all `[rows, t, ·]`): `gates` holds the input
-/// projections plus bias and is activated in place; `w_t` is W_hh transposed (`[h, 4h]`).
+/// projections plus bias and is activated in place; `w_t` is W_hhᵀ packed (`[h, 4h]`).
 fn forward_rows(
     gates: &mut [f32],
     cells: &mut [f32],
     cells_tanh: &mut [f32],
     hidden: &mut [f32],
-    w_t: &[f32],
+    w_t: &Packed,
     t: usize,
     h: usize,
 ) {
@@ -213,24 +212,9 @@ fn forward_rows(
     let b = hidden.len() / (t * h);
     for s in 0..t {
         if s > 0 {
-            // gates[:, s]ᵀ += W_hh · h[:, s − 1]ᵀ, transposed so that the GEMM's long side is
-            // the 4h gates, not the few rows of the batch (its kernel tiles 64 × 6 outputs).
-            // SAFETY: row r of step s is at (r·t + s)·4h in `gates` and (r·t + s − 1)·h in
-            // `hidden`; b rows with strides t·4h and t·h stay inside both; `w_t` is [h, 4h].
-            unsafe {
-                matmul(
-                    (g, b, h),
-                    gates.as_mut_ptr().add(s * g),
-                    (1, t * g),
-                    true,
-                    w_t.as_ptr(),
-                    (1, g),
-                    hidden.as_ptr().add((s - 1) * h),
-                    (1, t * h),
-                    1.0,
-                    Threads::One,
-                );
-            }
+            // gates[:, s] += h[:, s − 1] · W_hhᵀ: row r of step s is at (r·t + s)·4h in `gates`
+            // and (r·t + s − 1)·h in `hidden`.
+            w_t.add_product_strided(b, &hidden[(s - 1) * h..], t * h, &mut gates[s * g..], t * g);
         }
         for r in 0..b {
             let at = (r * t + s) * h;
@@ -255,7 +239,7 @@ struct Rows<'a> {
 }
 
 /// Backward through time over some rows of the batch: the gates' gradients into `dgates`.
-fn backward_rows(dgates: &mut [f32], saved: Rows, dh: &[f32], w_hh: &[f32], t: usize, h: usize) {
+fn backward_rows(dgates: &mut [f32], saved: Rows, dh: &[f32], w_hh: &Packed, t: usize, h: usize) {
     let g = 4 * h;
     let b = dh.len() / (t * h);
     // Gradients flowing back into step s from step s + 1.
@@ -289,23 +273,9 @@ fn backward_rows(dgates: &mut [f32], saved: Rows, dh: &[f32], w_hh: &[f32], t: u
             }
         }
         if s > 0 {
-            // dh_nextᵀ = W_hhᵀ · dgates[:, s]ᵀ (transposed as in forward).
-            // SAFETY: b rows of 4h at stride t·4h from step s in `dgates`; W_hh is [4h, h];
-            // `dh_next` is [b, h].
-            unsafe {
-                matmul(
-                    (h, b, g),
-                    dh_next.as_mut_ptr(),
-                    (1, h),
-                    false,
-                    w_hh.as_ptr(),
-                    (1, h),
-                    dgates.as_ptr().add(s * g),
-                    (1, t * g),
-                    1.0,
-                    Threads::One,
-                );
-            }
+            // dh_next = dgates[:, s] · W_hh: b rows of 4h at stride t·4h from step s.
+            dh_next.fill(0.0);
+            w_hh.add_product_strided(b, &dgates[s * g..], t * g, &mut dh_next, h);
         }
     }
 }

@@ -55,9 +55,25 @@ impl Packed {
 
     /// `out[r] += x[r] · W` for every row `r` of `x` (`[rows, n_in]`; `out` `[rows, n_out]`).
     pub fn add_product(&self, x: &[f32], out: &mut [f32]) {
+        let rows = x.len() / self.n_in.max(1);
+        assert!(x.len() == rows * self.n_in, "shapes of a packed product");
+        self.add_product_strided(rows, x, self.n_in, out, self.n_out);
+    }
+
+    /// [`Packed::add_product`] for `rows` rows that lie `x_stride` and `out_stride` floats apart
+    /// (a batch's rows at one time step of `[rows, t, ·]` buffers, as the LSTM keeps them).
+    pub fn add_product_strided(&self, rows: usize, x: &[f32], x_stride: usize, out: &mut [f32], out_stride: usize) {
         let (n_in, n_out) = (self.n_in, self.n_out);
-        let rows = x.len() / n_in.max(1);
-        assert!(x.len() == rows * n_in && out.len() >= rows * n_out, "shapes of a packed product");
+        if rows == 0 {
+            return;
+        }
+        assert!(
+            x_stride >= n_in
+                && out_stride >= n_out
+                && x.len() >= (rows - 1) * x_stride + n_in
+                && out.len() >= (rows - 1) * out_stride + n_out,
+            "shapes of a packed product"
+        );
         // Blocks of equal size (8 rows: 4 + 4, not 6 + 2): a block of few rows has too few
         // independent sums to keep the multiply-add units busy while each waits on the last.
         let per_block = rows.div_ceil(rows.div_ceil(MAX_ROWS).max(1)).max(1);
@@ -74,9 +90,9 @@ impl Packed {
             while r0 < rows {
                 let r1 = (r0 + per_block).min(rows);
                 let mut sums = [[0f32; PANEL]; MAX_ROWS];
-                block(&x[r0 * n_in..r1 * n_in], n_in, panel, &mut sums[..r1 - r0]);
+                block(&x[r0 * x_stride..], x_stride, n_in, panel, &mut sums[..r1 - r0]);
                 for (r, s) in (r0..r1).zip(&sums) {
-                    for (o, v) in out[r * n_out + c0..r * n_out + c0 + width].iter_mut().zip(s) {
+                    for (o, v) in out[r * out_stride + c0..r * out_stride + c0 + width].iter_mut().zip(s) {
                         *o += v;
                     }
                 }
@@ -86,32 +102,32 @@ impl Packed {
     }
 }
 
-/// The sums of one block of rows against one panel.
-fn block(x: &[f32], n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL]]) {
+/// The sums of one block of rows (`stride` floats apart in `x`) against one panel.
+fn block(x: &[f32], stride: usize, n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL]]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the features this function was compiled for are present on this CPU.
             unsafe {
                 match sums.len() {
-                    1 => block_avx2::<1>(x, n_in, panel, sums),
-                    2 => block_avx2::<2>(x, n_in, panel, sums),
-                    3 => block_avx2::<3>(x, n_in, panel, sums),
-                    4 => block_avx2::<4>(x, n_in, panel, sums),
-                    5 => block_avx2::<5>(x, n_in, panel, sums),
-                    _ => block_avx2::<6>(x, n_in, panel, sums),
+                    1 => block_avx2::<1>(x, stride, n_in, panel, sums),
+                    2 => block_avx2::<2>(x, stride, n_in, panel, sums),
+                    3 => block_avx2::<3>(x, stride, n_in, panel, sums),
+                    4 => block_avx2::<4>(x, stride, n_in, panel, sums),
+                    5 => block_avx2::<5>(x, stride, n_in, panel, sums),
+                    _ => block_avx2::<6>(x, stride, n_in, panel, sums),
                 }
             }
             return;
         }
     }
-    block_portable(x, n_in, panel, sums)
+    block_portable(x, stride, n_in, panel, sums)
 }
 
-fn block_portable(x: &[f32], n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL]]) {
+fn block_portable(x: &[f32], stride: usize, n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL]]) {
     for (i, w) in panel.chunks_exact(PANEL).enumerate().take(n_in) {
         for (r, s) in sums.iter_mut().enumerate() {
-            let xi = x[r * n_in + i];
+            let xi = x[r * stride + i];
             for (sc, wc) in s.iter_mut().zip(w) {
                 *sc += xi * wc;
             }
@@ -122,19 +138,19 @@ fn block_portable(x: &[f32], n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL
 /// `R` rows' sums stay in `2R` AVX registers for the whole panel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2<const R: usize>(x: &[f32], n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL]]) {
+unsafe fn block_avx2<const R: usize>(x: &[f32], stride: usize, n_in: usize, panel: &[f32], sums: &mut [[f32; PANEL]]) {
     use std::arch::x86_64::*;
-    assert!(sums.len() >= R && x.len() >= R * n_in && panel.len() >= n_in * PANEL);
+    assert!(sums.len() >= R && stride >= n_in && x.len() >= (R - 1) * stride + n_in && panel.len() >= n_in * PANEL);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let w = panel.as_ptr();
     let xp = x.as_ptr();
     for i in 0..n_in {
-        // SAFETY: i < n_in, so the panel's row i (16 floats) and x[r * n_in + i] (r < R) are
+        // SAFETY: i < n_in, so the panel's row i (16 floats) and x[r * stride + i] (r < R) are
         // inside the slices, as asserted above.
         let w0 = _mm256_loadu_ps(w.add(i * PANEL));
         let w1 = _mm256_loadu_ps(w.add(i * PANEL + 8));
         for (r, a) in acc.iter_mut().enumerate() {
-            let xb = _mm256_broadcast_ss(&*xp.add(r * n_in + i));
+            let xb = _mm256_broadcast_ss(&*xp.add(r * stride + i));
             a[0] = _mm256_fmadd_ps(xb, w0, a[0]);
             a[1] = _mm256_fmadd_ps(xb, w1, a[1]);
         }
@@ -178,6 +194,32 @@ mod tests {
                         assert!((o - 1.0 - w).abs() < 1e-4, "{rows}×{n_in}×{n_out}: {o} vs 1 + {w}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Rows spread through larger buffers (as the LSTM's steps lie in `[rows, t, ·]`): the
+    /// same sums, and the floats between the rows are left alone.
+    #[test]
+    fn strided_rows_match_the_triple_loop_and_leave_the_gaps() {
+        let value = |k: usize| ((k * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0;
+        let (n_in, n_out, rows, x_stride, out_stride) = (37, 45, 11, 50, 61);
+        let w: Vec<f32> = (0..n_in * n_out).map(value).collect();
+        let x: Vec<f32> = (0..rows * n_in).map(|k| value(k + 3)).collect();
+        let want = naive(&x, &w, n_in, n_out);
+        let mut spread = vec![f32::NAN; (rows - 1) * x_stride + n_in];
+        for r in 0..rows {
+            spread[r * x_stride..r * x_stride + n_in].copy_from_slice(&x[r * n_in..(r + 1) * n_in]);
+        }
+        let mut out = vec![-3f32; (rows - 1) * out_stride + n_out];
+        Packed::from_row_major(&w, n_in, n_out).add_product_strided(rows, &spread, x_stride, &mut out, out_stride);
+        for (k, o) in out.iter().enumerate() {
+            let (r, c) = (k / out_stride, k % out_stride);
+            if c < n_out {
+                let w = want[r * n_out + c];
+                assert!((o + 3.0 - w).abs() < 1e-4, "row {r} column {c}: {o} vs -3 + {w}");
+            } else {
+                assert_eq!(*o, -3.0, "row {r} column {c} was written");
             }
         }
     }
