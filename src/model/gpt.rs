@@ -210,18 +210,18 @@ impl Block {
     ) -> Result<Tensor> {
         let is_train = train.is_some();
         let a = self.ln_1.forward(x, is_train)?;
-        let mut a = self.attn.forward(&a, cache, mask, cfg, train.as_deref_mut())?;
-        if let Some(ctx) = train.as_deref_mut() {
-            a = ctx.dropout.apply(&a, cfg.resid_pdrop)?;
-        }
-        let x = (x + a)?;
+        let a = self.attn.forward(&a, cache, mask, cfg, train.as_deref_mut())?;
+        let x = match train.as_deref_mut() {
+            Some(ctx) => ctx.dropout.add_dropped(x, &a, cfg.resid_pdrop)?,
+            None => (x + a)?,
+        };
         let m = self.c_fc.forward(&self.ln_2.forward(&x, is_train)?)?;
         let m = if cfg.exact_gelu() { m.gelu_erf()? } else { super::nn::gelu_tanh(&m)? };
-        let mut m = self.c_proj.forward(&m)?;
-        if let Some(ctx) = train {
-            m = ctx.dropout.apply(&m, cfg.resid_pdrop)?;
+        let m = self.c_proj.forward(&m)?;
+        match train {
+            Some(ctx) => ctx.dropout.add_dropped(&x, &m, cfg.resid_pdrop),
+            None => x + m,
         }
-        x + m
     }
 }
 
@@ -236,14 +236,16 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, e) = x.dims3()?;
         let (h, d) = (self.n_head, self.head_dim);
-        let qkv = self.c_attn.forward(x)?.reshape((b, t, 3, h, d))?;
+        let qkv = self.c_attn.forward(x)?;
         // A whole sequence with no cache (training, scoring): one fused op each way, unless
-        // dropout must act on the attention probabilities themselves.
+        // dropout must act on the attention probabilities themselves. No reshapes around it:
+        // each would cost a full pass in the backward (candle accumulates every gradient).
         let attention_dropout = train.is_some() && cfg.attn_pdrop > 0.0;
         if cache.is_none() && !attention_dropout && super::cpu_f32::on_cpu_f32(&qkv) {
-            let y = attention::causal_self_attention(&qkv, self.scale, train.is_some())?;
-            return self.c_proj.forward(&y.reshape((b, t, e))?);
+            let y = attention::causal_self_attention(&qkv, h, self.scale, train.is_some())?;
+            return self.c_proj.forward(&y);
         }
+        let qkv = qkv.reshape((b, t, 3, h, d))?;
         // [b, t, 3, h, d] → [3, b, h, t, d]
         let qkv = qkv.permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;

@@ -7,6 +7,7 @@
 use candle_core::{Device, Tensor};
 
 mod adamw_cpu;
+mod affine;
 mod attention;
 pub mod config;
 mod cpu_f32;
