@@ -6,9 +6,9 @@
 //! `STEPS`, `VOCAB`, GPT `BATCH` `SEQ` `LAYERS` `DIM` `HEADS`, LSTM `LSTM_BATCH` `LSTM_SEQ`
 //! `LSTM_LAYERS` `LSTM_DIM` `HIDDEN` override the defaults: GPT 16 x 256, 4 layers of 192;
 //! LSTM 32 x 96, 2 layers of 256 over 128-wide embeddings, the shapes PyTorch was measured on.
-//! The bundled runs differ: `folk` is `BATCH=8 SEQ=1024 DIM=256`, `folk-lstm` `HIDDEN=640 VOCAB=299
-//! LSTM_BATCH=16 LSTM_SEQ=256`, and they do not always move together (a change can speed one
-//! and slow the other), so report both. The allocator is set as `cadenza train` sets it
+//! The bundled runs differ: `folk` is `BATCH=8 SEQ=1024 DIM=256`, `folk-lstm` `HIDDEN=640
+//! VOCAB=299 LSTM_BATCH=16 LSTM_SEQ=256`, and they do not always move together (a change can
+//! speed one and slow the other), so report both. The allocator is set as `cadenza train` sets it
 //! (`cli::heap`); `GLIBC_HEAP=default` leaves glibc's defaults.
 
 use std::time::Instant;

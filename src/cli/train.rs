@@ -30,6 +30,10 @@ pub struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// GPT only: start from this trained model (its weights and vocabulary) grown to --layers;
+    /// the added blocks start as the identity (see `model::train::grow_from`).
+    #[arg(long, conflicts_with_all = ["resume", "evaluate"])]
+    pub init_from: Option<PathBuf>,
     /// Layers (transformer blocks or LSTM layers).
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
@@ -167,6 +171,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let command = env.into_iter().chain(argv).collect::<Vec<_>>().join(" ");
     append_command(&out, &command)?;
 
+    if let Some(dir) = &args.init_from {
+        for file in ["model.safetensors", "vocab.json"] {
+            if !dir.join(file).is_file() {
+                bail!("--init-from {}: no {file} there (a trained model's folder is needed)", dir.display());
+            }
+        }
+    }
     let data = load_data(&args)?;
     let enc = &data.encoding;
     let vocab_size = enc.vocab().len();
@@ -196,8 +207,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         separator: None,
         max_steps: args.max_steps,
         progress: !args.quiet,
+        init_from: args.init_from.as_ref().map(|dir| dir.join("model.safetensors")),
         ..TrainOptions::default()
     };
+    if args.init_from.is_some() && args.arch != "gpt" {
+        bail!("--init-from grows a GPT; --arch {} cannot start from another model", args.arch);
+    }
 
     eprintln!(
         "{}: {} training and {} validation tunes, {} validation ids, {} validation notes; vocabulary {}",
@@ -462,6 +477,7 @@ fn load_data(args: &Args) -> anyhow::Result<Data> {
     let saved_vocab = match (&args.out, args.evaluate.first()) {
         (_, Some(dir)) => Some(dir.join("vocab.json")),
         (Some(out), None) if args.resume => Some(out.join("vocab.json")),
+        (_, None) if args.init_from.is_some() => args.init_from.as_ref().map(|dir| dir.join("vocab.json")),
         _ => None,
     };
     let encoding: Box<dyn Encoding> = if let Some(vocab_path) = saved_vocab.filter(|p| p.exists()) {

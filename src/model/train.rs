@@ -61,6 +61,10 @@ pub struct TrainOptions {
     pub max_steps: Option<usize>,
     /// Draw the progress bar (a plain log line is printed every minute either way).
     pub progress: bool,
+    /// A fresh run's starting weights: a trained model's `model.safetensors`, grown into this
+    /// run's (perhaps deeper) network by [`grow_from`].
+    #[serde(default)]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -84,6 +88,7 @@ impl Default for TrainOptions {
             separator: None,
             max_steps: None,
             progress: true,
+            init_from: None,
         }
     }
 }
@@ -387,6 +392,43 @@ fn load_vars(varmap: &VarMap, path: &Path) -> candle_core::Result<()> {
     Ok(())
 }
 
+/// Starts a network from a smaller trained one (progressive stacking): every variable whose
+/// name is in the safetensors file at `path` takes its values (the shapes must agree: the same
+/// vocabulary, width and context); the variables it lacks, the blocks added on top, keep their
+/// fresh initialisation except their two output projections (`attn.c_proj`, `mlp.c_proj`),
+/// which start at zero, so each added block passes its input through unchanged and the grown
+/// network computes exactly what the smaller one did. Returns (variables copied, added).
+pub fn grow_from(varmap: &VarMap, path: &Path) -> candle_core::Result<(usize, usize)> {
+    let data = varmap.data().lock().map_err(|_| candle_core::Error::msg("variable map lock poisoned"))?;
+    let Some(device) = data.values().next().map(|v| v.device().clone()) else { return Ok((0, 0)) };
+    let tensors = candle_core::safetensors::load(path, &device)?;
+    let known = |name: &str| tensors.contains_key(name) || tensors.contains_key(&format!("transformer.{name}"));
+    if let Some(extra) = tensors.keys().find(|k| !data.contains_key(k.trim_start_matches("transformer."))) {
+        candle_core::bail!("`{extra}` has no place in the new network (only added blocks may differ)")
+    }
+    let (mut copied, mut added) = (0, 0);
+    for (name, var) in data.iter() {
+        if known(name) {
+            let t =
+                tensors.get(name).or_else(|| tensors.get(&format!("transformer.{name}"))).expect("checked by known");
+            if t.dims() != var.dims() {
+                candle_core::bail!("`{name}` is {:?} there and {:?} here", t.dims(), var.dims())
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
+            copied += 1;
+        } else {
+            if name.ends_with("c_proj.weight") || name.ends_with("c_proj.bias") {
+                var.set(&var.zeros_like()?)?;
+            }
+            added += 1;
+        }
+    }
+    if copied == 0 {
+        candle_core::bail!("no variable of this network is in the file")
+    }
+    Ok((copied, added))
+}
+
 /// Joins sequences into one stream, `separator` before each.
 pub fn stream(seqs: &[Vec<u32>], separator: Option<u32>) -> Vec<u32> {
     let mut out = Vec::with_capacity(seqs.iter().map(|s| s.len() + 1).sum());
@@ -561,6 +603,10 @@ pub fn train(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let net = Net::new(config, vb)?;
     init_params(&varmap, config, opts.seed)?;
+    if let (Some(from), false) = (&opts.init_from, resume) {
+        let (copied, added) = grow_from(&varmap, from).map_err(|e| err(from, e))?;
+        eprintln!("{}: {copied} variables copied, {added} added (new blocks start as the identity)", from.display());
+    }
     let mut opt = AdamW::new(&varmap, opts.beta1, opts.beta2, opts.weight_decay, false)?;
 
     let mut train_seqs = data.train_epoch(0)?;

@@ -495,6 +495,57 @@ fn gpt_learns_a_rule_and_beats_the_markov_chain() {
     assert!((reloaded - best).abs() < 0.05, "reloaded loss {reloaded} vs reported {best}");
 }
 
+/// `--init-from`: a GPT grown by two blocks computes exactly what the trained smaller one did
+/// (the added blocks start as the identity), and training goes on from there.
+#[test]
+fn a_grown_gpt_starts_where_the_smaller_one_ended() {
+    let vocab = 12;
+    let mut data = FixedData { train: synthetic(200, 40, vocab as u32, 1), valid: synthetic(10, 40, vocab as u32, 2) };
+    let tmp = tempfile::tempdir().unwrap();
+    let small_dir = tmp.path().join("small");
+    let opts = TrainOptions { epochs: 3, lr: 1e-2, ..quick_opts() };
+    let small_report = train::train(&tiny_gpt(vocab), &mut data, &opts, &small_dir, false, &Device::Cpu).unwrap();
+    let Config::Gpt2(small_cfg) = tiny_gpt(vocab) else { unreachable!() };
+    let deep = Config::Gpt2(GptConfig { n_layer: 4, ..small_cfg.clone() });
+
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    let _net = train::Net::new(&deep, vb).unwrap();
+    train::init_params(&varmap, &deep, 5).unwrap();
+    let (copied, added) = train::grow_from(&varmap, &small_dir.join("model.safetensors")).unwrap();
+    // Per block: two layer norms, c_attn, attn.c_proj, c_fc, mlp.c_proj, each weight and bias.
+    assert_eq!((copied, added), (4 + 2 * 12, 2 * 12));
+    let grown_dir = tmp.path().join("grown");
+    std::fs::create_dir_all(&grown_dir).unwrap();
+    std::fs::write(grown_dir.join("config.json"), deep.to_json()).unwrap();
+    varmap.save(grown_dir.join("model.safetensors")).unwrap();
+    let (small, grown) =
+        (model::load(&small_dir, &Device::Cpu).unwrap(), model::load(&grown_dir, &Device::Cpu).unwrap());
+    let seq: Vec<u32> = data.valid[0][..20].to_vec();
+    let logits = |m: &dyn LanguageModel| {
+        let mut st = m.new_state(1).unwrap();
+        m.forward_all(&ids(1, &seq), &mut st).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let (a, b) = (logits(small.as_ref()), logits(grown.as_ref()));
+    assert!(max_diff(&a, &b) < 1e-5, "the grown network differs by {}", max_diff(&a, &b));
+
+    // A mismatched width is refused with the variable named.
+    let wide = Config::Gpt2(GptConfig { n_embd: 64, ..small_cfg });
+    let varmap = candle_nn::VarMap::new();
+    let _net =
+        train::Net::new(&wide, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu))
+            .unwrap();
+    let e = train::grow_from(&varmap, &small_dir.join("model.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("is [") && e.contains("there and"), "{e}");
+
+    // Training from the grown start: its first validation is where the small model ended.
+    let grown_opts =
+        TrainOptions { epochs: 1, lr: 1e-3, init_from: Some(small_dir.join("model.safetensors")), ..quick_opts() };
+    let report = train::train(&deep, &mut data, &grown_opts, &tmp.path().join("run"), false, &Device::Cpu).unwrap();
+    let (start, best) = (report.history.first().unwrap().val_loss, small_report.best_val_loss.unwrap());
+    assert!(start < best + 0.1, "the grown run's first validation {start} vs the small model's {best}");
+}
+
 #[test]
 fn lstm_trains() {
     let vocab = 12;
