@@ -162,8 +162,8 @@ impl CustomOp2 for ResidualDropout {
             .zip(a.par_chunks(CHUNK))
             .zip(self.mask.par_chunks(CHUNK))
             .for_each(|(((out, x), a), m)| {
-                for i in 0..out.len() {
-                    out[i] = x[i] + a[i] * m[i];
+                for (o, ((x, a), m)) in out.iter_mut().zip(x.iter().zip(a).zip(m)) {
+                    *o = x + a * m;
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -193,8 +193,8 @@ impl CustomOp1 for MaskProduct {
         let mut out = vec![0f32; g.len()];
         out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(self.mask.par_chunks(CHUNK)).for_each(
             |((out, g), m)| {
-                for i in 0..out.len() {
-                    out[i] = g[i] * m[i];
+                for (o, (g, m)) in out.iter_mut().zip(g.iter().zip(m)) {
+                    *o = g * m;
                 }
             },
         );
@@ -280,8 +280,8 @@ impl CustomOp2 for GeluTanhGrad {
         let mut out = vec![0f32; arg.len()];
         out.par_chunks_mut(CHUNK).zip(arg.par_chunks(CHUNK)).zip(grad.par_chunks(CHUNK)).for_each(
             |((out, arg), grad)| {
-                for i in 0..out.len() {
-                    out[i] = grad[i] * gelu_slope(arg[i]);
+                for (o, (&v, g)) in out.iter_mut().zip(arg.iter().zip(grad)) {
+                    *o = g * gelu_slope(v);
                 }
             },
         );
@@ -333,8 +333,8 @@ impl CustomOp3 for LayerNormFused {
         out.par_chunks_mut(rows_per_task * c).zip(x.par_chunks(rows_per_task * c)).for_each(|(out, x)| {
             for (out, row) in out.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                 let (mean, r) = self.stats(row);
-                for k in 0..c {
-                    out[k] = (row[k] - mean) * r * w[k] + b[k];
+                for (o, (v, (w, b))) in out.iter_mut().zip(row.iter().zip(w.iter().zip(b))) {
+                    *o = (v - mean) * r * w + b;
                 }
             }
         });
