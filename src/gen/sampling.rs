@@ -265,7 +265,8 @@ impl Rng {
     /// id order. Returns `None` when every probability is zero.
     pub fn categorical(&mut self, probs: &[f64]) -> Option<u32> {
         let total: f64 = probs.iter().sum();
-        if !(total > 0.0) || !total.is_finite() {
+        // NaN is not finite, so it is refused here too.
+        if !total.is_finite() || total <= 0.0 {
             return None;
         }
         let u = self.uniform() * total;

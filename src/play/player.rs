@@ -417,11 +417,14 @@ impl Drop for Player {
     }
 }
 
+/// Both ends of one ring.
+pub type Ring<T> = (rtrb::Producer<T>, rtrb::Consumer<T>);
+
 /// Builds the rings between a sequencer and a player.
 pub struct Rings {
-    pub events: (rtrb::Producer<Event>, rtrb::Consumer<Event>),
-    pub control: (rtrb::Producer<Control>, rtrb::Consumer<Control>),
-    pub returned: (rtrb::Producer<Box<dyn MidiOut>>, rtrb::Consumer<Box<dyn MidiOut>>),
+    pub events: Ring<Event>,
+    pub control: Ring<Control>,
+    pub returned: Ring<Box<dyn MidiOut>>,
 }
 
 impl Rings {

@@ -90,6 +90,9 @@ impl<F: FnMut(&CycleRequest) -> Result<Score, ProducerError> + Send> Producer fo
 }
 
 /// What a loop plays each cycle.
+// One per loop, built once and moved a few times off the real-time thread: boxing the score
+// would add an allocation and an indirection for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum LoopSource {
     /// The same score every cycle.
     Fixed(Score),

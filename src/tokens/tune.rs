@@ -271,7 +271,8 @@ impl Encoding for Tune {
         let bar_len = |b: usize| starts.get(b + 1).copied().unwrap_or(end) - starts[b];
         // What makes two bars the same: their length, where their first event starts, their
         // events (pitch and length) and the meter in force.
-        let keys: Vec<(Tick, Tick, Meter, Vec<(Option<u8>, Tick)>)> = (0..nbars)
+        type BarKey = (Tick, Tick, Meter, Vec<(Option<u8>, Tick)>);
+        let keys: Vec<BarKey> = (0..nbars)
             .map(|b| {
                 let evs = &events[first_event[b]..first_event[b + 1]];
                 let offset = evs.first().map_or(bar_len(b), |ev| ev.start - starts[b]);
