@@ -402,25 +402,27 @@ pub fn grow_from(varmap: &VarMap, path: &Path) -> candle_core::Result<(usize, us
     let data = varmap.data().lock().map_err(|_| candle_core::Error::msg("variable map lock poisoned"))?;
     let Some(device) = data.values().next().map(|v| v.device().clone()) else { return Ok((0, 0)) };
     let tensors = candle_core::safetensors::load(path, &device)?;
-    let known = |name: &str| tensors.contains_key(name) || tensors.contains_key(&format!("transformer.{name}"));
+    // Hugging Face's GPT2LMHeadModel files prefix every name with `transformer.`.
+    let find = |name: &str| tensors.get(name).or_else(|| tensors.get(&format!("transformer.{name}")));
     if let Some(extra) = tensors.keys().find(|k| !data.contains_key(k.trim_start_matches("transformer."))) {
         candle_core::bail!("`{extra}` has no place in the new network (only added blocks may differ)")
     }
     let (mut copied, mut added) = (0, 0);
     for (name, var) in data.iter() {
-        if known(name) {
-            let t =
-                tensors.get(name).or_else(|| tensors.get(&format!("transformer.{name}"))).expect("checked by known");
-            if t.dims() != var.dims() {
+        match find(name) {
+            Some(t) if t.dims() != var.dims() => {
                 candle_core::bail!("`{name}` is {:?} there and {:?} here", t.dims(), var.dims())
             }
-            var.set(&t.to_dtype(var.dtype())?)?;
-            copied += 1;
-        } else {
-            if name.ends_with("c_proj.weight") || name.ends_with("c_proj.bias") {
-                var.set(&var.zeros_like()?)?;
+            Some(t) => {
+                var.set(&t.to_dtype(var.dtype())?)?;
+                copied += 1;
             }
-            added += 1;
+            None => {
+                if name.ends_with("c_proj.weight") || name.ends_with("c_proj.bias") {
+                    var.set(&var.zeros_like()?)?;
+                }
+                added += 1;
+            }
         }
     }
     if copied == 0 {
