@@ -1,4 +1,6 @@
-//! Matrix products of a few rows (a batch of takes) by a fixed weight matrix, packed once at load.
+//! Matrix products of a few rows by a fixed weight matrix, packed once: at load for the CPU
+//! decoder (a batch of takes), once per call for the LSTM's recurrence in training (a thread's
+//! rows at each time step).
 //!
 //! Why: batched generation multiplies 2-16 rows a thread by each weight matrix per step. The
 //! matrix-vector loop of `gpt_cpu` (one weight row streamed through every row's outputs) loads and
