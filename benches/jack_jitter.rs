@@ -50,6 +50,8 @@ impl MidiOut for DueTap {
     }
 }
 
+// The server outlives this bench on purpose (other runs reuse it); it is never waited on.
+#[allow(clippy::zombie_processes)]
 fn ensure_jackd() {
     let up =
         || Command::new("jack_lsp").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());

@@ -54,14 +54,16 @@ pub fn frame_for(due_us: u64, start_us: u64, next_us: u64, n: u32, not_before: u
     (f.min(n.saturating_sub(1) as u64) as u32).max(not_before).min(n.saturating_sub(1))
 }
 
-/// This period's start and the next one's on JACK's clock (µs); without cycle times (a server
-/// lacking them), now and a microsecond later, so what is due goes out at frame 0.
-fn period_us(client: &jack::Client, ps: &jack::ProcessScope) -> (u64, u64) {
+/// This period's start and the next one's on JACK's clock (µs), the next always after the
+/// start. Without usable cycle times (a server lacking them, or one that reported the next
+/// period's start before this one's, seen on the dummy backend), now and one period later.
+pub(crate) fn period_us(client: &jack::Client, ps: &jack::ProcessScope) -> (u64, u64) {
     match ps.cycle_times() {
-        Ok(t) => (t.current_usecs, t.next_usecs),
-        Err(_) => {
+        Ok(t) if t.next_usecs > t.current_usecs => (t.current_usecs, t.next_usecs),
+        _ => {
             let now = client.time();
-            (now, now + 1)
+            let period = ps.n_frames() as u64 * 1_000_000 / client.sample_rate().max(1) as u64;
+            (now, now + period.max(1))
         }
     }
 }
@@ -91,7 +93,7 @@ impl jack::ProcessHandler for Writer {
                 Ok(()) => self.stats.written.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.stats.lost.fetch_add(1, Ordering::Relaxed),
             };
-            let placed = start + (next - start) * frame as u64 / n.max(1) as u64;
+            let placed = start + (next - start) * frame as u64 / n.max(1) as u64; // next > start: see period_us
             if placed > m.due_us {
                 self.stats.late.fetch_add(1, Ordering::Relaxed);
                 self.stats.max_late_us.fetch_max(placed - m.due_us, Ordering::Relaxed);

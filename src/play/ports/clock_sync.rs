@@ -2,10 +2,11 @@
 //!
 //! Sending lives in the sequencer (`Transport::clock_out`): pulses are ordinary timestamped events,
 //! so they share the player's timing. Following: [`ClockFollower`] turns pulse arrival times into
-//! a smoothed tempo and a beat/bar position; [`follow_clock`] wires a midir input to an engine.
+//! a smoothed tempo and a beat/bar position; [`follow_clock`] wires a MIDI input to an engine.
 
 use crate::play::clock::Nanos;
 use crate::play::event::msg;
+use crate::play::ports::midi_in::{connect_input, InputConnection};
 use crate::play::sequencer::At;
 use crate::play::transport::{PlayError, Transport};
 use std::sync::{Arc, Mutex};
@@ -136,7 +137,7 @@ impl ClockFollower {
 
 /// A running clock follower; dropping it disconnects the input.
 pub struct FollowHandle {
-    _conn: midir::MidiInputConnection<()>,
+    _conn: InputConnection,
     pub state: Arc<Mutex<ClockFollower>>,
 }
 
@@ -150,39 +151,25 @@ pub struct FollowHandle {
 /// periods through JACK); `latency` says how long, so the bars lock to when the leader played
 /// them rather than to when we heard about it. Any remainder shows as a steady lag.
 pub fn follow_clock(engine: Arc<Transport>, port: &str, latency: Nanos) -> Result<FollowHandle, PlayError> {
-    let input = midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
-    let ports = input.ports();
-    let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
-    let i = crate::sink::out::pick_port(&names, port)?;
     let state = Arc::new(Mutex::new(ClockFollower::new()));
     let st = state.clone();
     let mut last_set = engine.tempo();
-    let conn = {
-        let mut input = input;
-        input.ignore(midir::Ignore::None);
-        input
-            .connect(
-                &ports[i],
-                "cadenza-clock-in",
-                move |stamp_us, bytes, _| {
-                    let Ok(mut f) = st.lock() else { return };
-                    // The engine's clock, read now, dates the pulse for the phase lock: the port's
-                    // own timestamps count from another origin (they serve for intervals only).
-                    let now = engine.now().saturating_sub(latency);
-                    if f.feed(stamp_us * 1000, bytes) != ClockEvent::Pulse || !f.is_running() || !f.at_beat() {
-                        return;
-                    }
-                    let Some(bpm) = f.bpm() else { return };
-                    if let Some(leader_tick) = f.position_ticks() {
-                        let _ = engine.follow(leader_tick, now, bpm);
-                    } else if (bpm - last_set).abs() > 0.3 && engine.set_tempo(bpm, At::Now).is_ok() {
-                        last_set = bpm;
-                    }
-                },
-                (),
-            )
-            .map_err(|e| PlayError::Input(format!("cannot connect to `{}`: {e}", names[i])))?
+    let on_message = move |stamp_us: u64, bytes: &[u8]| {
+        let Ok(mut f) = st.lock() else { return };
+        // The engine's clock, read now, dates the pulse for the phase lock: the port's own
+        // timestamps count from another origin (they serve for intervals only).
+        let now = engine.now().saturating_sub(latency);
+        if f.feed(stamp_us * 1000, bytes) != ClockEvent::Pulse || !f.is_running() || !f.at_beat() {
+            return;
+        }
+        let Some(bpm) = f.bpm() else { return };
+        if let Some(leader_tick) = f.position_ticks() {
+            let _ = engine.follow(leader_tick, now, bpm);
+        } else if (bpm - last_set).abs() > 0.3 && engine.set_tempo(bpm, At::Now).is_ok() {
+            last_set = bpm;
+        }
     };
+    let (conn, _) = connect_input(port, "cadenza-clock-in", Box::new(on_message))?;
     Ok(FollowHandle { _conn: conn, state })
 }
 

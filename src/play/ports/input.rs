@@ -2,6 +2,7 @@
 
 use crate::play::clock::Nanos;
 use crate::play::event::msg;
+use crate::play::ports::midi_in::{connect_input, virtual_input, InputConnection};
 use crate::play::transport::PlayError;
 use crate::score::{Note, Score};
 use crate::time::{TempoMap, Tick, PPQ};
@@ -69,7 +70,7 @@ pub fn to_score(events: &[Received], bpm: f64, origin: Option<Nanos>, grid: Opti
 /// Records a MIDI input port while open.
 pub struct InputRecorder {
     /// None for a recorder fed by hand ([`InputRecorder::detached`]).
-    _conn: Option<midir::MidiInputConnection<()>>,
+    _conn: Option<InputConnection>,
     name: String,
     buf: Arc<Mutex<Vec<Received>>>,
     /// Messages received since the recorder opened (a player's activity, for call and response).
@@ -94,30 +95,17 @@ impl InputFeed {
 impl InputRecorder {
     /// Connects to input `port` (index, exact name or unique substring).
     pub fn open(port: &str) -> Result<InputRecorder, PlayError> {
-        let input =
-            midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
-        let ports = input.ports();
-        let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
-        let i = crate::sink::out::pick_port(&names, port)?;
         let (buf, count) = (Arc::new(Mutex::new(Vec::new())), Arc::default());
         let (b, c) = (buf.clone(), Arc::clone(&count));
-        let conn = input
-            .connect(&ports[i], "cadenza-in", move |us, bytes, _| push(&b, &c, us, bytes), ())
-            .map_err(|e| PlayError::Input(format!("cannot connect to `{}`: {e}", names[i])))?;
-        Ok(InputRecorder { _conn: Some(conn), name: names[i].clone(), buf, count })
+        let (conn, name) = connect_input(port, "cadenza-in", Box::new(move |us, bytes| push(&b, &c, us, bytes)))?;
+        Ok(InputRecorder { _conn: Some(conn), name, buf, count })
     }
 
     /// Opens a virtual input port other programs (a keyboard's driver, a DAW) can play into.
-    #[cfg(unix)]
     pub fn virtual_port(name: &str) -> Result<InputRecorder, PlayError> {
-        use midir::os::unix::VirtualInput;
-        let input =
-            midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
         let (buf, count) = (Arc::new(Mutex::new(Vec::new())), Arc::default());
         let (b, c) = (buf.clone(), Arc::clone(&count));
-        let conn = input
-            .create_virtual(name, move |us, bytes, _| push(&b, &c, us, bytes), ())
-            .map_err(|e| PlayError::Input(format!("cannot open virtual input `{name}`: {e}")))?;
+        let conn = virtual_input(name, Box::new(move |us, bytes| push(&b, &c, us, bytes)))?;
         Ok(InputRecorder { _conn: Some(conn), name: name.to_string(), buf, count })
     }
 

@@ -1,9 +1,10 @@
 //! MIDI ports as the transport knows them: output slots and the watcher that reconnects a port
 //! that vanished; the MIDI input a player plays into ([`input`]) and the incoming MIDI clock the
-//! tempo can follow ([`clock_sync`]).
+//! tempo can follow ([`clock_sync`]), both through the input connections of [`midi_in`].
 
 pub mod clock_sync;
 pub mod input;
+pub mod midi_in;
 
 use super::event::MAX_PORTS;
 use super::sequencer::{Command, Report};
