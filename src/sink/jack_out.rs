@@ -68,6 +68,25 @@ pub(crate) fn period_us(client: &jack::Client, ps: &jack::ProcessScope) -> (u64,
     }
 }
 
+/// The time of `frame` in a period of `n` frames spanning `[start_us, next_us)`, in µs.
+pub(crate) fn frame_us(start_us: u64, next_us: u64, n: u32, frame: u32) -> u64 {
+    start_us + next_us.saturating_sub(start_us) * frame as u64 / n.max(1) as u64
+}
+
+/// Hands each message that arrived on `port` this period to `f`, dated at its frame on JACK's
+/// clock (µs). For process callbacks: no allocation, no lock.
+pub(crate) fn read_dated(
+    port: &jack::Port<jack::MidiIn>,
+    client: &jack::Client,
+    ps: &jack::ProcessScope,
+    mut f: impl FnMut(u64, &[u8]),
+) {
+    let (start, next) = period_us(client, ps);
+    for m in port.iter(ps) {
+        f(frame_us(start, next, ps.n_frames(), m.time), m.bytes);
+    }
+}
+
 /// The real-time side: runs in JACK's process thread; never allocates or locks.
 struct Writer {
     port: jack::Port<jack::MidiOut>,
@@ -93,7 +112,7 @@ impl jack::ProcessHandler for Writer {
                 Ok(()) => self.stats.written.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.stats.lost.fetch_add(1, Ordering::Relaxed),
             };
-            let placed = start + (next - start) * frame as u64 / n.max(1) as u64; // next > start: see period_us
+            let placed = frame_us(start, next, n, frame);
             if placed > m.due_us {
                 self.stats.late.fetch_add(1, Ordering::Relaxed);
                 self.stats.max_late_us.fetch_max(placed - m.due_us, Ordering::Relaxed);
@@ -228,18 +247,15 @@ struct Listener {
 
 impl jack::ProcessHandler for Listener {
     fn process(&mut self, client: &jack::Client, ps: &jack::ProcessScope) -> jack::Control {
-        let n = ps.n_frames().max(1) as u64;
-        let (start, next) = period_us(client, ps);
-        let span = next.saturating_sub(start);
-        for m in self.port.iter(ps) {
+        let (tx, dropped) = (&mut self.tx, &self.dropped);
+        read_dated(&self.port, client, ps, |at_us, msg| {
             let mut bytes = [0u8; 3];
-            let len = m.bytes.len().min(3);
-            bytes[..len].copy_from_slice(&m.bytes[..len]);
-            let at_us = start + span * m.time as u64 / n;
-            if self.tx.push(Captured { at_us, len: len as u8, bytes }).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            let len = msg.len().min(3);
+            bytes[..len].copy_from_slice(&msg[..len]);
+            if tx.push(Captured { at_us, len: len as u8, bytes }).is_err() {
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
-        }
+        });
         jack::Control::Continue
     }
 }

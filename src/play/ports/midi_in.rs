@@ -79,7 +79,7 @@ pub fn virtual_input(name: &str, callback: InputCallback) -> Result<InputConnect
 mod jack_in {
     use super::{InputCallback, InputConnection};
     use crate::play::transport::PlayError;
-    use crate::sink::jack_out::period_us;
+    use crate::sink::jack_out::read_dated;
 
     /// Reads the port each period and hands every message, dated at its frame, to the callback.
     pub struct Reader {
@@ -89,12 +89,7 @@ mod jack_in {
 
     impl jack::ProcessHandler for Reader {
         fn process(&mut self, client: &jack::Client, ps: &jack::ProcessScope) -> jack::Control {
-            let n = ps.n_frames().max(1) as u64;
-            let (start, next) = period_us(client, ps);
-            let span = next.saturating_sub(start);
-            for m in self.port.iter(ps) {
-                (self.callback)(start + span * m.time as u64 / n, m.bytes);
-            }
+            read_dated(&self.port, client, ps, &mut self.callback);
             jack::Control::Continue
         }
     }
