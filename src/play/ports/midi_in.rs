@@ -35,11 +35,7 @@ pub fn connect_input(
     return jack_in::open(own_port, Some(wanted), callback);
     #[cfg(not(feature = "jack"))]
     {
-        let mut input =
-            midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
-        // Everything, MIDI clock included (midir's default filters nothing either; said here so
-        // that a change of default cannot silently deafen `follow_clock`).
-        input.ignore(midir::Ignore::None);
+        let input = midir_input()?;
         let ports = input.ports();
         let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_default()).collect();
         let i = crate::sink::out::pick_port(&names, wanted)?;
@@ -58,9 +54,7 @@ pub fn virtual_input(name: &str, callback: InputCallback) -> Result<InputConnect
     #[cfg(all(unix, not(feature = "jack")))]
     {
         use midir::os::unix::VirtualInput;
-        let mut input =
-            midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
-        input.ignore(midir::Ignore::None);
+        let input = midir_input()?;
         let mut callback = callback;
         let conn = input
             .create_virtual(name, move |us, bytes, _| callback(us, bytes), ())
@@ -72,6 +66,16 @@ pub fn virtual_input(name: &str, callback: InputCallback) -> Result<InputConnect
         let _ = callback;
         Err(PlayError::Input(format!("cannot open virtual input `{name}`: virtual ports need ALSA or JACK")))
     }
+}
+
+/// A midir client that passes every message on, MIDI clock included (midir's default filters
+/// nothing either; said here so that a change of default cannot silently deafen `follow_clock`).
+#[cfg(not(feature = "jack"))]
+fn midir_input() -> Result<midir::MidiInput, PlayError> {
+    let mut input =
+        midir::MidiInput::new(crate::sink::out::CLIENT_NAME).map_err(|e| PlayError::Input(e.to_string()))?;
+    input.ignore(midir::Ignore::None);
+    Ok(input)
 }
 
 /// The JACK side: one client per input, its port read in the process callback.
