@@ -217,6 +217,14 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
 
 /// Writes a take (prompt and continuation) with the prompt's pickup as it was written; a take
 /// from an empty prompt that opens with a silent lead starts with its pickup instead.
+/// The file stem of take `index` (from 0) of `count`: `take-01` ... numbered with as many
+/// digits as `count` needs (at least two), so that the files sort in the order they were made
+/// (`cadenza eval` reads a folder in name order and numbers its tunes so).
+fn take_stem(index: usize, count: usize) -> String {
+    let width = count.max(1).to_string().len().max(2);
+    format!("take-{:0width$}", index + 1)
+}
+
 fn write_take(take: &Take, pickup: crate::time::Tick, path: &Path) -> anyhow::Result<()> {
     write_score(&take_score(take, pickup), path)
 }
@@ -277,7 +285,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &Request { seed: req.seed.wrapping_add(i as u64), ..req.clone() },
                 &std::sync::atomic::AtomicBool::new(false),
             )?;
-            let out = if args.count == 1 { args.out.clone() } else { args.out.join(format!("take-{:02}.mid", i + 1)) };
+            let out = if args.count == 1 {
+                args.out.clone()
+            } else {
+                args.out.join(format!("{}.mid", take_stem(i, args.count)))
+            };
             if i == 0 && args.count > 1 {
                 std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
             }
@@ -342,7 +354,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             break; // a batch stopped half way is not kept: its takes are cut short
         }
         for take in batch.takes() {
-            let stem = format!("take-{:02}", written + 1);
+            let stem = take_stem(written, args.count);
             for ext in ["mid", "abc"] {
                 write_take(&take, req.pickup, &args.out.join(format!("{stem}.{ext}")))?;
             }
@@ -439,7 +451,7 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
         let paths: Vec<std::path::PathBuf> = if single {
             vec![args.out.clone()]
         } else {
-            let stem = format!("take-{:02}", i + 1);
+            let stem = take_stem(i, args.count);
             vec![args.out.join(format!("{stem}.mid")), args.out.join(format!("{stem}.abc"))]
         };
         for path in &paths {
@@ -464,4 +476,20 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_stem;
+
+    #[test]
+    fn take_names_sort_in_the_order_the_takes_were_made() {
+        assert_eq!(take_stem(0, 8), "take-01");
+        assert_eq!(take_stem(99, 300), "take-100");
+        let mut names: Vec<String> = (0..300).map(|i| take_stem(i, 300)).collect();
+        assert_eq!(names[0], "take-001");
+        let made = names.clone();
+        names.sort();
+        assert_eq!(names, made);
+    }
 }

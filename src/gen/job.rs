@@ -543,13 +543,21 @@ impl Batch {
                     });
                     let logits = &self.logits[i];
                     // An open key comes from the keys the training tunes use (the model's own
-                    // key token learnt the transpositions it was trained on).
+                    // key token learnt the transpositions it was trained on), an open meter
+                    // from the meters of the style's tunes in that key (the model's leans to
+                    // the largest style's).
                     let style = row.ids.get(1 + Category::Style.index()).copied();
                     let prior = match (category, &self.header_prior, style) {
                         (Category::Key, Some(p), Some(style)) => p.key_weights(
                             self.encoding.as_ref(),
                             style,
                             super::header_prior::fixed_meter(ids),
+                            self.allowed.len(),
+                        ),
+                        (Category::Meter, Some(p), Some(style)) => p.meter_weights(
+                            self.encoding.as_ref(),
+                            style,
+                            row.ids.get(1 + Category::Key.index()).copied(),
                             self.allowed.len(),
                         ),
                         _ => None,

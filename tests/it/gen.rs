@@ -389,6 +389,7 @@ fn whole_tunes_sample_their_header_and_end_where_the_model_ends_them() {
 
 /// An open key is drawn from the keys the training tunes use (`header_prior.json`), for the
 /// style and, when the caller fixed it, the meter; never from the model's blur of transpositions.
+/// An open meter is drawn from the meters of the style's tunes in that key.
 #[test]
 fn open_keys_come_from_the_training_tunes_keys() {
     use cadenza::gen::HeaderPrior;
@@ -408,9 +409,15 @@ fn open_keys_come_from_the_training_tunes_keys() {
     let mut r = Request::new(Score::new(), Length::Bars(2));
     r.overrides.style = Some("irish".into());
     r.seed = 11;
+    let takes = g.generate_batch(&r, 24).unwrap();
     let keys: std::collections::BTreeSet<String> =
-        g.generate_batch(&r, 24).unwrap().iter().map(|t| t.record.sampled.key.clone().expect("sampled")).collect();
+        takes.iter().map(|t| t.record.sampled.key.clone().expect("sampled")).collect();
     assert_eq!(keys, ["Am", "D"].map(String::from).into(), "the uniform model alone would give any of 84 keys");
+    // An open meter follows from the key drawn, as the tunes pair them: D jigs, A minor reels.
+    for t in &takes {
+        let pair = (t.record.sampled.key.as_deref(), t.record.sampled.meter.as_deref());
+        assert!(matches!(pair, (Some("D"), Some("6/8")) | (Some("Am"), Some("4/4"))), "{pair:?}");
+    }
     // The caller's meter narrows the draw to the tunes in it: only the jig is in 6/8.
     r.overrides.meter = Some(Meter::new(6, 8));
     for t in g.generate_batch(&r, 8).unwrap() {
