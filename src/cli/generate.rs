@@ -215,8 +215,6 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     Ok(req)
 }
 
-/// Writes a take (prompt and continuation) with the prompt's pickup as it was written; a take
-/// from an empty prompt that opens with a silent lead starts with its pickup instead.
 /// The file stem of take `index` (from 0) of `count`: `take-01` ... numbered with as many
 /// digits as `count` needs (at least two), so that the files sort in the order they were made
 /// (`cadenza eval` reads a folder in name order and numbers its tunes so).
@@ -225,6 +223,8 @@ fn take_stem(index: usize, count: usize) -> String {
     format!("take-{:0width$}", index + 1)
 }
 
+/// Writes a take (prompt and continuation) with the prompt's pickup as it was written; a take
+/// from an empty prompt that opens with a silent lead starts with its pickup instead.
 fn write_take(take: &Take, pickup: crate::time::Tick, path: &Path) -> anyhow::Result<()> {
     write_score(&take_score(take, pickup), path)
 }
