@@ -310,6 +310,10 @@ pub struct GenSettings {
     /// `gen::Constraints::end_on_tonic`).
     #[serde(default)]
     pub end_on_tonic: bool,
+    /// Hard constraint `%%end_on_final`: a whole tune ends on a degree its style's tunes end
+    /// on (see `gen::Constraints::end_on_final`).
+    #[serde(default)]
+    pub end_on_final: bool,
     /// A model's default (`generation_config.json`), not written in ABC: a repeated strain is
     /// at least this many bars (see `gen::Constraints::min_strain_bars`).
     #[serde(default)]
@@ -390,6 +394,7 @@ impl GenSettings {
             mono_voices: self.mono_voices || fallback.mono_voices,
             no_parallels: self.no_parallels || fallback.no_parallels,
             end_on_tonic: self.end_on_tonic || fallback.end_on_tonic,
+            end_on_final: self.end_on_final || fallback.end_on_final,
         }
     }
 }

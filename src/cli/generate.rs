@@ -107,6 +107,11 @@ pub struct Args {
     /// consonant triad between (the chorale model's default).
     #[arg(long)]
     pub end_on_tonic: bool,
+    /// A whole tune ends on a degree of its key that its style's tunes end on (one in ten of
+    /// them or more, from the model's header_prior.json; the tonic without it): the Chinese
+    /// tunes' mode finals, the tonic of Irish ones. The folk models' default.
+    #[arg(long)]
+    pub end_on_final: bool,
     /// A form, generated section by section: `AABB`, `AABA`, `ABAC`, `QAQA'` (a letter seen
     /// before is that section again; a primed one keeps its first `--keep-bars` bars), `AAB*`
     /// (the last section runs until the model ends the tune). Without one, a model with forms in
@@ -207,6 +212,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     c.mono_voices |= args.mono_voices;
     c.no_parallels |= args.no_parallels;
     c.end_on_tonic |= args.end_on_tonic;
+    c.end_on_final |= args.end_on_final;
     c.in_key |= args.in_key;
     let from_prompt = req.prompt.meta.gen.seed;
     req.seed = args.seed.or(from_prompt).unwrap_or_else(|| {

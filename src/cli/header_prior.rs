@@ -1,7 +1,8 @@
-//! `cadenza header-prior --model NAME`: counts the keys (per style and meter) and each
-//! style's tune lengths of the training tunes a model learnt from into `header_prior.json`
-//! beside its weights, which generation draws an open key (and, with `length_prior`, a take's
-//! length) from (see `gen::header_prior` for why the model's own draw is not used).
+//! `cadenza header-prior --model NAME`: counts the keys (per style and meter), each style's
+//! tune lengths and the degrees its tunes end on, over the training tunes a model learnt from,
+//! into `header_prior.json` beside its weights, which generation draws an open key (with
+//! `length_prior`, a take's length; with `end_on_final`, its last note) from (see
+//! `gen::header_prior` for why the model's own draw is not used).
 
 use super::training_tunes::TrainingTunes;
 use crate::gen::header_prior::{HeaderPrior, FILE};
@@ -27,11 +28,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let path = g.dir().join(FILE);
     let t = &args.tunes;
     let about = format!(
-        "training tunes per (style, key, meter), untransposed: cadenza header-prior --model {} --collections {} \
+        "training tunes per (style, key, meter), per length and per final, untransposed: cadenza header-prior --model {} --collections {} \
          --valid-fraction {} --seed {}",
         args.model, t.collections, t.valid_fraction, t.seed
     );
     prior.save(g.encoding().as_ref(), &path, &about)?;
-    eprintln!("{}: keys of {} of {} training tunes, and their lengths", path.display(), prior.tunes(), tunes.len());
+    eprintln!(
+        "{}: keys of {} of {} training tunes, their lengths and finals",
+        path.display(),
+        prior.tunes(),
+        tunes.len()
+    );
     Ok(())
 }

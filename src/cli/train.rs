@@ -183,10 +183,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let vocab_size = enc.vocab().len();
     std::fs::write(out.join("vocab.json"), enc.vocab().to_json())
         .with_context(|| format!("writing {}", out.join("vocab.json").display()))?;
-    // The keys of the training tunes as written (untransposed), which an open key is drawn from.
+    // The keys of the training tunes as written (untransposed), which an open key is drawn
+    // from, their lengths and the degrees they end on.
     let prior = crate::gen::HeaderPrior::build(enc.as_ref(), &data.train_scores);
     if !prior.is_empty() {
-        let about = format!("training tunes per (style, key, meter), untransposed, counted by: {command}");
+        let about = format!(
+            "training tunes per (style, key, meter), per length and per final, untransposed, counted by: {command}"
+        );
         prior.save(enc.as_ref(), &out.join(crate::gen::header_prior::FILE), &about)?;
     }
     let config = model_config(&args, vocab_size)?;

@@ -756,6 +756,7 @@ impl<'s> Lowerer<'s> {
             "mono_voices" => self.meta.gen.mono_voices = true,
             "no_parallels" => self.meta.gen.no_parallels = true,
             "end_on_tonic" => self.meta.gen.end_on_tonic = true,
+            "end_on_final" => self.meta.gen.end_on_final = true,
             "MIDI" => self.midi_directive(value),
             _ => {}
         }

@@ -274,6 +274,9 @@ pub fn print(score: &Score) -> String {
     if g.end_on_tonic {
         out.push_str("%%end_on_tonic\n");
     }
+    if g.end_on_final {
+        out.push_str("%%end_on_final\n");
+    }
     let _ = writeln!(out, "M:{}", score.meter());
     let unit = unit_length(score);
     let _ = writeln!(out, "L:1/{}", WHOLE / unit);

@@ -190,6 +190,14 @@ pub struct Constraints {
     /// on the dominant as often as not.
     #[serde(default)]
     pub end_on_tonic: bool,
+    /// A whole tune ends on one of its style's finals: the degrees of the key that at least one
+    /// in ten of the style's training tunes end on (`header_prior.json`, see
+    /// [`crate::gen::HeaderPrior::finals`]), the model choosing among them; the tonic for a
+    /// model without the table. Resolved per take like `end_on_tonic`, which wins when both
+    /// are set. The Chinese tunes end on the fifth of their `K:` key more often than on its
+    /// tonic (the zhi mode), so the tonic alone made their takes less like them.
+    #[serde(default)]
+    pub end_on_final: bool,
 }
 
 /// Voices the parallel check follows (a chorale has four; more are not checked).
@@ -248,14 +256,18 @@ impl Constraints {
     }
 
     /// These rules for one take: [`Constraints::for_key`] with the take's key (C major when it
-    /// has none), and `end_on_tonic` as a cadence of that key's tonic when the key is known and
-    /// no bar count or cadence decides the end already.
-    pub fn for_take(&self, key: Option<&crate::score::Key>) -> Constraints {
+    /// has none), and `end_on_tonic` (`end_on_final`) as a cadence of that key's tonic (of
+    /// `finals`, degrees in semitones above the tonic; the tonic when there are none) when the
+    /// key is known and no bar count or cadence decides the end already.
+    pub fn for_take(&self, key: Option<&crate::score::Key>, finals: Option<&[u8]>) -> Constraints {
         let mut c = self.for_key(&key.cloned().unwrap_or_default());
-        if let Some(k) = key.filter(|_| c.end_on_tonic && c.bars.is_none() && c.cadence.is_none()) {
-            c.cadence = Some(vec![k.tonic_pc()]);
+        let ends = c.end_on_tonic || c.end_on_final;
+        if let Some(k) = key.filter(|_| ends && c.bars.is_none() && c.cadence.is_none()) {
+            let degrees = finals.filter(|d| c.end_on_final && !c.end_on_tonic && !d.is_empty()).unwrap_or(&[0]);
+            c.cadence = Some(degrees.iter().map(|d| (k.tonic_pc() + d) % 12).collect());
         }
         c.end_on_tonic = false;
+        c.end_on_final = false;
         c
     }
 
@@ -1008,6 +1020,21 @@ mod tests {
             free.push(eff);
         }
         assert!(mask(&free, &e)[id(62, 1)]);
+    }
+
+    #[test]
+    fn end_on_final_resolves_to_the_finals_above_the_takes_tonic() {
+        let g = crate::score::Key::new(4, 0, crate::score::Mode::Major);
+        let finals = Constraints { end_on_final: true, ..Default::default() };
+        let c = finals.for_take(Some(&g), Some(&[7, 9]));
+        assert_eq!((c.cadence, c.end_on_final), (Some(vec![2, 4]), false), "D and E above G");
+        assert_eq!(finals.for_take(Some(&g), None).cadence, Some(vec![7]), "no table: the tonic");
+        assert_eq!(finals.for_take(Some(&g), Some(&[])).cadence, Some(vec![7]));
+        assert_eq!(finals.for_take(None, Some(&[7])).cadence, None, "no key: no cadence");
+        let both = Constraints { end_on_tonic: true, ..finals.clone() };
+        assert_eq!(both.for_take(Some(&g), Some(&[7, 9])).cadence, Some(vec![7]), "the tonic wins");
+        let counted = Constraints { bars: Some(8), ..finals.clone() };
+        assert_eq!(counted.for_take(Some(&g), Some(&[7])).cadence, None, "a bar count decides the end");
     }
 
     #[test]

@@ -50,6 +50,9 @@ struct GenerationConfig {
     /// A whole tune ends on the tonic of its key.
     #[serde(default)]
     end_on_tonic: bool,
+    /// A whole tune ends on a degree its style's tunes end on (`header_prior.json`).
+    #[serde(default)]
+    end_on_final: bool,
     /// Bar lines only where the meter puts them (every bar full): for models whose bar lines
     /// are ids that do not move time (`tune`), which a small model otherwise places loosely.
     #[serde(default)]
@@ -96,6 +99,7 @@ impl GenerationConfig {
             mono_voices: self.mono_voices,
             no_parallels: self.no_parallels,
             end_on_tonic: self.end_on_tonic,
+            end_on_final: self.end_on_final,
             whole_bars: self.whole_bars,
             min_strain_bars: self.min_strain_bars,
             max_repeats: self.max_repeats,

@@ -12,6 +12,13 @@
 //! The file also holds each style's tune lengths in bars, which a whole take is pushed to end
 //! near (`Sampling::length_prior`): left alone, the folk GPT's German takes ran to 43 bars
 //! where German tunes have 15.
+//!
+//! And each style's finals: the degree of the key (semitones above its tonic) each tune's
+//! last note is on, which `end_on_final` ends a take on. Irish and Scottish tunes end on the
+//! tonic of their `K:` line (about 80%); the Chinese tunes of the Essen collection, whose `K:`
+//! is the major key of the signature, end on its fifth (46%), sixth (18%), tonic (14%) and
+//! second (11%), the finals of the zhi, yu, gong and shang modes. Forcing the tonic there
+//! made the Chinese takes less like the tunes, not more.
 
 use super::GenError;
 use crate::score::Score;
@@ -28,6 +35,11 @@ const MAX_BYTES: u64 = 4 << 20;
 /// Longest tune the length table counts, in bars: a longer one counts as this long.
 const MAX_TABLE_BARS: u32 = 1024;
 
+/// A degree is one of a style's finals when at least this share of its tunes end on it: one
+/// tune in ten (the Chinese tunes' four mode finals pass, the Irish tunes' rarer endings on
+/// the second or fifth do not).
+pub const FINAL_SHARE: f64 = 0.1;
+
 /// The file as stored: token strings, so it survives vocabulary order and is readable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Stored {
@@ -38,6 +50,10 @@ struct Stored {
     /// played). Files from before it lack it.
     #[serde(default)]
     bars: Vec<(String, u32, u64)>,
+    /// `[style token, semitones above the tonic, tunes]`: how many tunes of each style end on
+    /// that degree of their first key. Files from before it lack it.
+    #[serde(default)]
+    finals: Vec<(String, u8, u64)>,
 }
 
 /// One row of the table in ids.
@@ -57,12 +73,38 @@ struct BarsRow {
     tunes: f64,
 }
 
-/// How many training tunes have each (style, key, meter), and each style's lengths in bars,
-/// in the model's token ids.
+/// One row of the finals table in ids.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FinalsRow {
+    style: u32,
+    /// Semitones above the tonic, 0..12.
+    degree: u8,
+    tunes: f64,
+}
+
+/// How many training tunes have each (style, key, meter), each style's lengths in bars and
+/// the degrees its tunes end on, in the model's token ids.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeaderPrior {
     rows: Vec<Row>,
     bars: Vec<BarsRow>,
+    finals: Vec<FinalsRow>,
+}
+
+/// The degree (semitones above the tonic of its first key) of a tune's last note: the highest
+/// of the notes that start last (the melody's, in a piece in parts). `None` for a tune with
+/// no notes or no key (`K:none` included).
+pub fn final_degree(tune: &Score) -> Option<u8> {
+    if tune.meta.keys.is_empty() {
+        return None;
+    }
+    let key = tune.key();
+    if key.none {
+        return None;
+    }
+    let last = tune.notes.iter().map(|n| n.start).max()?;
+    let top = tune.notes.iter().filter(|n| n.start == last).map(|n| n.pitch).max()?;
+    Some(((top as i32 - key.tonic_pc() as i32).rem_euclid(12)) as u8)
 }
 
 /// The style, key and meter token ids of a conditioning prefix (`<bos>` then one id per
@@ -85,6 +127,7 @@ impl HeaderPrior {
     pub fn build(encoding: &dyn Encoding, tunes: &[Score]) -> HeaderPrior {
         let mut counts: std::collections::BTreeMap<(u32, u32, u32), f64> = Default::default();
         let mut lengths: std::collections::BTreeMap<(u32, u32), f64> = Default::default();
+        let mut finals: std::collections::BTreeMap<(u32, u8), f64> = Default::default();
         for tune in tunes {
             // The header alone: encoding the notes too would cost a whole pass over the corpus.
             let head = Score { meta: tune.meta.clone(), ..Score::default() };
@@ -95,11 +138,34 @@ impl HeaderPrior {
             }
             let bars = (tune.bar_starts().len() as u32).clamp(1, MAX_TABLE_BARS);
             *lengths.entry((style, bars)).or_default() += 1.0;
+            if let Some(degree) = final_degree(tune) {
+                *finals.entry((style, degree)).or_default() += 1.0;
+            }
         }
         HeaderPrior {
             rows: counts.into_iter().map(|((style, key, meter), tunes)| Row { style, key, meter, tunes }).collect(),
             bars: lengths.into_iter().map(|((style, bars), tunes)| BarsRow { style, bars, tunes }).collect(),
+            finals: finals.into_iter().map(|((style, degree), tunes)| FinalsRow { style, degree, tunes }).collect(),
         }
+    }
+
+    /// The degrees (semitones above the tonic) a take of `style` may end on: those at least
+    /// [`FINAL_SHARE`] of the style's training tunes end on (every style's when the style is
+    /// unknown or has none), most common first; `None` when the table has no finals.
+    pub fn finals(&self, style: u32) -> Option<Vec<u8>> {
+        let of_style: Vec<&FinalsRow> = self.finals.iter().filter(|r| r.style == style).collect();
+        let rows: Vec<&FinalsRow> = if of_style.is_empty() { self.finals.iter().collect() } else { of_style };
+        let mut per_degree = [0.0f64; 12];
+        for r in rows {
+            per_degree[r.degree as usize % 12] += r.tunes;
+        }
+        let total: f64 = per_degree.iter().sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let mut degrees: Vec<u8> = (0..12u8).filter(|&d| per_degree[d as usize] >= FINAL_SHARE * total).collect();
+        degrees.sort_by(|a, b| per_degree[*b as usize].total_cmp(&per_degree[*a as usize]).then(a.cmp(b)));
+        Some(degrees)
     }
 
     /// A length in bars for a whole take of `style`, drawn from the lengths of that style's
@@ -128,17 +194,21 @@ impl HeaderPrior {
             about: about.to_string(),
             counts: self.rows.iter().map(|r| (name(r.style), name(r.key), name(r.meter), r.tunes as u64)).collect(),
             bars: self.bars.iter().map(|r| (name(r.style), r.bars, r.tunes as u64)).collect(),
+            finals: self.finals.iter().map(|r| (name(r.style), r.degree, r.tunes as u64)).collect(),
         };
         // One row a line: readable, and a diff shows which counts changed.
         let rows: Vec<String> =
             stored.counts.iter().map(|r| serde_json::to_string(r).expect("strings and a number serialise")).collect();
         let bars: Vec<String> =
             stored.bars.iter().map(|r| serde_json::to_string(r).expect("a string and numbers serialise")).collect();
+        let finals: Vec<String> =
+            stored.finals.iter().map(|r| serde_json::to_string(r).expect("a string and numbers serialise")).collect();
         let about = serde_json::to_string(&stored.about).expect("a string serialises");
         let text = format!(
-            "{{\n  \"about\": {about},\n  \"counts\": [\n    {}\n  ],\n  \"bars\": [\n    {}\n  ]\n}}\n",
+            "{{\n  \"about\": {about},\n  \"counts\": [\n    {}\n  ],\n  \"bars\": [\n    {}\n  ],\n  \"finals\": [\n    {}\n  ]\n}}\n",
             rows.join(",\n    "),
-            bars.join(",\n    ")
+            bars.join(",\n    "),
+            finals.join(",\n    ")
         );
         std::fs::write(path, text)
             .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })
@@ -182,7 +252,14 @@ impl HeaderPrior {
             }
             bars.push(BarsRow { style: id(style, Category::Style)?, bars: *n, tunes: *tunes as f64 });
         }
-        Ok(Some(HeaderPrior { rows, bars }))
+        let mut finals = Vec::with_capacity(stored.finals.len());
+        for (style, degree, tunes) in &stored.finals {
+            if *degree > 11 {
+                return Err(bad(format!("a final {degree} semitones above the tonic: the table holds 0 to 11")));
+            }
+            finals.push(FinalsRow { style: id(style, Category::Style)?, degree: *degree, tunes: *tunes as f64 });
+        }
+        Ok(Some(HeaderPrior { rows, bars, finals }))
     }
 
     /// Weights (one per vocabulary id, zero but for key ids) for the key of a take whose prefix
@@ -380,6 +457,42 @@ mod tests {
         let e = HeaderPrior::load(dir.path(), &enc).unwrap_err().to_string();
         assert!(e.contains(FILE) && e.contains("0 bars"), "{e}");
         assert_eq!(HeaderPrior::default().draw_bars(id(&enc, "style:irish"), &mut rng), None);
+    }
+
+    #[test]
+    fn finals_are_the_degrees_one_tune_in_ten_ends_on() {
+        let enc = Tune::new(TuneConfig::default()).unwrap();
+        let ending = |style: &str, key: &str, last: &str| {
+            let mut s = crate::dsl::parse(&format!("X:1\nM:2/4\nL:1/8\nK:{key}\nGABc|{last}4|]\n")).unwrap();
+            s.meta.style = Some(style.into());
+            s
+        };
+        // Eleven Chinese tunes in G: six end on D (the fifth), four on E (the sixth), one on
+        // G (1 in 11, under the share); Scottish ones in A minor on A; the last note of a
+        // chord is its highest.
+        let mut tunes: Vec<Score> = (0..6).map(|_| ending("chinese", "G", "d")).collect();
+        tunes.extend((0..4).map(|_| ending("chinese", "G", "e")));
+        tunes.push(ending("chinese", "G", "g"));
+        tunes.push(ending("scottish", "Am", "A"));
+        tunes.push(ending("scottish", "Am", "[EA]"));
+        assert_eq!(final_degree(&tunes[12]), Some(0));
+        let p = HeaderPrior::build(&enc, &tunes);
+        assert_eq!(p.finals(id(&enc, "style:chinese")), Some(vec![7, 9]));
+        assert_eq!(p.finals(id(&enc, "style:scottish")), Some(vec![0]));
+        // An unknown style: every style's (13 tunes: D 6, E 4, the tonics 3).
+        assert_eq!(p.finals(id(&enc, "style:<unk>")), Some(vec![7, 9, 0]));
+        assert_eq!(HeaderPrior::default().finals(id(&enc, "style:irish")), None);
+        // No key, or `K:none`: no final.
+        let mut keyless = ending("irish", "G", "d");
+        keyless.meta.keys.clear();
+        assert_eq!(final_degree(&keyless), None);
+        // Saved and read back; a degree out of 0..=11 is an error naming the file.
+        let dir = tempfile::tempdir().unwrap();
+        p.save(&enc, &dir.path().join(FILE), "test").unwrap();
+        assert_eq!(HeaderPrior::load(dir.path(), &enc).unwrap(), Some(p));
+        std::fs::write(dir.path().join(FILE), r#"{"about":"","counts":[],"finals":[["style:irish",12,3]]}"#).unwrap();
+        let e = HeaderPrior::load(dir.path(), &enc).unwrap_err().to_string();
+        assert!(e.contains(FILE) && e.contains("12 semitones"), "{e}");
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Request {
             mono_voices: g.mono_voices,
             no_parallels: g.no_parallels,
             end_on_tonic: g.end_on_tonic,
+            end_on_final: g.end_on_final,
             min_strain_bars: g.min_strain_bars,
             max_repeats: g.max_repeats,
             bars: None,
@@ -420,6 +421,7 @@ impl Batch {
         meta.gen.mono_voices = c.mono_voices;
         meta.gen.no_parallels = c.no_parallels;
         meta.gen.end_on_tonic = c.end_on_tonic;
+        meta.gen.end_on_final = c.end_on_final;
         let record_base = TakeRecord {
             model: gen.name().to_string(),
             model_hash: gen.model_hash().to_string(),
@@ -467,9 +469,10 @@ impl Batch {
         };
         let meters: Vec<Meter> = s.rows.iter().map(meter_of).collect();
         let keys = s.row_keys();
-        for ((row, meter), key) in s.rows.iter_mut().zip(meters).zip(keys) {
+        let finals = s.row_finals();
+        for (((row, meter), key), finals) in s.rows.iter_mut().zip(meters).zip(keys).zip(finals) {
             let mut decoder = s.encoding.decoder();
-            let mut tracker = Tracker::new(constraints.for_take(key.as_ref()), &s.effects, meter);
+            let mut tracker = Tracker::new(constraints.for_take(key.as_ref(), finals.as_deref()), &s.effects, meter);
             for &id in &row.ids {
                 decoder.push(id);
                 tracker.push(s.effects.get(id));
@@ -597,6 +600,18 @@ impl Batch {
             .map(|row| match &prompt_key {
                 Some(k) => Some(k.clone()),
                 None => self.encoding.decode(&row.prefix).score.meta.keys.first().map(|(_, k)| k.clone()),
+            })
+            .collect()
+    }
+
+    /// The degrees each row's style ends on (`header_prior.json`, for `end_on_final`): `None`
+    /// without the table or a style in the row's prefix.
+    fn row_finals(&self) -> Vec<Option<Vec<u8>>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let style = *row.prefix.get(1 + Category::Style.index())?;
+                self.header_prior.as_ref()?.finals(style)
             })
             .collect()
     }
@@ -912,7 +927,8 @@ impl Batch {
         let constraints = self.request.effective_constraints();
         let prompt_meter = self.meta.meters.first().map(|(_, m)| *m).unwrap_or_default();
         let keys = self.row_keys();
-        for (r, key) in self.rows.iter_mut().zip(keys) {
+        let finals = self.row_finals();
+        for ((r, key), finals) in self.rows.iter_mut().zip(keys).zip(finals) {
             // A meter the row sampled is its own (the prompt had none).
             let head = self.encoding.decode(&r.prefix).score;
             let meter = if head.meta.meters.is_empty() { prompt_meter } else { head.meter() };
@@ -920,7 +936,7 @@ impl Batch {
             r.cancelled = false;
             r.truncated = false;
             // A fresh tracker would forget open notes; replaying the ids rebuilds it exactly.
-            let mut t = Tracker::new(constraints.for_take(key.as_ref()), &self.effects, meter);
+            let mut t = Tracker::new(constraints.for_take(key.as_ref(), finals.as_deref()), &self.effects, meter);
             for &id in &r.ids {
                 t.push(self.effects.get(id));
             }

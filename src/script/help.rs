@@ -58,7 +58,7 @@ pub const TOPICS: &[Topic] = &[
         signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, \
                     recall_bias, length_temperature, length_top_p, guidance, seed, \
                     style, instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, no_parallels, \
-                    end_on_tonic, \
+                    end_on_tonic, end_on_final, \
                     model, \
                     form, part_bars, keep_bars, cadence}) -> Score",
         about: "Continues the prompt with the current model and returns only the new music. `bars` (default: the \
@@ -75,7 +75,10 @@ pub const TOPICS: &[Topic] = &[
                 or `scale: [0, 2, 4, 7, 9]`, `scale: \"key pentatonic\"` (the pentatonic of the key, given or \
                 sampled), `scale: \"any\"` (no scale), `range: \"C4..C6\"`, `max_polyphony: 1`, `whole_bars: true`, `mono_voices: true` (one note at a time in each voice), `no_parallels: true` (no parallel fifths or \
                 octaves; the chorale model's default), `end_on_tonic: true` (a whole tune ends on the tonic: its \
-                last note, or a last chord with the tonic in the bass and on top; the chorale model's default). \
+                last note, or a last chord with the tonic in the bass and on top; the chorale model's default), \
+                `end_on_final: true` (a whole tune ends on a degree of its key that one in ten or more of its \
+                style's tunes end on: the tonic for Irish tunes, the mode finals for Chinese ones; the folk \
+                models' default). \
                 `recall_bias: 2` (nats) leans a bar that has opened like an earlier bar towards playing it \
                 again note for note (the folk LSTM's default, per style; 0 is off). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \

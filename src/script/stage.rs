@@ -134,6 +134,8 @@ pub struct GenOpts {
     pub no_parallels: Option<bool>,
     /// `end_on_tonic: true`: a whole tune ends on its key's tonic.
     pub end_on_tonic: Option<bool>,
+    /// `end_on_final: true`: a whole tune ends on a degree its style's tunes end on.
+    pub end_on_final: Option<bool>,
     pub model: Option<String>,
     pub repetition_penalty: Option<f64>,
     /// Added to the logit of a note on the previous note's pitch, in nats (`gen::Sampling`).
@@ -184,6 +186,7 @@ impl GenOpts {
             mono_voices,
             no_parallels,
             end_on_tonic,
+            end_on_final,
             model,
             repetition_penalty,
             same_pitch_bias,
@@ -758,6 +761,7 @@ impl Stage {
         c.mono_voices = opts.mono_voices.unwrap_or(c.mono_voices);
         c.no_parallels = opts.no_parallels.unwrap_or(c.no_parallels);
         c.end_on_tonic = opts.end_on_tonic.unwrap_or(c.end_on_tonic);
+        c.end_on_final = opts.end_on_final.unwrap_or(c.end_on_final);
         // A prompt's `%%seed` is not used here: a take carries the seed that made it, and a loop
         // that continues its last take would otherwise play the same answer every cycle.
         request.seed = opts.seed.unwrap_or_else(|| self.next_seed());

@@ -1500,6 +1500,50 @@ fn end_on_tonic_holds_the_end_for_the_tonic() {
     }
 }
 
+/// `end_on_final`: a whole tune ends on one of the degrees its style's training tunes end on
+/// (`header_prior.json`): here the Chinese tunes end on the fifth and sixth of D, the Irish
+/// ones on D; `end_on_tonic` wins when both are set.
+#[test]
+fn end_on_final_ends_on_a_degree_the_styles_tunes_end_on() {
+    let tune = |style: &str, body: &str| {
+        let mut s = cadenza::dsl::parse(&format!("X:1\nM:2/4\nL:1/8\nK:D\n{body}|]\n")).unwrap();
+        s.meta.style = Some(style.into());
+        s
+    };
+    let (plain, _) = leaning_gen("tune", &[("<eos>", 6.0)]);
+    let tunes = [
+        tune("chinese", "de fe|d2 A2"),
+        tune("chinese", "de fe|d2 B2"),
+        tune("chinese", "de fe|d2 A2"),
+        tune("irish", "de fe|A2 d2"),
+    ];
+    let prior = cadenza::gen::HeaderPrior::build(plain.encoding().as_ref(), &tunes);
+    let g = plain.with_header_prior(prior);
+    let last_pc = |notes: &[Note]| notes.iter().max_by_key(|n| n.start).map(|n| n.pitch % 12).unwrap();
+    let (a, b, d) = (9, 11, 2);
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..12 {
+        let mut prompt = Score::new();
+        prompt.meta.keys = vec![(0, Key::new(1, 0, cadenza::score::Mode::Major))];
+        prompt.meta.meters = vec![(0, Meter::new(2, 4))];
+        prompt.meta.style = Some("chinese".into());
+        let mut r = Request { seed, ..Request::new(prompt, Length::Tune) };
+        r.constraints.end_on_final = true;
+        let take = g.generate(&r).unwrap();
+        assert_eq!(take.record.ids.last(), Some(&cadenza::tokens::EOS), "seed {seed}: it ends");
+        let pc = last_pc(&take.notes);
+        assert!(pc == a || pc == b, "seed {seed}: a Chinese take ends on A or B, not {pc}: {:?}", take.notes);
+        seen.insert(pc);
+        assert!(cadenza::dsl::print::print(&take.score).contains("%%end_on_final\n"), "recorded");
+        r.constraints.end_on_tonic = true;
+        assert_eq!(last_pc(&g.generate(&r).unwrap().notes), d, "seed {seed}: the tonic wins");
+        r.constraints.end_on_tonic = false;
+        r.prompt.meta.style = Some("irish".into());
+        assert_eq!(last_pc(&g.generate(&r).unwrap().notes), d, "seed {seed}: Irish tunes end on D");
+    }
+    assert_eq!(seen, [a, b].into(), "the model chooses among the finals");
+}
+
 /// Regression: a REMI whole tune may change meter mid-tune (`Bar meter:7/8`); the tracker
 /// counted on in the old bars, so one line under `max_polyphony 1` overlapped itself.
 #[test]
