@@ -192,9 +192,9 @@ pub struct Constraints {
     pub end_on_tonic: bool,
     /// A whole tune ends on one of its style's finals: the degrees of the key that at least one
     /// in ten of the style's training tunes end on (`header_prior.json`, see
-    /// [`crate::gen::HeaderPrior::finals`]), the model choosing among them; the tonic for a
-    /// model without the table. Resolved per take like `end_on_tonic`, which wins when both
-    /// are set. The Chinese tunes end on the fifth of their `K:` key more often than on its
+    /// [`crate::gen::HeaderPrior::finals`]), the model choosing among them, its end id less
+    /// ready after a rarer one (`Finals::end_bias`); the tonic for a model without the table.
+    /// Resolved per take like `end_on_tonic`, which wins when both are set. The Chinese tunes end on the fifth of their `K:` key more often than on its
     /// tonic (the zhi mode), so the tonic alone made their takes less like them.
     #[serde(default)]
     pub end_on_final: bool,
@@ -263,12 +263,18 @@ impl Constraints {
         let mut c = self.for_key(&key.cloned().unwrap_or_default());
         let ends = c.end_on_tonic || c.end_on_final;
         if let Some(k) = key.filter(|_| ends && c.bars.is_none() && c.cadence.is_none()) {
-            let degrees = finals.filter(|d| c.end_on_final && !c.end_on_tonic && !d.is_empty()).unwrap_or(&[0]);
+            let degrees = finals.filter(|d| self.ends_on_finals() && !d.is_empty()).unwrap_or(&[0]);
             c.cadence = Some(degrees.iter().map(|d| (k.tonic_pc() + d) % 12).collect());
         }
         c.end_on_tonic = false;
         c.end_on_final = false;
         c
+    }
+
+    /// Whether a whole take's end is decided by its style's finals: `end_on_final`, with
+    /// neither `end_on_tonic`, a bar count nor a cadence of the caller's deciding it instead.
+    pub fn ends_on_finals(&self) -> bool {
+        self.end_on_final && !self.end_on_tonic && self.bars.is_none() && self.cadence.is_none()
     }
 
     fn pitch_ok(&self, p: u8) -> bool {

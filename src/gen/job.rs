@@ -282,6 +282,9 @@ struct Row {
     /// Past this many bars a whole take's end id is pushed up (0: never): the request's
     /// `end_after_bars`, or a length drawn for this take ([`Sampling::length_prior`]).
     end_after_bars: u32,
+    /// With `end_on_final`: nats on the end id after a last note of each pitch class (the
+    /// rarer the final among the style's tunes, the less; see `Finals::end_bias`).
+    final_bias: Option<[f32; 12]>,
     /// Whether `end_after_bars` was drawn for this take.
     drawn_bars: bool,
     done: bool,
@@ -318,6 +321,17 @@ pub struct Batch {
     /// Ids drawn but not yet fed to the model (the run stopped right after drawing them);
     /// `logits` are stale until they are fed.
     unfed: Option<Vec<u32>>,
+}
+
+/// The end id's bias after each pitch class for a take whose end its style's finals decide
+/// (`None` otherwise: no key, no table, or another rule decides the end).
+fn final_bias(
+    rules: &Constraints,
+    key: Option<&Key>,
+    finals: Option<&super::header_prior::Finals>,
+) -> Option<[f32; 12]> {
+    let (key, finals) = key.zip(finals).filter(|_| rules.ends_on_finals())?;
+    Some(finals.end_bias(key.tonic_pc()))
 }
 
 /// Upper bound on generated tokens per bar (or per note), so a model that never moves time
@@ -385,6 +399,7 @@ impl Batch {
                 limit_tick: None,
                 end_after_bars: request.sampling.end_after_bars,
                 drawn_bars: false,
+                final_bias: None,
                 done: false,
                 cancelled: false,
                 truncated: false,
@@ -472,7 +487,9 @@ impl Batch {
         let finals = s.row_finals();
         for (((row, meter), key), finals) in s.rows.iter_mut().zip(meters).zip(keys).zip(finals) {
             let mut decoder = s.encoding.decoder();
-            let mut tracker = Tracker::new(constraints.for_take(key.as_ref(), finals.as_deref()), &s.effects, meter);
+            let degrees = finals.as_ref().map(|f| f.degrees());
+            let mut tracker = Tracker::new(constraints.for_take(key.as_ref(), degrees.as_deref()), &s.effects, meter);
+            row.final_bias = final_bias(&constraints, key.as_ref(), finals.as_ref());
             for &id in &row.ids {
                 decoder.push(id);
                 tracker.push(s.effects.get(id));
@@ -606,7 +623,7 @@ impl Batch {
 
     /// The degrees each row's style ends on (`header_prior.json`, for `end_on_final`): `None`
     /// without the table or a style in the row's prefix.
-    fn row_finals(&self) -> Vec<Option<Vec<u8>>> {
+    fn row_finals(&self) -> Vec<Option<super::header_prior::Finals>> {
         self.rows
             .iter()
             .map(|row| {
@@ -754,10 +771,15 @@ impl Batch {
                 if let Some(pitch) = row.tracker.last_pitch().filter(|_| bias != 0.0) {
                     biased = Some(self.effects.bias_pitch(logits, pitch, bias));
                 }
-                if let Some(end) = self.effects.end_id().filter(|_| end_bias > 0.0) {
+                // After a rarer final the end comes less readily (see `Finals::end_bias`).
+                let after_final = match (&row.final_bias, row.tracker.last_pitch()) {
+                    (Some(bias), Some(pitch)) => bias[pitch as usize % 12],
+                    _ => 0.0,
+                };
+                if let Some(end) = self.effects.end_id().filter(|_| end_bias > 0.0 || after_final != 0.0) {
                     let b = biased.get_or_insert_with(|| logits.clone());
                     if let Some(l) = b.get_mut(end as usize) {
-                        *l += end_bias as f32;
+                        *l += end_bias as f32 + after_final;
                     }
                 }
                 if sampling.recall_bias != 0.0 {
@@ -936,7 +958,9 @@ impl Batch {
             r.cancelled = false;
             r.truncated = false;
             // A fresh tracker would forget open notes; replaying the ids rebuilds it exactly.
-            let mut t = Tracker::new(constraints.for_take(key.as_ref(), finals.as_deref()), &self.effects, meter);
+            let degrees = finals.as_ref().map(|f| f.degrees());
+            let mut t = Tracker::new(constraints.for_take(key.as_ref(), degrees.as_deref()), &self.effects, meter);
+            r.final_bias = final_bias(&constraints, key.as_ref(), finals.as_ref());
             for &id in &r.ids {
                 t.push(self.effects.get(id));
             }

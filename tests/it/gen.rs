@@ -1542,6 +1542,24 @@ fn end_on_final_ends_on_a_degree_the_styles_tunes_end_on() {
         assert_eq!(last_pc(&g.generate(&r).unwrap().notes), d, "seed {seed}: Irish tunes end on D");
     }
     assert_eq!(seen, [a, b].into(), "the model chooses among the finals");
+    // The end comes less readily after a rarer final: with B one tune's final in ten (A nine),
+    // fewer takes end on B than when the two are even.
+    let ends_on_b = |a_tunes: usize, b_tunes: usize| {
+        let mut tunes: Vec<Score> = (0..a_tunes).map(|_| tune("chinese", "de fe|d2 A2")).collect();
+        tunes.extend((0..b_tunes).map(|_| tune("chinese", "de fe|d2 B2")));
+        let (plain, _) = leaning_gen("tune", &[("<eos>", 2.0)]);
+        let prior = cadenza::gen::HeaderPrior::build(plain.encoding().as_ref(), &tunes);
+        let g = plain.with_header_prior(prior);
+        let mut prompt = Score::new();
+        prompt.meta.keys = vec![(0, Key::new(1, 0, cadenza::score::Mode::Major))];
+        prompt.meta.meters = vec![(0, Meter::new(2, 4))];
+        prompt.meta.style = Some("chinese".into());
+        let mut r = Request { seed: 100, ..Request::new(prompt, Length::Tune) };
+        r.constraints.end_on_final = true;
+        g.generate_batch(&r, 40).unwrap().iter().filter(|t| last_pc(&t.notes) == b).count()
+    };
+    let (even, rare) = (ends_on_b(5, 5), ends_on_b(9, 1));
+    assert!(rare < even, "B endings: {rare} of 40 when B is 1 final in 10, {even} when 1 in 2");
 }
 
 /// Regression: a REMI whole tune may change meter mid-tune (`Bar meter:7/8`); the tracker
