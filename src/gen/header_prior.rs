@@ -387,6 +387,15 @@ mod tests {
         enc.vocab().id(t).unwrap()
     }
 
+    /// The error reading `json` as a model's `header_prior.json` gives; it names the file.
+    fn load_error(enc: &Tune, json: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), json).unwrap();
+        let e = HeaderPrior::load(dir.path(), enc).unwrap_err().to_string();
+        assert!(e.contains(FILE), "{e}");
+        e
+    }
+
     #[test]
     fn counts_draw_from_the_most_specific_match() {
         let enc = Tune::new(TuneConfig::default()).unwrap();
@@ -481,9 +490,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         p.save(&enc, &dir.path().join(FILE), "test").unwrap();
         assert_eq!(HeaderPrior::load(dir.path(), &enc).unwrap(), Some(p));
-        std::fs::write(dir.path().join(FILE), r#"{"about":"","counts":[],"bars":[["style:irish",0,3]]}"#).unwrap();
-        let e = HeaderPrior::load(dir.path(), &enc).unwrap_err().to_string();
-        assert!(e.contains(FILE) && e.contains("0 bars"), "{e}");
+        let e = load_error(&enc, r#"{"about":"","counts":[],"bars":[["style:irish",0,3]]}"#);
+        assert!(e.contains("0 bars"), "{e}");
         assert_eq!(HeaderPrior::default().draw_bars(id(&enc, "style:irish"), &mut rng), None);
     }
 
@@ -519,22 +527,19 @@ mod tests {
         let mut keyless = ending("irish", "G", "d");
         keyless.meta.keys.clear();
         assert_eq!(final_degree(&keyless), None);
+        assert_eq!(final_degree(&ending("irish", "none", "d")), None);
         // Saved and read back; a degree out of 0..=11 is an error naming the file.
         let dir = tempfile::tempdir().unwrap();
         p.save(&enc, &dir.path().join(FILE), "test").unwrap();
         assert_eq!(HeaderPrior::load(dir.path(), &enc).unwrap(), Some(p));
-        std::fs::write(dir.path().join(FILE), r#"{"about":"","counts":[],"finals":[["style:irish",12,3]]}"#).unwrap();
-        let e = HeaderPrior::load(dir.path(), &enc).unwrap_err().to_string();
-        assert!(e.contains(FILE) && e.contains("12 semitones"), "{e}");
+        let e = load_error(&enc, r#"{"about":"","counts":[],"finals":[["style:irish",12,3]]}"#);
+        assert!(e.contains("12 semitones"), "{e}");
     }
 
     #[test]
     fn a_token_the_vocabulary_lacks_is_an_error_naming_the_file() {
         let enc = Tune::new(TuneConfig::default()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), r#"{"about":"","counts":[["style:klezmer","key:D","meter:6/8",3]]}"#)
-            .unwrap();
-        let e = HeaderPrior::load(dir.path(), &enc).unwrap_err().to_string();
-        assert!(e.contains(FILE) && e.contains("style:klezmer"), "{e}");
+        let e = load_error(&enc, r#"{"about":"","counts":[["style:klezmer","key:D","meter:6/8",3]]}"#);
+        assert!(e.contains("style:klezmer"), "{e}");
     }
 }
