@@ -57,8 +57,8 @@ pub struct Args {
     #[arg(long, allow_hyphen_values = true)]
     pub same_pitch_bias: Option<f64>,
     /// Added to the logit of each id that would play an earlier bar of the take again, note
-    /// for note, once the bar has opened like it, in nats (0 = off; the folk LSTM's defaults,
-    /// per style, are in its generation_config.json).
+    /// for note, once the bar has opened like it, in nats (0 = off; the folk models' defaults,
+    /// per style, are in their generation_config.json).
     #[arg(long, allow_hyphen_values = true)]
     pub recall_bias: Option<f64>,
     /// Temperature for note lengths alone (default: the model's, else `--temperature`).

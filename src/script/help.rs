@@ -80,7 +80,7 @@ pub const TOPICS: &[Topic] = &[
                 style's tunes end on: the tonic for Irish tunes, the mode finals for Chinese ones; the folk \
                 models' default). \
                 `recall_bias: 2` (nats) leans a bar that has opened like an earlier bar towards playing it \
-                again note for note (the folk LSTM's default, per style; 0 is off). \
+                again note for note (the folk models' default, per style; 0 is off). \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",
