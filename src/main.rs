@@ -33,7 +33,8 @@ enum Command {
     Takes(cadenza::cli::takes::Args),
     /// Index a model's training tunes so sessions say when a take copies one.
     Copies(cadenza::cli::copies::Args),
-    /// Count the keys, lengths and finals of a model's training tunes, which open keys, take lengths and endings are drawn from.
+    /// Count the keys, lengths and finals of a model's training tunes (open keys, lengths and
+    /// endings are drawn from them).
     HeaderPrior(cadenza::cli::header_prior::Args),
     /// Store a model's weights in another float type (f16 halves their size).
     Weights(cadenza::cli::weights::Args),

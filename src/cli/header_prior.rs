@@ -28,8 +28,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let path = g.dir().join(FILE);
     let t = &args.tunes;
     let about = format!(
-        "training tunes per (style, key, meter), per length and per final, untransposed: cadenza header-prior --model {} --collections {} \
-         --valid-fraction {} --seed {}",
+        "training tunes per (style, key, meter), per length and per final, untransposed: \
+         cadenza header-prior --model {} --collections {} --valid-fraction {} --seed {}",
         args.model, t.collections, t.valid_fraction, t.seed
     );
     prior.save(g.encoding().as_ref(), &path, &about)?;

@@ -194,8 +194,9 @@ pub struct Constraints {
     /// in ten of the style's training tunes end on (`header_prior.json`, see
     /// [`crate::gen::HeaderPrior::finals`]), the model choosing among them, its end id less
     /// ready after a rarer one (`Finals::end_bias`); the tonic for a model without the table.
-    /// Resolved per take like `end_on_tonic`, which wins when both are set. The Chinese tunes end on the fifth of their `K:` key more often than on its
-    /// tonic (the zhi mode), so the tonic alone made their takes less like them.
+    /// Resolved per take like `end_on_tonic`, which wins when both are set. The Chinese tunes
+    /// end on the fifth of their `K:` key more often than on its tonic (the zhi mode), so the
+    /// tonic alone made their takes less like them.
     #[serde(default)]
     pub end_on_final: bool,
 }

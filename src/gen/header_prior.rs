@@ -232,11 +232,13 @@ impl HeaderPrior {
         let finals: Vec<String> =
             stored.finals.iter().map(|r| serde_json::to_string(r).expect("a string and numbers serialise")).collect();
         let about = serde_json::to_string(&stored.about).expect("a string serialises");
+        let table = |rows: &[String]| rows.join(",\n    ");
         let text = format!(
-            "{{\n  \"about\": {about},\n  \"counts\": [\n    {}\n  ],\n  \"bars\": [\n    {}\n  ],\n  \"finals\": [\n    {}\n  ]\n}}\n",
-            rows.join(",\n    "),
-            bars.join(",\n    "),
-            finals.join(",\n    ")
+            "{{\n  \"about\": {about},\n  \"counts\": [\n    {}\n  ],\n  \"bars\": [\n    {}\n  ],\n  \
+             \"finals\": [\n    {}\n  ]\n}}\n",
+            table(&rows),
+            table(&bars),
+            table(&finals)
         );
         std::fs::write(path, text)
             .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })
