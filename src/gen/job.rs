@@ -323,15 +323,17 @@ pub struct Batch {
     unfed: Option<Vec<u32>>,
 }
 
-/// The end id's bias after each pitch class for a take whose end its style's finals decide
-/// (`None` otherwise: no key, no table, or another rule decides the end).
-fn final_bias(
+/// The rules for one take in `key` whose style ends on `finals` ([`Constraints::for_take`]),
+/// and the end id's bias after each pitch class when those finals decide its end (`None`
+/// otherwise: no key, no table, or another rule decides the end).
+fn take_rules(
     rules: &Constraints,
     key: Option<&Key>,
     finals: Option<&super::header_prior::Finals>,
-) -> Option<[f32; 12]> {
-    let (key, finals) = key.zip(finals).filter(|_| rules.ends_on_finals())?;
-    Some(finals.end_bias(key.tonic_pc()))
+) -> (Constraints, Option<[f32; 12]>) {
+    let degrees = finals.map(|f| f.degrees());
+    let bias = key.zip(finals).filter(|_| rules.ends_on_finals()).map(|(k, f)| f.end_bias(k.tonic_pc()));
+    (rules.for_take(key, degrees.as_deref()), bias)
 }
 
 /// Upper bound on generated tokens per bar (or per note), so a model that never moves time
@@ -487,9 +489,9 @@ impl Batch {
         let finals = s.row_finals();
         for (((row, meter), key), finals) in s.rows.iter_mut().zip(meters).zip(keys).zip(finals) {
             let mut decoder = s.encoding.decoder();
-            let degrees = finals.as_ref().map(|f| f.degrees());
-            let mut tracker = Tracker::new(constraints.for_take(key.as_ref(), degrees.as_deref()), &s.effects, meter);
-            row.final_bias = final_bias(&constraints, key.as_ref(), finals.as_ref());
+            let rules;
+            (rules, row.final_bias) = take_rules(&constraints, key.as_ref(), finals.as_ref());
+            let mut tracker = Tracker::new(rules, &s.effects, meter);
             for &id in &row.ids {
                 decoder.push(id);
                 tracker.push(s.effects.get(id));
@@ -958,9 +960,9 @@ impl Batch {
             r.cancelled = false;
             r.truncated = false;
             // A fresh tracker would forget open notes; replaying the ids rebuilds it exactly.
-            let degrees = finals.as_ref().map(|f| f.degrees());
-            let mut t = Tracker::new(constraints.for_take(key.as_ref(), degrees.as_deref()), &self.effects, meter);
-            r.final_bias = final_bias(&constraints, key.as_ref(), finals.as_ref());
+            let rules;
+            (rules, r.final_bias) = take_rules(&constraints, key.as_ref(), finals.as_ref());
+            let mut t = Tracker::new(rules, &self.effects, meter);
             for &id in &r.ids {
                 t.push(self.effects.get(id));
             }
