@@ -85,7 +85,7 @@ struct FinalsRow {
 /// The degrees a style's tunes end on (semitones above the tonic), each with its share of the
 /// style's tunes, most common first.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Finals(pub Vec<(u8, f64)>);
+pub struct Finals(Vec<(u8, f64)>);
 
 impl Finals {
     pub fn degrees(&self) -> Vec<u8> {
