@@ -133,6 +133,17 @@ pub fn final_degree(tune: &Score) -> Option<u8> {
     Some(((top as i32 - key.tonic_pc() as i32).rem_euclid(12)) as u8)
 }
 
+/// The rows of `style` (`style_of` reads a row's), else every row: an unknown style, or one
+/// the corpus lacks, draws from every style's tunes.
+fn of_style_or_all<R>(rows: &[R], style: u32, style_of: impl Fn(&R) -> u32) -> Vec<&R> {
+    let of_style: Vec<&R> = rows.iter().filter(|r| style_of(r) == style).collect();
+    if of_style.is_empty() {
+        rows.iter().collect()
+    } else {
+        of_style
+    }
+}
+
 /// The style, key and meter token ids of a conditioning prefix (`<bos>` then one id per
 /// category), when the prefix has them.
 fn header_ids(prefix: &[u32]) -> Option<(u32, u32, u32)> {
@@ -180,8 +191,7 @@ impl HeaderPrior {
     /// unknown or has none), most common first, with their shares; `None` when the table has
     /// no finals.
     pub fn finals(&self, style: u32) -> Option<Finals> {
-        let of_style: Vec<&FinalsRow> = self.finals.iter().filter(|r| r.style == style).collect();
-        let rows: Vec<&FinalsRow> = if of_style.is_empty() { self.finals.iter().collect() } else { of_style };
+        let rows = of_style_or_all(&self.finals, style, |r| r.style);
         let mut per_degree = [0.0f64; 12];
         for r in rows {
             per_degree[r.degree as usize % 12] += r.tunes;
@@ -200,8 +210,7 @@ impl HeaderPrior {
     /// training tunes (every style's when the style is unknown or has none); `None` when the
     /// table has no lengths.
     pub fn draw_bars(&self, style: u32, rng: &mut super::sampling::Rng) -> Option<u32> {
-        let of_style: Vec<&BarsRow> = self.bars.iter().filter(|r| r.style == style).collect();
-        let rows: Vec<&BarsRow> = if of_style.is_empty() { self.bars.iter().collect() } else { of_style };
+        let rows = of_style_or_all(&self.bars, style, |r| r.style);
         let weights: Vec<f64> = rows.iter().map(|r| r.tunes).collect();
         rng.categorical(&weights).map(|i| rows[i as usize].bars)
     }
@@ -225,20 +234,18 @@ impl HeaderPrior {
             finals: self.finals.iter().map(|r| (name(r.style), r.degree, r.tunes as u64)).collect(),
         };
         // One row a line: readable, and a diff shows which counts changed.
-        let rows: Vec<String> =
-            stored.counts.iter().map(|r| serde_json::to_string(r).expect("strings and a number serialise")).collect();
-        let bars: Vec<String> =
-            stored.bars.iter().map(|r| serde_json::to_string(r).expect("a string and numbers serialise")).collect();
-        let finals: Vec<String> =
-            stored.finals.iter().map(|r| serde_json::to_string(r).expect("a string and numbers serialise")).collect();
+        fn table<T: Serialize>(rows: &[T]) -> String {
+            let lines: Vec<String> =
+                rows.iter().map(|r| serde_json::to_string(r).expect("strings and numbers serialise")).collect();
+            lines.join(",\n    ")
+        }
         let about = serde_json::to_string(&stored.about).expect("a string serialises");
-        let table = |rows: &[String]| rows.join(",\n    ");
         let text = format!(
             "{{\n  \"about\": {about},\n  \"counts\": [\n    {}\n  ],\n  \"bars\": [\n    {}\n  ],\n  \
              \"finals\": [\n    {}\n  ]\n}}\n",
-            table(&rows),
-            table(&bars),
-            table(&finals)
+            table(&stored.counts),
+            table(&stored.bars),
+            table(&stored.finals)
         );
         std::fs::write(path, text)
             .map_err(|e| GenError::ModelFiles { path: path.display().to_string(), reason: e.to_string() })
