@@ -3,8 +3,11 @@
 
 Random weights (speed does not depend on them), 2 threads, KV cache on, sampling every token,
 a fixed number of new tokens. Prints one JSON line per batch size so the Rust bench can read it.
+Then the same decoding for an `nn.LSTM` language model (embedding, LSTM, linear head), stepped one
+token at a time with its hidden state, the reference for the LSTM lines of the bench.
 Usage: python3 scripts/bench_gen_torch.py [--layers 4 --dim 256 --heads 4 --vocab 512
-       --positions 1024 --prompt 16 --new 256 --batches 1,16 --threads 2]
+       --positions 1024 --prompt 16 --new 256 --batches 1,16 --threads 2
+       --lstm-layers 2 --lstm-embd 256 --lstm-hidden 512 (0: no LSTM)]
 """
 import argparse
 import json
@@ -26,6 +29,9 @@ def main():
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--lstm-layers", type=int, default=2)
+    ap.add_argument("--lstm-embd", type=int, default=256)
+    ap.add_argument("--lstm-hidden", type=int, default=512)
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -83,6 +89,47 @@ def main():
                 best = min(best, time.perf_counter() - t0)
                 best_cpu = min(best_cpu, time.process_time() - c0)
         emit(a, "torch-loop", params, batch, best, best_cpu)
+
+    if a.lstm_hidden > 0:
+        lstm_reference(a)
+
+
+class LstmLm(torch.nn.Module):
+    """cadenza's LSTM language model: embedding, `nn.LSTM` (batch first), linear head."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.wte = torch.nn.Embedding(a.vocab, a.lstm_embd)
+        self.lstm = torch.nn.LSTM(a.lstm_embd, a.lstm_hidden, a.lstm_layers, batch_first=True)
+        self.head = torch.nn.Linear(a.lstm_hidden, a.vocab)
+
+    def forward(self, ids, state=None):
+        out, state = self.lstm(self.wte(ids), state)
+        return self.head(out[:, -1, :]), state
+
+
+def lstm_reference(a):
+    """Prompt, then `a.new` sampled tokens one at a time through the LSTM's state."""
+    model = LstmLm(a).eval()
+    params = sum(p.numel() for p in model.parameters())
+    for batch in [int(b) for b in a.batches.split(",")]:
+        ids = torch.randint(3, a.vocab, (batch, a.prompt))
+        with torch.inference_mode():
+            logits, state = model(ids)  # warm-up
+            for _ in range(8):
+                logits, state = model(torch.multinomial(torch.softmax(logits, dim=-1), 1), state)
+            best = float("inf")
+            best_cpu = float("inf")
+            for _ in range(a.repeats):
+                t0 = time.perf_counter()
+                c0 = time.process_time()
+                logits, state = model(ids)
+                for _ in range(a.new):
+                    nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1)
+                    logits, state = model(nxt, state)
+                best = min(best, time.perf_counter() - t0)
+                best_cpu = min(best_cpu, time.process_time() - c0)
+        emit(a, "torch-lstm", params, batch, best, best_cpu)
 
 
 def emit(a, impl, params, batch, best, best_cpu):

@@ -1,5 +1,6 @@
-//! Raw f32 helpers shared by the fused CPU ops (`attention`, `lstm_fused`, `nn`, `adamw_cpu`):
-//! where they apply, storage access, GEMM, a vectorising `exp` and `tanh`.
+//! Raw f32 helpers shared by the fused CPU ops (`attention`, `lstm_fused`, `nn`, `adamw_cpu`) and
+//! the CPU decoders: where they apply, storage access, GEMM, a vectorising `exp` and `tanh`, and
+//! the split of a batch over threads.
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 
@@ -33,6 +34,30 @@ pub(crate) struct Shared(pub(crate) *mut f32);
 // SAFETY: every user hands each task a disjoint set of elements to write, see the callers.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
+
+/// Rows per thread for the hand-written decoders (`gpt_cpu`, `lstm_cpu`): a batch's rows are
+/// independent, so a batch of 4 or more is split evenly over up to `threads` threads; smaller
+/// ones stay on one (a thread's start costs more than their work).
+pub(crate) fn rows_per_thread(batch: usize, threads: usize) -> usize {
+    let threads = if batch >= 4 { threads.clamp(1, batch) } else { 1 };
+    batch.div_ceil(threads).max(1)
+}
+
+/// Runs `work` on every job: the first on this thread, each other on a thread of its own for
+/// this call (a decoder step's shares of the batch).
+pub(crate) fn on_threads<J: Send>(mut jobs: Vec<J>, work: impl Fn(J) + Sync) {
+    if jobs.is_empty() {
+        return;
+    }
+    let first = jobs.remove(0);
+    let work = &work;
+    std::thread::scope(|s| {
+        for job in jobs {
+            s.spawn(move || work(job));
+        }
+        work(first);
+    });
+}
 
 /// How a [`matmul`] may use the thread pool: not at all inside tasks that already split the
 /// work, all of it for one large product.

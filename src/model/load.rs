@@ -130,17 +130,23 @@ pub fn weights_sha256(dir: &Path) -> Result<String, ModelError> {
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Loads the model in `dir` for `device`. GPT-2 on the CPU runs through the hand-written
-/// decoder ([`super::gpt_cpu`]: the same logits, several times faster at small batches);
-/// everything else, or any model when `CADENZA_CANDLE` is set, through candle.
+/// Loads the model in `dir` for `device`. On the CPU both architectures run through their
+/// hand-written decoders ([`super::gpt_cpu`], [`super::lstm_cpu`]: the same logits, several
+/// times faster); other devices, or any model when `CADENZA_CANDLE` is set, through candle.
 pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Arc<dyn LanguageModel>, ModelError> {
     let dir = dir.as_ref();
     let config = read_config(dir)?;
+    if !device.is_cpu() || std::env::var_os("CADENZA_CANDLE").is_some() {
+        return load_candle_with(dir, config, device);
+    }
     match config {
-        Config::Gpt2(cfg) if device.is_cpu() && std::env::var_os("CADENZA_CANDLE").is_none() => {
-            Ok(Arc::new(super::gpt_cpu::CpuGpt::load_weights(dir, &cfg)?))
+        Config::Gpt2(cfg) => Ok(Arc::new(super::gpt_cpu::CpuGpt::load_weights(dir, &cfg)?)),
+        Config::Lstm(cfg) => {
+            let path = dir.join("model.safetensors");
+            let vb = weights_var_builder(dir, &Config::Lstm(cfg.clone()), device)?;
+            let lstm = Lstm::new(&cfg, vb).map_err(|e| load_err(&path, e))?;
+            Ok(Arc::new(super::lstm_cpu::CpuLstm::from_candle(&lstm).map_err(|e| load_err(&path, e))?))
         }
-        config => load_candle_with(dir, config, device),
     }
 }
 

@@ -31,6 +31,15 @@ pub struct Lstm {
     device: Device,
 }
 
+/// [`Lstm`]'s weights: the embedding, per layer `(W_ih, W_hh, b_ih, b_hh)` in PyTorch's layout,
+/// the head.
+pub(crate) struct LstmWeights<'a> {
+    pub wte: &'a Tensor,
+    pub layers: Vec<(&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor)>,
+    pub head_w: &'a Tensor,
+    pub head_b: &'a Tensor,
+}
+
 /// Hidden and cell state per layer, each `[batch, hidden]`.
 pub struct LstmState {
     h: Vec<Tensor>,
@@ -88,6 +97,16 @@ impl Lstm {
 
     pub fn config(&self) -> &LstmConfig {
         &self.cfg
+    }
+
+    /// The weights by role, for the CPU decoder ([`super::lstm_cpu`]) to pack.
+    pub(crate) fn weights(&self) -> LstmWeights<'_> {
+        LstmWeights {
+            wte: &self.wte,
+            layers: self.layers.iter().map(|l| (&l.w_ih, &l.w_hh, &l.b_ih, &l.b_hh)).collect(),
+            head_w: &self.head_w,
+            head_b: &self.head_b,
+        }
     }
 
     fn zero_state(&self, batch: usize) -> Result<(Vec<Tensor>, Vec<Tensor>)> {

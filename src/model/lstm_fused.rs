@@ -90,9 +90,16 @@ fn tanh(x: f32) -> f32 {
 }
 
 /// One row's step: activates `gates` (`[4h]`, pre-activations in) in place and writes the new
-/// cell state, its tanh and the hidden state.
+/// cell state, its tanh and the hidden state. Shared with the CPU decoder (`lstm_cpu`), so that
+/// training and generation run the same cell.
 #[inline]
-fn step_row(gates: &mut [f32], c_prev: Option<&[f32]>, c: &mut [f32], c_tanh: &mut [f32], h_out: &mut [f32]) {
+pub(crate) fn step_row(
+    gates: &mut [f32],
+    c_prev: Option<&[f32]>,
+    c: &mut [f32],
+    c_tanh: &mut [f32],
+    h_out: &mut [f32],
+) {
     let h = c.len();
     let (gi, rest) = gates.split_at_mut(h);
     let (gf, rest) = rest.split_at_mut(h);

@@ -17,6 +17,7 @@ pub mod gpt;
 pub mod gpt_cpu;
 pub mod load;
 pub mod lstm;
+pub mod lstm_cpu;
 mod lstm_fused;
 pub mod markov;
 pub(crate) mod nn;
