@@ -4,6 +4,8 @@
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 
+use super::ModelError;
+
 /// Whether a fused CPU op can take `t`: an f32 tensor on the CPU (other devices and dtypes keep
 /// candle's ops).
 pub(crate) fn on_cpu_f32(t: &Tensor) -> bool {
@@ -41,6 +43,22 @@ unsafe impl Sync for Shared {}
 pub(crate) fn rows_per_thread(batch: usize, threads: usize) -> usize {
     let threads = if batch >= 4 { threads.clamp(1, batch) } else { 1 };
     batch.div_ceil(threads).max(1)
+}
+
+/// The ids a CPU decoder was handed (`[batch, t]`), as rows, checked against its state's batch
+/// and its vocabulary: an error names what is wrong rather than a panic inside a loop.
+pub(crate) fn decoder_ids(ids: &Tensor, batch: usize, vocab: usize) -> std::result::Result<Vec<Vec<u32>>, ModelError> {
+    let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    if rows.len() != batch {
+        return Err(ModelError::BatchMismatch { ids: rows.len(), state: batch });
+    }
+    if rows.first().is_none_or(Vec::is_empty) {
+        return Err(ModelError::NoIds);
+    }
+    if let Some(bad) = rows.iter().flatten().find(|&&id| id as usize >= vocab) {
+        return Err(ModelError::IdOutsideVocab { what: "input", id: *bad, vocab });
+    }
+    Ok(rows)
 }
 
 /// Runs `work` on every job: the first on this thread, each other on a thread of its own for

@@ -13,7 +13,7 @@
 //!
 //! Only inference lives here; training and likelihood over long sequences keep using candle.
 
-use crate::model::cpu_f32::{exp_approx, on_threads, one_plus_minus_tanh, rows_per_thread};
+use crate::model::cpu_f32::{decoder_ids, exp_approx, on_threads, one_plus_minus_tanh, rows_per_thread};
 use crate::model::small_gemm::Packed;
 use crate::model::{GptConfig, LanguageModel, ModelError, State, WeightError};
 use candle_core::{DType, Device, Tensor};
@@ -209,21 +209,11 @@ impl CpuGpt {
     /// Runs `ids` (`[batch, t]`) through the network; returns logits for every position
     /// (`all`) or only the last, as one flat `[batch, rows, vocab]` buffer.
     fn run(&self, ids: &Tensor, state: &mut dyn State, all: bool) -> Result<(Vec<f32>, usize, usize), ModelError> {
-        let rows_ids = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let st = self.state(state)?;
-        let b = rows_ids.len();
-        let t = rows_ids.first().map_or(0, Vec::len);
-        if b != st.batch {
-            return Err(ModelError::BatchMismatch { ids: b, state: st.batch });
-        }
-        if t == 0 {
-            return Err(ModelError::NoIds);
-        }
+        let rows_ids = decoder_ids(ids, st.batch, self.cfg.vocab_size)?;
+        let (b, t) = (rows_ids.len(), rows_ids[0].len());
         if st.len + t > self.cfg.n_positions {
             return Err(ModelError::ContextFull { context: self.cfg.n_positions, needed: st.len + t });
-        }
-        if let Some(bad) = rows_ids.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(ModelError::IdOutsideVocab { what: "input", id: *bad, vocab: self.cfg.vocab_size });
         }
         let out_rows = if all { t } else { 1 };
         let v = self.cfg.vocab_size;

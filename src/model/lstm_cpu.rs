@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::model::cpu_f32::{on_threads, rows_per_thread};
+use crate::model::cpu_f32::{decoder_ids, on_threads, rows_per_thread};
 use crate::model::lstm::Lstm;
 use crate::model::lstm_fused::step_row;
 use crate::model::small_gemm::Packed;
@@ -123,19 +123,9 @@ impl CpuLstm {
     /// Runs `ids` (`[batch, t]`) from the state; returns logits for every position (`all`) or
     /// only the last, as one flat `[batch, rows, vocab]` buffer.
     fn run(&self, ids: &Tensor, state: &mut dyn State, all: bool) -> Result<(Vec<f32>, usize, usize), ModelError> {
-        let rows_ids = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let st = self.state(state)?;
-        let b = rows_ids.len();
-        let t = rows_ids.first().map_or(0, Vec::len);
-        if b != st.batch {
-            return Err(ModelError::BatchMismatch { ids: b, state: st.batch });
-        }
-        if t == 0 {
-            return Err(ModelError::NoIds);
-        }
-        if let Some(bad) = rows_ids.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(ModelError::IdOutsideVocab { what: "input", id: *bad, vocab: self.cfg.vocab_size });
-        }
+        let rows_ids = decoder_ids(ids, st.batch, self.cfg.vocab_size)?;
+        let (b, t) = (rows_ids.len(), rows_ids[0].len());
         let (hs, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         let out_rows = if all { t } else { 1 };
         let mut out = vec![0f32; b * out_rows * v];
