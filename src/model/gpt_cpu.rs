@@ -342,7 +342,7 @@ fn attend(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], scale: f32, scores: &mut [f
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_avx2(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], scale: f32, scores: &mut [f32], y: &mut [f32]) {
     let d = q.len() / k.len().max(1);
-    if d % 8 != 0 {
+    if !d.is_multiple_of(8) {
         return attend_body(q, k, v, scale, scores, y);
     }
     let n = scores.len();
@@ -388,7 +388,7 @@ unsafe fn scores_avx2(q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
     use std::arch::x86_64::*;
     let d = q.len();
     let n = scores.len();
-    debug_assert!(d % 8 == 0 && k.len() >= n * d);
+    debug_assert!(d.is_multiple_of(8) && k.len() >= n * d);
     let (qp, kp) = (q.as_ptr(), k.as_ptr());
     let scale_v = _mm256_set1_ps(scale);
     let mut j = 0;
