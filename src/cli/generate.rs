@@ -132,7 +132,7 @@ pub struct Args {
     /// model (default `chorale`) samples the other voices, for the melody's bars.
     #[arg(long, conflicts_with_all = ["form", "bars", "notes", "seconds", "tokens", "prompt", "abc"])]
     pub harmonize: Option<PathBuf>,
-    /// Number of takes (batched; at most 10,000); OUT is then a folder.
+    /// Number of takes (at most 10,000; in batches of 32, two at a time); OUT is then a folder.
     #[arg(short = 'n', long = "count", default_value_t = 1)]
     pub count: usize,
     /// Output: .mid or .abc file, or with -n > 1 a folder.
@@ -440,7 +440,9 @@ const BATCH_ROWS: usize = 32;
 /// few rows run on one core; with a second batch beside it the other core stays busy. 300 folk
 /// GPT takes, one batch at a time against two, in pairs of runs on this 2-core machine: 42.4 s
 /// against 37.6, 46.2 against 43.0, 48.2 against 46.2 (folk-lstm's 12-15 s moved within the
-/// machine's noise). Takes and seeds do not change: batch k always draws seeds + 32k.
+/// machine's noise). Takes and seeds do not change: batch k always draws seeds + 32k. Memory:
+/// two batches' model states at once (the folk GPT's KV cache at its full 1,024 ids is 12 MB a
+/// row, 384 MB a batch).
 const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Where the forms of [`run_forms`] come from.
