@@ -266,6 +266,20 @@ impl Generator {
         Ok(s)
     }
 
+    /// [`Generator::batch`] with one seed per take, in any order (`generate -n` batches the
+    /// takes of a form prior that draw no form, whose seeds are not consecutive).
+    pub fn batch_seeded(
+        &self,
+        request: &Request,
+        seeds: &[u64],
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(Progress),
+    ) -> Result<Batch, GenError> {
+        let mut s = Batch::start_seeded(&self.parts, request, seeds)?;
+        s.run(cancel, on_event)?;
+        Ok(s)
+    }
+
     /// Starts `n` takes on a worker thread that streams notes and can be cancelled.
     pub fn spawn(&self, request: Request, n: usize) -> Job {
         Job::spawn(self.parts.clone(), request, n)

@@ -344,6 +344,14 @@ impl Batch {
     /// Encodes the prompt, feeds it (sliding past the context if it is too long) to a fresh
     /// state for `n` rows, and readies each row's sampler and decoder.
     pub(crate) fn start(gen: &Parts, request: &Request, n: usize) -> Result<Batch, GenError> {
+        let seeds: Vec<u64> = (0..n as u64).map(|i| request.seed.wrapping_add(i)).collect();
+        Batch::start_seeded(gen, request, &seeds)
+    }
+
+    /// [`Batch::start`] with a seed of its own for each row (row `i` draws with `seeds[i]`, as
+    /// the take of that seed made alone would).
+    pub(crate) fn start_seeded(gen: &Parts, request: &Request, seeds: &[u64]) -> Result<Batch, GenError> {
+        let n = seeds.len();
         request.validate()?;
         if n == 0 {
             return Err(GenError::Request("a batch needs at least one take".into()));
@@ -381,8 +389,7 @@ impl Batch {
             .filter(|map| prefix.iter().any(|&id| map.get(id as usize).is_some_and(|&u| u != id)));
         let state = model.new_state(n * if unlabelled.is_some() { 2 } else { 1 })?;
         let mut rows = Vec::with_capacity(n);
-        for i in 0..n {
-            let seed = request.seed.wrapping_add(i as u64);
+        for &seed in seeds {
             rows.push(Row {
                 seed,
                 rng: Rng::new(seed),
