@@ -19,11 +19,12 @@ pub fn table(r: &Report) -> String {
     let n = r.rows.first().and_then(|row| row.novelty.as_ref()).map_or(r.options.ngram, |x| x.n);
     let _ = writeln!(
         s,
-        "{:<14} {:>6} {:>6} {:>8} {:>6} {:>6} {:>9} {:>8} {:>7}",
+        "{:<14} {:>6} {:>6} {:>8} {:>6} {:>6} {:>6} {:>9} {:>8} {:>7}",
         "set",
         "n",
         "vs n",
         "overlap",
+        "± sd",
         "AUC",
         "± sd",
         format!("copy≥{n}"),
@@ -34,11 +35,12 @@ pub fn table(r: &Report) -> String {
         let nov = row.novelty.as_ref();
         let _ = writeln!(
             s,
-            "{:<14} {:>6} {:>6} {:>8} {:>6} {:>6} {:>9} {:>8} {:>7}",
+            "{:<14} {:>6} {:>6} {:>8} {:>6} {:>6} {:>6} {:>9} {:>8} {:>7}",
             row.name,
             row.n,
             row.n_reference,
             num(row.mean_overlap, 3),
+            num(row.mean_overlap_sd, 3),
             num(row.classifier.as_ref().map(|c| c.auc), 3),
             num(row.classifier.as_ref().map(|c| c.auc_sd), 3),
             num(nov.map(|x| x.share_copied), 3),
@@ -48,9 +50,11 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\noverlap: mean KDE overlap of the headline features with the reference (1 = same distribution); AUC: \
-         cross-validated classifier (0.5 = cannot tell), ± sd: its spread over the repeats; copy≥{n}: share of tunes sharing a run of {n}+ notes with a \
-         training tune; run med: median longest shared run; real vs real's novelty is all held-out tunes'.\n"
+        "\noverlap: mean KDE overlap of the headline features with the reference (1 = same distribution), ± sd: its \
+         spread over {resamples} resamples of the set's tunes; AUC: cross-validated classifier (0.5 = cannot tell), \
+         ± sd: its spread over the repeats; copy≥{n}: share of tunes sharing a run of {n}+ notes with a \
+         training tune; run med: median longest shared run; real vs real's novelty is all held-out tunes'.\n",
+        resamples = super::OVERLAP_RESAMPLES
     );
     let _ = write!(s, "{:<24}", "feature");
     for row in &r.rows {
@@ -89,6 +93,7 @@ pub fn csv(r: &Report) -> String {
         put(name, "n", Some(row.n as f64));
         put(name, "n_reference", Some(row.n_reference as f64));
         put(name, "mean_overlap", row.mean_overlap);
+        put(name, "mean_overlap_sd", row.mean_overlap_sd);
         for (f, o) in r.features.iter().zip(&row.overlaps) {
             put(name, &format!("overlap:{}", f.name), *o);
         }
