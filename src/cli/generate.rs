@@ -456,7 +456,13 @@ enum FormPlan<'a> {
 /// Takes made one at a time, each a whole form with its sections generated one after another
 /// (or, where the prior draws none, a plain take). Each is written as soon as it is made.
 fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) -> anyhow::Result<()> {
-    let cancel = std::sync::atomic::AtomicBool::new(false);
+    // Ctrl-C and SIGTERM stop the take being made (its generation checks the flag every token);
+    // every take written before stays, as with batches.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, cancel.clone());
+    let _sigterm = signal_hook::flag::register(signal_hook::consts::SIGTERM, cancel.clone());
+    let stopped =
+        |written: usize| anyhow::anyhow!("stopped after {written} of {} takes; those are written", args.count);
     let single = args.count == 1 && args.out.extension().is_some();
     if !single {
         std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -482,6 +488,9 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
     let mut plain = std::collections::VecDeque::new();
     for i in 0..args.count {
         let (seed, spec) = plan_of(i);
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(stopped(i));
+        }
         if i % BATCH_ROWS == 0 {
             let seeds: Vec<u64> = (i..(i + BATCH_ROWS).min(args.count))
                 .map(plan_of)
@@ -489,13 +498,20 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
                 .map(|(seed, _)| seed)
                 .collect();
             if !seeds.is_empty() {
-                plain.extend(gen.batch_seeded(req, &seeds, &cancel, &mut |_| {})?.takes());
+                let batch = gen.batch_seeded(req, &seeds, &cancel, &mut |_| {})?;
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(stopped(i)); // a batch stopped half way is not kept
+                }
+                plain.extend(batch.takes());
             }
         }
         let request = Request { seed, ..req.clone() };
         let (score, sections, records) = match spec {
             Some(spec) => {
-                let take = crate::gen::generate_form(gen, &request, spec, &cancel)?;
+                let take = match crate::gen::generate_form(gen, &request, spec, &cancel) {
+                    Err(_) if cancel.load(std::sync::atomic::Ordering::Relaxed) => return Err(stopped(i)),
+                    take => take?,
+                };
                 let mut score = take.score.restore_pickup(req.pickup);
                 // The take's seed (its sections draw with seed + k), so the file replays it.
                 score.meta.gen.seed = Some(seed);
