@@ -388,7 +388,8 @@ unsafe fn scores_avx2(q: &[f32], k: &[f32], scale: f32, scores: &mut [f32]) {
     use std::arch::x86_64::*;
     let d = q.len();
     let n = scores.len();
-    debug_assert!(d.is_multiple_of(8) && k.len() >= n * d);
+    // Checked here, not left to the caller: the loads below rely on both.
+    assert!(d.is_multiple_of(8) && k.len() >= n * d, "scores_avx2 wants d a multiple of 8 and n keys of d");
     let (qp, kp) = (q.as_ptr(), k.as_ptr());
     let scale_v = _mm256_set1_ps(scale);
     let mut j = 0;
