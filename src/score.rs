@@ -329,6 +329,10 @@ pub struct GenSettings {
     /// has opened like it (see `gen::Sampling::recall_bias`).
     #[serde(default)]
     pub recall_bias: Option<f64>,
+    /// `%%recall_spread 1`: each take's recall bias drawn from `recall_bias × [1 − s, 1 + s]`
+    /// (see `gen::Sampling::recall_spread`).
+    #[serde(default)]
+    pub recall_spread: Option<f64>,
     /// A model's default, not written in ABC: a whole tune past this many bars is pushed to
     /// end (see `gen::Sampling::end_after_bars`).
     #[serde(default)]
@@ -385,6 +389,7 @@ impl GenSettings {
             max_repeats: self.max_repeats.or(fallback.max_repeats),
             same_pitch_bias: self.same_pitch_bias.or(fallback.same_pitch_bias),
             recall_bias: self.recall_bias.or(fallback.recall_bias),
+            recall_spread: self.recall_spread.or(fallback.recall_spread),
             end_after_bars: self.end_after_bars.or(fallback.end_after_bars),
             end_bias_per_bar: self.end_bias_per_bar.or(fallback.end_bias_per_bar),
             length_prior: self.length_prior || fallback.length_prior,

@@ -61,6 +61,11 @@ pub struct Args {
     /// per style, are in their generation_config.json).
     #[arg(long, allow_hyphen_values = true)]
     pub recall_bias: Option<f64>,
+    /// How much the recall bias varies from take to take, 0 to 1: each take's is drawn from
+    /// `recall bias × [1 − spread, 1 + spread]` by its seed (the folk LSTM's Irish and Scottish
+    /// default is 1, in its generation_config.json).
+    #[arg(long)]
+    pub recall_spread: Option<f64>,
     /// Temperature for note lengths alone (default: the model's, else `--temperature`).
     #[arg(long)]
     pub length_temperature: Option<f64>,
@@ -192,6 +197,7 @@ pub fn request(args: &Args, prompt: Score, model_defaults: &GenSettings) -> anyh
     s.repetition_penalty = args.repetition_penalty.unwrap_or(s.repetition_penalty);
     s.same_pitch_bias = args.same_pitch_bias.unwrap_or(s.same_pitch_bias);
     s.recall_bias = args.recall_bias.unwrap_or(s.recall_bias);
+    s.recall_spread = args.recall_spread.unwrap_or(s.recall_spread);
     s.length_temperature = args.length_temperature.or(s.length_temperature);
     s.length_top_p = args.length_top_p.or(s.length_top_p);
     s.guidance = args.guidance.unwrap_or(s.guidance);

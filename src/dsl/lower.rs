@@ -714,6 +714,10 @@ impl<'s> Lowerer<'s> {
                 self.meta.gen.recall_bias =
                     Some(number(|b| b.abs() <= MAX_RECALL_BIAS, "a bias in nats within ±20, like 2")?)
             }
+            "recall_spread" => {
+                self.meta.gen.recall_spread =
+                    Some(number(|s| (0.0..=1.0).contains(&s), "a spread from 0 to 1, like 1")?)
+            }
             "guidance" => {
                 self.meta.gen.guidance =
                     Some(number(|g| (0.0..=MAX_GUIDANCE).contains(&g), "a guidance from 0 to 10 (1 is off)")?)

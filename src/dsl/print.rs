@@ -230,6 +230,7 @@ pub fn print(score: &Score) -> String {
         ("length_top_p", g.length_top_p),
         ("same_pitch_bias", g.same_pitch_bias),
         ("recall_bias", g.recall_bias),
+        ("recall_spread", g.recall_spread),
         ("guidance", g.guidance),
     ];
     for (name, v) in numbers {

@@ -65,6 +65,8 @@ struct GenerationConfig {
     same_pitch_bias: Option<f64>,
     /// Added to each id that would play an earlier bar again (see `Sampling::recall_bias`).
     recall_bias: Option<f64>,
+    /// How much the recall bias varies from take to take (see `Sampling::recall_spread`).
+    recall_spread: Option<f64>,
     /// A whole tune past this many bars gets `end_bias_per_bar` nats per bar on its end id.
     end_after_bars: Option<u32>,
     end_bias_per_bar: Option<f64>,
@@ -105,6 +107,7 @@ impl GenerationConfig {
             max_repeats: self.max_repeats,
             same_pitch_bias: self.same_pitch_bias,
             recall_bias: self.recall_bias,
+            recall_spread: self.recall_spread,
             end_after_bars: self.end_after_bars,
             end_bias_per_bar: self.end_bias_per_bar,
             length_prior: self.length_prior,

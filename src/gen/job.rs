@@ -141,6 +141,7 @@ impl Request {
             repetition_penalty: g.repetition_penalty.unwrap_or(d.repetition_penalty),
             same_pitch_bias: g.same_pitch_bias.unwrap_or(d.same_pitch_bias),
             recall_bias: g.recall_bias.unwrap_or(d.recall_bias),
+            recall_spread: g.recall_spread.unwrap_or(d.recall_spread),
             end_after_bars: g.end_after_bars.unwrap_or(d.end_after_bars),
             end_bias_per_bar: g.end_bias_per_bar.unwrap_or(d.end_bias_per_bar),
             length_prior: g.length_prior,
@@ -262,6 +263,8 @@ struct Row {
     tracker: Tracker,
     /// The take's bars so far, for [`Sampling::recall_bias`].
     recall: BarRecall,
+    /// This take's factor on the recall bias ([`Sampling::recall_spread`]; 1 without one).
+    recall_scale: f64,
     /// Every id fed to the model for this row (prompt, then generated).
     ids: Vec<u32>,
     /// This row's conditioning prefix (`<bos>` and the labels, sampled ones included), re-fed
@@ -336,6 +339,18 @@ fn take_rules(
     (rules.for_take(key, degrees.as_deref()), bias)
 }
 
+/// Mixed into a take's seed for the stream its recall factor is drawn from (not the sampler's,
+/// so a spread of 0 leaves every take as it was).
+const RECALL_STREAM: u64 = 0x7265_6361_6c6c;
+
+/// A take's factor on the recall bias: uniform in `[1 − spread, 1 + spread]`, drawn from its seed.
+fn recall_scale(seed: u64, spread: f64) -> f64 {
+    if spread == 0.0 {
+        return 1.0;
+    }
+    1.0 + spread * (2.0 * Rng::new(seed ^ RECALL_STREAM).uniform() - 1.0)
+}
+
 /// Upper bound on generated tokens per bar (or per note), so a model that never moves time
 /// cannot loop forever under a bar or note limit.
 const TOKENS_PER_BAR_CAP: usize = 256;
@@ -396,6 +411,7 @@ impl Batch {
                 decoder: None,
                 tracker: Tracker::new(constraints.clone(), &effects, prompt.meter()),
                 recall: BarRecall::default(),
+                recall_scale: recall_scale(seed, request.sampling.recall_spread),
                 ids: Vec::new(),
                 prefix: prefix.clone(),
                 prompt_len: ids.len(),
@@ -428,6 +444,7 @@ impl Batch {
         meta.gen.same_pitch_bias =
             (request.sampling.same_pitch_bias != 0.0).then_some(request.sampling.same_pitch_bias);
         meta.gen.recall_bias = (request.sampling.recall_bias != 0.0).then_some(request.sampling.recall_bias);
+        meta.gen.recall_spread = (request.sampling.recall_spread != 0.0).then_some(request.sampling.recall_spread);
         meta.gen.seed = Some(request.seed);
         meta.gen.bars = match request.length {
             Length::Bars(b) => Some(b),
@@ -793,7 +810,7 @@ impl Batch {
                 }
                 if sampling.recall_bias != 0.0 {
                     row.recall.catch_up(&row.ids, &self.effects);
-                    row.recall.bias(logits, &mut biased, sampling.recall_bias);
+                    row.recall.bias(logits, &mut biased, sampling.recall_bias * row.recall_scale);
                 }
                 let draw_from = biased.as_ref().unwrap_or(logits);
                 let for_lengths;
@@ -1135,4 +1152,24 @@ fn open_header(prompt: &Score, encoding: &dyn Encoding, prefix_len: usize) -> Ve
     // Only when the prefix really has one id per category after `<bos>`.
     out.retain(|&p| p < prefix_len);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recall_scale;
+
+    /// A take's recall factor: exactly 1 without a spread (the take is as it was), else uniform
+    /// in `[1 − spread, 1 + spread]` by the take's seed, the same for the same seed.
+    #[test]
+    fn recall_scales_are_seeded_and_uniform_within_the_spread() {
+        assert!((0..100).all(|seed| recall_scale(seed, 0.0) == 1.0));
+        let scales: Vec<f64> = (0..2000).map(|seed| recall_scale(seed, 1.0)).collect();
+        assert!(scales.iter().all(|s| (0.0..=2.0).contains(s)));
+        let mean = scales.iter().sum::<f64>() / scales.len() as f64;
+        assert!((mean - 1.0).abs() < 0.05, "mean {mean}");
+        let below_half = scales.iter().filter(|&&s| s < 0.5).count() as f64 / scales.len() as f64;
+        assert!((below_half - 0.25).abs() < 0.04, "share below 0.5: {below_half}");
+        assert_eq!(recall_scale(7, 1.0), scales[7]);
+        assert!((0..100).map(|seed| recall_scale(seed, 0.5)).all(|s| (0.5..=1.5).contains(&s)));
+    }
 }

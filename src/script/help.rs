@@ -56,7 +56,7 @@ pub const TOPICS: &[Topic] = &[
     Topic {
         name: "gen",
         signature: "gen(score, #{bars, notes, temperature, top_k, top_p, repetition_penalty, same_pitch_bias, \
-                    recall_bias, length_temperature, length_top_p, guidance, seed, \
+                    recall_bias, recall_spread, length_temperature, length_top_p, guidance, seed, \
                     style, instrument, key, meter, scale, in_key, range, max_polyphony, whole_bars, mono_voices, no_parallels, \
                     end_on_tonic, end_on_final, \
                     model, \
@@ -80,7 +80,8 @@ pub const TOPICS: &[Topic] = &[
                 style's tunes end on: the tonic for Irish tunes, the mode finals for Chinese ones; the folk \
                 models' default). \
                 `recall_bias: 2` (nats) leans a bar that has opened like an earlier bar towards playing it \
-                again note for note (the folk models' default, per style; 0 is off). \
+                again note for note (the folk models' default, per style; 0 is off); `recall_spread: 1` draws \
+                each take's from 0 to twice that, so some takes bring much back and some little, as tunes do. \
                 `seed` makes it repeatable (else a fresh one, recorded in the result). `gen(#{...})` starts \
                 from nothing. Ctrl-C cancels.",
         example: "let more = gen(tune, #{bars: 2, temperature: 0.9, top_k: 20, seed: 7});",

@@ -142,6 +142,8 @@ pub struct GenOpts {
     pub same_pitch_bias: Option<f64>,
     /// Added to each id that would play an earlier bar again (`gen::Sampling::recall_bias`).
     pub recall_bias: Option<f64>,
+    /// How much the recall bias varies from take to take (`gen::Sampling::recall_spread`).
+    pub recall_spread: Option<f64>,
     /// Temperature and top-p for note lengths alone (`gen::Sampling::length_temperature`).
     pub length_temperature: Option<f64>,
     pub length_top_p: Option<f64>,
@@ -191,6 +193,7 @@ impl GenOpts {
             repetition_penalty,
             same_pitch_bias,
             recall_bias,
+            recall_spread,
             length_temperature,
             length_top_p,
             guidance,
@@ -737,6 +740,7 @@ impl Stage {
         s.repetition_penalty = opts.repetition_penalty.unwrap_or(s.repetition_penalty);
         s.same_pitch_bias = opts.same_pitch_bias.unwrap_or(s.same_pitch_bias);
         s.recall_bias = opts.recall_bias.unwrap_or(s.recall_bias);
+        s.recall_spread = opts.recall_spread.unwrap_or(s.recall_spread);
         s.length_temperature = opts.length_temperature.or(s.length_temperature);
         s.length_top_p = opts.length_top_p.or(s.length_top_p);
         s.guidance = opts.guidance.unwrap_or(s.guidance);

@@ -1656,46 +1656,59 @@ fn guidance_leans_pitches_into_the_style_and_records_the_models_likelihood() {
 /// Bar recall: once a bar opens like an earlier bar of the take, the id that plays that bar
 /// again gets the bias. A uniform model over five pitches and every length almost never writes
 /// the same bar twice by chance; with the bias most bars that open like an earlier one finish
-/// like it. The take's file carries `%%recall_bias`, and an out-of-range bias is refused.
+/// like it. With a spread each take draws its own bias, so takes differ in how much they bring
+/// back. The take's file carries `%%recall_bias` and `%%recall_spread`, and out-of-range values
+/// are refused.
 #[test]
 fn recall_bias_plays_earlier_bars_again() {
     let enc = cadenza::tokens::build("tune", &CondSpec::default(), &[]).unwrap();
     let vocab = enc.vocab().len();
     let g = Generator::from_parts("recall", Arc::new(Leaning::uniform(vocab)), Arc::from(enc), "0000");
-    // Share of a take's bars (from its second on) whose notes, placed in the bar, equal an
-    // earlier bar's.
-    let repeated_share = |bias: f64| {
-        let (mut repeated, mut bars) = (0usize, 0usize);
-        for seed in 0..4 {
-            let mut prompt = Score::new();
-            prompt.meta.meters = vec![(0, Meter::new(4, 4))];
-            let mut r = Request { seed, ..Request::new(prompt, Length::Bars(16)) };
-            r.constraints.range = Some((60, 64));
-            r.constraints.whole_bars = true;
-            r.sampling.recall_bias = bias;
-            let take = g.generate(&r).unwrap();
-            let bar = Meter::new(4, 4).bar_ticks();
-            let mut by_bar: BTreeMap<Tick, Vec<(Tick, u8, Tick)>> = BTreeMap::new();
-            for n in &take.notes {
-                by_bar.entry(n.start / bar).or_default().push((n.start % bar, n.pitch, n.dur));
-            }
-            let contents: Vec<&Vec<(Tick, u8, Tick)>> = by_bar.values().collect();
-            for (i, b) in contents.iter().enumerate().skip(1) {
-                bars += 1;
-                repeated += contents[..i].contains(b) as usize;
-            }
-        }
-        repeated as f64 / bars as f64
+    // Per take (seeds 0..takes), the share of its bars (from its second on) whose notes, placed
+    // in the bar, equal an earlier bar's.
+    let repeated_shares = |bias: f64, spread: f64, takes: u64| -> Vec<f64> {
+        (0..takes)
+            .map(|seed| {
+                let mut prompt = Score::new();
+                prompt.meta.meters = vec![(0, Meter::new(4, 4))];
+                let mut r = Request { seed, ..Request::new(prompt, Length::Bars(16)) };
+                r.constraints.range = Some((60, 64));
+                r.constraints.whole_bars = true;
+                r.sampling.recall_bias = bias;
+                r.sampling.recall_spread = spread;
+                let take = g.generate(&r).unwrap();
+                let bar = Meter::new(4, 4).bar_ticks();
+                let mut by_bar: BTreeMap<Tick, Vec<(Tick, u8, Tick)>> = BTreeMap::new();
+                for n in &take.notes {
+                    by_bar.entry(n.start / bar).or_default().push((n.start % bar, n.pitch, n.dur));
+                }
+                let contents: Vec<&Vec<(Tick, u8, Tick)>> = by_bar.values().collect();
+                let repeated = (1..contents.len()).filter(|&i| contents[..i].contains(&contents[i])).count();
+                repeated as f64 / (contents.len() - 1).max(1) as f64
+            })
+            .collect()
     };
-    let (plain, recalled) = (repeated_share(0.0), repeated_share(20.0));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (plain, recalled) = (mean(&repeated_shares(0.0, 0.0, 4)), mean(&repeated_shares(20.0, 0.0, 4)));
     assert!(plain < 0.1, "without recall {plain}");
     assert!(recalled > 0.3 && recalled > 3.0 * plain, "with recall {recalled}, without {plain}");
+    // A spread of 1 at 4 nats: each take's bias from 0 to 8, so the least and the most
+    // repetitive takes lie further apart than with 4 nats for every take.
+    let range = |v: Vec<f64>| v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min);
+    let (fixed, spread) = (range(repeated_shares(4.0, 0.0, 12)), range(repeated_shares(4.0, 1.0, 12)));
+    assert!(spread > fixed, "shares' range with a spread {spread}, without {fixed}");
     let mut r = Request { seed: 3, ..Request::new(Score::new(), Length::Bars(2)) };
     r.sampling.recall_bias = 2.5;
+    r.sampling.recall_spread = 0.5;
     let abc = cadenza::dsl::print::print(&g.generate(&r).unwrap().score);
-    assert!(abc.contains("%%recall_bias 2.5\n"), "{abc}");
-    assert_eq!(cadenza::dsl::parse(&abc).unwrap().meta.gen.recall_bias, Some(2.5));
+    assert!(abc.contains("%%recall_bias 2.5\n") && abc.contains("%%recall_spread 0.5\n"), "{abc}");
+    let replayed = cadenza::dsl::parse(&abc).unwrap().meta.gen;
+    assert_eq!((replayed.recall_bias, replayed.recall_spread), (Some(2.5), Some(0.5)));
+    r.sampling.recall_spread = 1.5;
+    assert!(g.generate(&r).unwrap_err().to_string().contains("recall spread must be within 0..=1"));
     r.sampling.recall_bias = 21.0;
     assert!(g.generate(&r).unwrap_err().to_string().contains("recall bias must be within"));
     assert!(cadenza::dsl::parse("X:1\n%%recall_bias 30\nK:C\nC|]\n").is_err());
+    let e = cadenza::dsl::parse("X:1\n%%recall_spread 2\nK:C\nC|]\n").unwrap_err().to_string();
+    assert!(e.contains("a spread from 0 to 1"), "{e}");
 }
