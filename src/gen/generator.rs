@@ -264,9 +264,8 @@ impl Generator {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(Progress),
     ) -> Result<Batch, GenError> {
-        let mut s = Batch::start(&self.parts, request, n)?;
-        s.run(cancel, on_event)?;
-        Ok(s)
+        let seeds: Vec<u64> = (0..n as u64).map(|i| request.seed.wrapping_add(i)).collect();
+        self.batch_seeded(request, &seeds, cancel, on_event)
     }
 
     /// [`Generator::batch`] with one seed per take, in any order (`generate -n` batches the

@@ -103,10 +103,6 @@ impl Gpt {
         &self.cfg
     }
 
-    fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut GptState, ModelError> {
-        state.as_any_mut().downcast_mut::<GptState>().ok_or_else(|| ModelError::ForeignState { model: "GPT" })
-    }
-
     fn check_ids(&self, ids: &Tensor, state: &GptState) -> std::result::Result<(usize, usize), ModelError> {
         let (b, t) = ids.dims2()?;
         if b != state.batch {
@@ -290,7 +286,7 @@ impl LanguageModel for Gpt {
     }
 
     fn forward(&self, ids: &Tensor, state: &mut dyn State) -> std::result::Result<Tensor, ModelError> {
-        let state = self.state(state)?;
+        let state = super::own_state::<GptState>(state, "GPT")?;
         let (_, t) = self.check_ids(ids, state)?;
         let logits = self.run(ids, state.len, Some(&mut state.layers), None, true)?;
         state.len += t;
@@ -298,7 +294,7 @@ impl LanguageModel for Gpt {
     }
 
     fn forward_all(&self, ids: &Tensor, state: &mut dyn State) -> std::result::Result<Tensor, ModelError> {
-        let state = self.state(state)?;
+        let state = super::own_state::<GptState>(state, "GPT")?;
         let (_, t) = self.check_ids(ids, state)?;
         let logits = self.run(ids, state.len, Some(&mut state.layers), None, false)?;
         state.len += t;

@@ -202,14 +202,10 @@ impl CpuGpt {
         self.threads = n.max(1);
     }
 
-    fn state<'a>(&self, state: &'a mut dyn State) -> Result<&'a mut CpuState, ModelError> {
-        state.as_any_mut().downcast_mut::<CpuState>().ok_or_else(|| ModelError::ForeignState { model: "GPT" })
-    }
-
     /// Runs `ids` (`[batch, t]`) through the network; returns logits for every position
     /// (`all`) or only the last, as one flat `[batch, rows, vocab]` buffer.
     fn run(&self, ids: &Tensor, state: &mut dyn State, all: bool) -> Result<(Vec<f32>, usize, usize), ModelError> {
-        let st = self.state(state)?;
+        let st = super::own_state::<CpuState>(state, "GPT")?;
         let rows_ids = decoder_ids(ids, st.batch, self.cfg.vocab_size)?;
         let (b, t) = (rows_ids.len(), rows_ids[0].len());
         if st.len + t > self.cfg.n_positions {

@@ -222,12 +222,8 @@ impl Lstm {
         Ok(x)
     }
 
-    fn state<'a>(&self, state: &'a mut dyn State) -> std::result::Result<&'a mut LstmState, ModelError> {
-        state.as_any_mut().downcast_mut::<LstmState>().ok_or_else(|| ModelError::ForeignState { model: "LSTM" })
-    }
-
     fn step(&self, ids: &Tensor, state: &mut dyn State, last_only: bool) -> std::result::Result<Tensor, ModelError> {
-        let state = self.state(state)?;
+        let state = super::own_state::<LstmState>(state, "LSTM")?;
         let (b, t) = ids.dims2()?;
         if b != state.batch {
             return Err(ModelError::BatchMismatch { ids: b, state: state.batch });

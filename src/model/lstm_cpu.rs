@@ -116,14 +116,10 @@ impl CpuLstm {
         self.threads = n.max(1);
     }
 
-    fn state<'a>(&self, state: &'a mut dyn State) -> Result<&'a mut CpuLstmState, ModelError> {
-        state.as_any_mut().downcast_mut::<CpuLstmState>().ok_or_else(|| ModelError::ForeignState { model: "LSTM" })
-    }
-
     /// Runs `ids` (`[batch, t]`) from the state; returns logits for every position (`all`) or
     /// only the last, as one flat `[batch, rows, vocab]` buffer.
     fn run(&self, ids: &Tensor, state: &mut dyn State, all: bool) -> Result<(Vec<f32>, usize, usize), ModelError> {
-        let st = self.state(state)?;
+        let st = super::own_state::<CpuLstmState>(state, "LSTM")?;
         let rows_ids = decoder_ids(ids, st.batch, self.cfg.vocab_size)?;
         let (b, t) = (rows_ids.len(), rows_ids[0].len());
         let (hs, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
@@ -283,11 +279,14 @@ mod tests {
                 assert!(max_diff(&a, &b) < 1e-4, "batch {batch} after dropping rows: {}", max_diff(&a, &b));
             }
         }
-        // Ids past the vocabulary and a state of another size are errors, not panics.
+        // Ids past the vocabulary and a state of another size or model are errors, not panics.
         let mut s = fast.new_state(2).unwrap();
         let bad = Tensor::from_vec(vec![13u32, 0], (2, 1), &Device::Cpu).unwrap();
         assert!(matches!(fast.forward(&bad, s.as_mut()), Err(ModelError::IdOutsideVocab { .. })));
         let one = Tensor::from_vec(vec![1u32], (1, 1), &Device::Cpu).unwrap();
         assert!(matches!(fast.forward(&one, s.as_mut()), Err(ModelError::BatchMismatch { .. })));
+        // The candle model's state is another model's to this one.
+        let mut foreign = slow.new_state(1).unwrap();
+        assert!(matches!(fast.forward(&one, foreign.as_mut()), Err(ModelError::ForeignState { model: "LSTM" })));
     }
 }

@@ -100,6 +100,15 @@ pub trait State: Send {
     }
 }
 
+/// `state` as the concrete state of the model named `model`, or the error that says it is another
+/// model's (every implementation's first step with a state it is handed).
+pub(crate) fn own_state<'a, S: 'static>(
+    state: &'a mut dyn State,
+    model: &'static str,
+) -> Result<&'a mut S, ModelError> {
+    state.as_any_mut().downcast_mut::<S>().ok_or(ModelError::ForeignState { model })
+}
+
 /// A boxed state is a state, so `&mut model.new_state(1)?` can be passed straight to `forward`.
 impl<S: State + ?Sized> State for Box<S> {
     fn len(&self) -> usize {
