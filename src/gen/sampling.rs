@@ -48,7 +48,8 @@ pub struct Sampling {
     /// uniformly from `recall_bias × [1 − spread, 1 + spread]` by its seed. Real tunes range from
     /// bringing nothing back to almost every bar; with one bias for all, takes all bring back
     /// about as much as the average tune (`cadenza eval`'s repeat features: folk-lstm's Irish
-    /// takes' repeat_2bar quartiles 0.27/0.34/0.38 against the tunes' 0.12/0.29/0.44).
+    /// takes' repeat_2bar quartiles 0.27/0.34/0.38 against the tunes' 0.12/0.29/0.44). In a form
+    /// each section draws its own, as each section has a seed of its own.
     pub recall_spread: f64,
     /// A whole tune (no length asked for) longer than this many bars, counted from the tune's
     /// start, gets `end_bias_per_bar` nats more on its end-of-tune id for every bar beyond: a
