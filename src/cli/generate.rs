@@ -481,27 +481,29 @@ fn run_forms(args: &Args, gen: &Generator, req: &Request, plan: FormPlan<'_>) ->
     };
     // A given form spaces the seeds by its sections (section k of take i draws with seed +
     // k); a drawn one keeps seed + i, so `--seed` of a take alone makes it again.
-    let plan_of = |i: usize| match plan {
-        FormPlan::Every(spec) => (req.seed.wrapping_add(i as u64 * spec.sections.len() as u64), Some(spec)),
-        FormPlan::Drawn(prior) => {
-            let seed = req.seed.wrapping_add(i as u64);
-            (seed, prior.pick(seed))
-        }
-    };
+    let plans: Vec<(u64, Option<&crate::gen::FormSpec>)> = (0..args.count)
+        .map(|i| match plan {
+            FormPlan::Every(spec) => (req.seed.wrapping_add(i as u64 * spec.sections.len() as u64), Some(spec)),
+            FormPlan::Drawn(prior) => {
+                let seed = req.seed.wrapping_add(i as u64);
+                (seed, prior.pick(seed))
+            }
+        })
+        .collect();
     // The takes that draw no form are plain takes: made a batch at a time, BATCH_ROWS takes'
     // worth ahead (the chorale model's prior draws none for 60% of its takes, which one at a
     // time took several times as long).
     let mut plain = std::collections::VecDeque::new();
     for i in 0..args.count {
-        let (seed, spec) = plan_of(i);
+        let (seed, spec) = plans[i];
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(stopped(i));
         }
         if i % BATCH_ROWS == 0 {
-            let seeds: Vec<u64> = (i..(i + BATCH_ROWS).min(args.count))
-                .map(plan_of)
+            let seeds: Vec<u64> = plans[i..(i + BATCH_ROWS).min(args.count)]
+                .iter()
                 .filter(|(_, spec)| spec.is_none())
-                .map(|(seed, _)| seed)
+                .map(|p| p.0)
                 .collect();
             if !seeds.is_empty() {
                 let batch = gen.batch_seeded(req, &seeds, &cancel, &mut |_| {})?;

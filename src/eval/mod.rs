@@ -28,14 +28,14 @@ use serde::Serialize;
 
 /// Takes (and reference tunes) one evaluation accepts at most.
 pub const MAX_TUNES: usize = 100_000;
-
-/// Resamples of a set whose mean overlaps give [`Row::mean_overlap_sd`]: each costs one more
-/// overlap per feature (300 takes against 156 tunes: the whole eval 1.96 s -> 2.33 s).
-pub const OVERLAP_RESAMPLES: usize = 20;
 /// Training tunes indexed for novelty at most (the whole music21 folk corpus is about 12,700).
 pub const MAX_TRAINING: usize = 1_000_000;
 /// Notes one tune may have at most (a long chorale has about 1,000).
 pub const MAX_NOTES: usize = 200_000;
+
+/// Resamples of a set whose mean overlaps give [`Row::mean_overlap_sd`]: each costs one more
+/// overlap per feature (300 takes against 156 tunes: the whole eval 1.96 s -> 2.33 s).
+pub const OVERLAP_RESAMPLES: usize = 20;
 
 /// What can go wrong in an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -375,7 +375,7 @@ fn compare(
         (0..features.len()).map(|f| overlap::overlap(&column(set, f), &column(against, f))).collect();
     let headline: Vec<f64> =
         overlaps.iter().zip(features).filter(|(_, i)| i.headline).filter_map(|(o, _)| *o).collect();
-    let mean_overlap = (!headline.is_empty()).then(|| headline.iter().sum::<f64>() / headline.len() as f64);
+    let mean_overlap = mean(&headline);
     let mean_overlap_sd = resampled_overlap_sd(set, against, features, opts.seed);
 
     // Classifier features: headline features that at least half the tunes of each set have.
@@ -414,13 +414,13 @@ fn compare(
 /// [`Row::mean_overlap_sd`]: the mean headline overlap of `set` against `against` over seeded
 /// resamples of `set`'s tunes; `None` where fewer than two resamples give a mean.
 fn resampled_overlap_sd(set: &Measured, against: &Measured, features: &[FeatureInfo], seed: u64) -> Option<f64> {
-    let headline: Vec<usize> = (0..features.len()).filter(|&f| features[f].headline).collect();
-    let reference: Vec<Vec<f64>> =
-        headline.iter().map(|&f| against.features.iter().filter_map(|v| v[f]).collect()).collect();
     let n = set.features.len();
     if n < 2 {
         return None;
     }
+    let headline: Vec<usize> = (0..features.len()).filter(|&f| features[f].headline).collect();
+    let reference: Vec<Vec<f64>> =
+        headline.iter().map(|&f| against.features.iter().filter_map(|v| v[f]).collect()).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x7265_7361_6d70));
     let means: Vec<f64> = (0..OVERLAP_RESAMPLES)
         .filter_map(|_| {
@@ -433,7 +433,7 @@ fn resampled_overlap_sd(set: &Measured, against: &Measured, features: &[FeatureI
                     overlap::overlap(&a, b)
                 })
                 .collect();
-            (!overlaps.is_empty()).then(|| overlaps.iter().sum::<f64>() / overlaps.len() as f64)
+            mean(&overlaps)
         })
         .collect();
     (means.len() >= 2).then(|| overlap::std_dev(&means))
